@@ -1,0 +1,358 @@
+import { createHash } from 'node:crypto';
+import { ApplicationFailure } from '@temporalio/activity';
+import { and, eq, inArray, ne } from 'drizzle-orm';
+import { ZodError } from 'zod';
+import type { Db } from '../db/client.js';
+import {
+  accessRequests,
+  approvals,
+  entitlements,
+  grants,
+  identities,
+  type Entitlement,
+  type RequestStatus,
+  type RevokeReason,
+} from '../db/schema.js';
+import type { Logger } from '../temporal/logger.js';
+import { appendAudit, canonicalJson } from './audit.js';
+import type { ConnectorRegistry } from './connectors/registry.js';
+import { ConnectorError, type Connector, type Membership } from './connectors/types.js';
+import type { Metrics } from './metrics.js';
+
+export interface ActivityDeps {
+  db: Db;
+  connectors: ConnectorRegistry;
+  log: Logger;
+  metrics: Metrics;
+}
+
+interface Keyed {
+  idempotencyKey: string;
+}
+interface LeaseRef {
+  requestId: string;
+  grantId: string;
+  subjectId: string;
+  entitlementId: string;
+}
+
+const notFound = (what: string) => ApplicationFailure.nonRetryable(`${what} not found`, 'NotFound');
+
+/** Maps connector errors onto Temporal's retry semantics with stable types. */
+function toFailure(err: unknown): unknown {
+  if (err instanceof ConnectorError) {
+    return err.retryable
+      ? ApplicationFailure.retryable(err.message, err.type)
+      : ApplicationFailure.nonRetryable(err.message, err.type);
+  }
+  if (err instanceof ZodError) return ApplicationFailure.nonRetryable(`invalid system configuration: ${err.issues.map((i) => i.message).join('; ')}`, 'InvalidConfig');
+  return err;
+}
+
+export function policyVersionOf(e: Pick<Entitlement, 'id' | 'approvalPolicy' | 'maxDurationSeconds' | 'riskTier' | 'ownerId'>): string {
+  const digest = createHash('sha256')
+    .update(canonicalJson({ p: e.approvalPolicy, max: e.maxDurationSeconds, tier: e.riskTier, owner: e.ownerId }))
+    .digest('hex');
+  return `ent-${e.id.slice(0, 8)}@${digest.slice(0, 12)}`;
+}
+
+export function createActivities(deps: ActivityDeps) {
+  const { db, connectors, log, metrics } = deps;
+
+  async function loadLease(l: Pick<LeaseRef, 'subjectId' | 'entitlementId'>) {
+    const [identity] = await db.select().from(identities).where(eq(identities.id, l.subjectId));
+    if (!identity) throw notFound('identity');
+    const [entitlement] = await db.select().from(entitlements).where(eq(entitlements.id, l.entitlementId));
+    if (!entitlement) throw notFound('entitlement');
+    return { identity, entitlement };
+  }
+
+  /** Resolves the connector and the membership for a lease, then runs one target operation. */
+  async function onTarget<T>(l: Pick<LeaseRef, 'subjectId' | 'entitlementId'>, op: string, fn: (c: Connector, m: Membership) => Promise<T>): Promise<T> {
+    const { identity, entitlement } = await loadLease(l);
+    let kind = 'unknown';
+    try {
+      const { connector, accountFor, system } = await connectors.forSystem(entitlement.systemId);
+      kind = system.kind;
+      const result = await fn(connector, { account: accountFor(identity), resource: entitlement.resource });
+      metrics.targetCalls.inc({ kind, op, outcome: 'ok' });
+      return result;
+    } catch (err) {
+      metrics.targetCalls.inc({ kind, op, outcome: err instanceof ConnectorError ? err.type : 'error' });
+      throw toFailure(err);
+    }
+  }
+
+  async function setRequestStatus(tx: Pick<Db, 'update'>, requestId: string, status: RequestStatus, extra: Partial<typeof accessRequests.$inferInsert> = {}) {
+    await tx.update(accessRequests).set({ status, updatedAt: new Date(), ...extra }).where(eq(accessRequests.id, requestId));
+  }
+
+  return {
+    /** Decides routing for the single approval stage (policy-driven routing arrives with issue 3). */
+    async evaluatePolicy(input: { requestId: string; requesterId: string; subjectId: string; entitlementId: string }) {
+      const { identity: subject, entitlement } = await loadLease(input);
+      if (subject.status !== 'active') throw ApplicationFailure.nonRetryable('subject is not active', 'SubjectInactive');
+      const [owner] = await db.select().from(identities).where(eq(identities.id, entitlement.ownerId));
+      const approverIds: string[] = [];
+      // Four eyes: the requester never approves; an owner who is the requester defers to their manager.
+      if (owner && owner.status === 'active' && owner.id !== input.requesterId) approverIds.push(owner.id);
+      else if (owner?.managerId && owner.managerId !== input.requesterId) {
+        const [mgr] = await db.select().from(identities).where(eq(identities.id, owner.managerId));
+        if (mgr?.status === 'active') approverIds.push(mgr.id);
+      }
+      return {
+        policyVersion: policyVersionOf(entitlement),
+        approverIds,
+        approvalTimeoutSeconds: entitlement.approvalPolicy.approvalTimeoutSeconds,
+        maxDurationSeconds: entitlement.maxDurationSeconds,
+      };
+    },
+
+    async openApprovalStage(input: Keyed & { requestId: string; stage: number; approverIds: string[]; policyVersion: string; dueAt: string }) {
+      await db.transaction(async (tx) => {
+        await tx
+          .insert(approvals)
+          .values(input.approverIds.map((approverId) => ({ requestId: input.requestId, stage: input.stage, approverId, policyVersion: input.policyVersion, dueAt: new Date(input.dueAt) })))
+          .onConflictDoNothing();
+        await setRequestStatus(tx, input.requestId, 'pending_approval', { policyVersion: input.policyVersion });
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          actorType: 'workflow',
+          actorId: 'accessRequestWorkflow',
+          action: 'approval.stage_opened',
+          requestId: input.requestId,
+          policyVersion: input.policyVersion,
+          data: { stage: input.stage, approverIds: input.approverIds, dueAt: input.dueAt },
+        });
+      });
+    },
+
+    async recordDecision(input: Keyed & { requestId: string; stage: number; approverId: string; decision: 'approve' | 'reject'; comment?: string | undefined; policyVersion: string }) {
+      const now = new Date();
+      await db.transaction(async (tx) => {
+        await tx
+          .update(approvals)
+          .set({ status: input.decision === 'approve' ? 'approved' : 'rejected', comment: input.comment ?? null, decidedAt: now })
+          .where(and(eq(approvals.requestId, input.requestId), eq(approvals.stage, input.stage), eq(approvals.approverId, input.approverId), eq(approvals.status, 'pending')));
+        // The stage is decided: the other approvers' tasks close without a decision.
+        await tx
+          .update(approvals)
+          .set({ status: 'closed' })
+          .where(and(eq(approvals.requestId, input.requestId), eq(approvals.stage, input.stage), eq(approvals.status, 'pending')));
+        await setRequestStatus(tx, input.requestId, input.decision === 'approve' ? 'granting' : 'rejected', { decidedAt: now });
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          actorType: 'identity',
+          actorId: input.approverId,
+          action: input.decision === 'approve' ? 'request.approved' : 'request.rejected',
+          requestId: input.requestId,
+          policyVersion: input.policyVersion,
+          reason: input.comment ?? null,
+          data: { stage: input.stage },
+        });
+      });
+    },
+
+    async closeUnapproved(input: Keyed & { requestId: string; outcome: 'expired_unapproved' | 'cancelled' | 'rejected'; reason: string; actorId?: string | undefined }) {
+      await db.transaction(async (tx) => {
+        await tx
+          .update(approvals)
+          .set({ status: input.outcome === 'expired_unapproved' ? 'expired' : 'closed' })
+          .where(and(eq(approvals.requestId, input.requestId), eq(approvals.status, 'pending')));
+        await setRequestStatus(tx, input.requestId, input.outcome, { decidedAt: new Date() });
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          actorType: input.actorId ? 'identity' : 'workflow',
+          actorId: input.actorId ?? 'accessRequestWorkflow',
+          action: `request.${input.outcome}`,
+          requestId: input.requestId,
+          reason: input.reason,
+        });
+      });
+    },
+
+    async grantAccess(input: Keyed & LeaseRef) {
+      await db
+        .insert(grants)
+        .values({ id: input.grantId, identityId: input.subjectId, entitlementId: input.entitlementId, requestId: input.requestId, source: 'request', status: 'granting' })
+        .onConflictDoNothing();
+      const { changed } = await onTarget(input, 'grant', (c, m) => c.grant(m));
+      await db.transaction(async (tx) => {
+        // Only the first successful call records whether we changed the target; a retry that finds
+        // the membership already present must not overwrite it.
+        const [row] = await tx.select().from(grants).where(eq(grants.id, input.grantId));
+        if (row?.grantedAt == null) {
+          await tx.update(grants).set({ grantedAt: new Date(), targetChanged: changed }).where(eq(grants.id, input.grantId));
+        }
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          actorType: 'workflow',
+          actorId: 'accessRequestWorkflow',
+          action: 'grant.applied',
+          requestId: input.requestId,
+          grantId: input.grantId,
+          identityId: input.subjectId,
+          data: { changed },
+        });
+      });
+      return { changed };
+    },
+
+    /** Reads the target back; the lease starts only once the membership is really there. */
+    async verifyGranted(input: Keyed & LeaseRef & { expiresAt: string }) {
+      const [row] = await db.select().from(grants).where(eq(grants.id, input.grantId));
+      if (row?.grantVerifiedAt && row.expiresAt) return { verifiedAt: row.grantVerifiedAt.toISOString(), expiresAt: row.expiresAt.toISOString() };
+      const { present } = await onTarget(input, 'check', (c, m) => c.check(m));
+      if (!present) throw ApplicationFailure.retryable('membership not yet visible on the target', 'GrantNotVerified');
+      const verifiedAt = new Date();
+      const expiresAt = new Date(input.expiresAt);
+      await db.transaction(async (tx) => {
+        await tx.update(grants).set({ status: 'active', grantVerifiedAt: verifiedAt, expiresAt }).where(eq(grants.id, input.grantId));
+        await setRequestStatus(tx, input.requestId, 'active');
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          actorType: 'workflow',
+          actorId: 'accessRequestWorkflow',
+          action: 'grant.verified',
+          requestId: input.requestId,
+          grantId: input.grantId,
+          identityId: input.subjectId,
+          data: { expiresAt: expiresAt.toISOString() },
+        });
+      });
+      return { verifiedAt: verifiedAt.toISOString(), expiresAt: expiresAt.toISOString() };
+    },
+
+    async recordExtension(input: Keyed & { requestId: string; grantId: string; actorId: string; justification: string; expiresAt: string }) {
+      await db.transaction(async (tx) => {
+        const [before] = await tx.select({ expiresAt: grants.expiresAt }).from(grants).where(eq(grants.id, input.grantId));
+        await tx.update(grants).set({ expiresAt: new Date(input.expiresAt) }).where(eq(grants.id, input.grantId));
+        await setRequestStatus(tx, input.requestId, 'active');
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          actorType: 'identity',
+          actorId: input.actorId,
+          action: 'grant.extended',
+          requestId: input.requestId,
+          grantId: input.grantId,
+          reason: input.justification,
+          data: { from: before?.expiresAt?.toISOString() ?? null, to: input.expiresAt },
+        });
+      });
+    },
+
+    async beginRevocation(input: Keyed & { requestId: string; grantId: string; reason: RevokeReason; actorId: string; comment?: string | undefined; requestedAt: string }) {
+      await db.transaction(async (tx) => {
+        await tx
+          .update(grants)
+          .set({ status: 'revoking', revokeReason: input.reason, revokeRequestedAt: new Date(input.requestedAt), revokedBy: input.actorId })
+          .where(eq(grants.id, input.grantId));
+        await setRequestStatus(tx, input.requestId, 'revoking');
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          actorType: input.actorId === 'system' ? 'workflow' : 'identity',
+          actorId: input.actorId,
+          action: 'grant.revoke_requested',
+          requestId: input.requestId,
+          grantId: input.grantId,
+          reason: input.comment ?? input.reason,
+          data: { reason: input.reason },
+        });
+      });
+    },
+
+    /**
+     * Removes the membership (unless another active grant still justifies it) and reads the
+     * target back. Throws while the membership is still there, so Temporal retries with backoff.
+     */
+    async removeAndVerify(input: LeaseRef & { reason: RevokeReason }) {
+      const [other] = await db
+        .select({ id: grants.id })
+        .from(grants)
+        .where(
+          and(
+            eq(grants.identityId, input.subjectId),
+            eq(grants.entitlementId, input.entitlementId),
+            ne(grants.id, input.grantId),
+            inArray(grants.status, ['granting', 'active']),
+          ),
+        )
+        .limit(1);
+      if (other) return { changed: false, retainedBy: other.id, verifiedAt: new Date().toISOString() };
+      return onTarget(input, 'revoke', async (connector, m) => {
+        const { changed } = await connector.revoke(m);
+        const { present } = await connector.check(m);
+        if (present) throw new ConnectorError('TargetUnavailable', 'membership still present after revoke');
+        return { changed, retainedBy: undefined as string | undefined, verifiedAt: new Date().toISOString() };
+      });
+    },
+
+    /** The alert: a revocation that missed its verification deadline. Retries continue in the workflow. */
+    async markRevocationUnverified(input: Keyed & { requestId: string; grantId: string; error: string }) {
+      metrics.revocationsUnverified.inc();
+      log.error({ alert: 'revocation_unverified', requestId: input.requestId, grantId: input.grantId, error: input.error }, 'revocation not verified within deadline');
+      await db.transaction(async (tx) => {
+        await tx.update(grants).set({ status: 'revocation_unverified' }).where(eq(grants.id, input.grantId));
+        await setRequestStatus(tx, input.requestId, 'revocation_unverified');
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          actorType: 'workflow',
+          actorId: 'accessRequestWorkflow',
+          action: 'grant.revocation_unverified',
+          requestId: input.requestId,
+          grantId: input.grantId,
+          reason: input.error,
+        });
+      });
+    },
+
+    async completeRevocation(input: Keyed & { requestId: string; grantId: string; changed: boolean; retainedBy?: string | undefined; verifiedAt: string }) {
+      const verifiedAt = new Date(input.verifiedAt);
+      await db.transaction(async (tx) => {
+        const [g] = await tx.select().from(grants).where(eq(grants.id, input.grantId));
+        if (!g) throw notFound('grant');
+        const timeToRevokeMs = g.revokeRequestedAt ? verifiedAt.getTime() - g.revokeRequestedAt.getTime() : null;
+        if (g.status !== 'revoked') {
+          await tx
+            .update(grants)
+            .set({
+              status: 'revoked',
+              revokedAt: verifiedAt,
+              // A membership still justified by another grant stays: there is no removal to verify.
+              removalVerifiedAt: input.retainedBy ? null : verifiedAt,
+            })
+            .where(eq(grants.id, input.grantId));
+          if (timeToRevokeMs !== null && !input.retainedBy) metrics.timeToRevoke.observe({ reason: g.revokeReason ?? 'unknown' }, timeToRevokeMs / 1000);
+        }
+        await setRequestStatus(tx, input.requestId, 'revoked');
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          actorType: 'workflow',
+          actorId: 'accessRequestWorkflow',
+          action: input.retainedBy ? 'grant.ended_membership_retained' : 'grant.removal_verified',
+          requestId: input.requestId,
+          grantId: input.grantId,
+          identityId: g.identityId,
+          reason: g.revokeReason,
+          data: { changed: input.changed, retainedBy: input.retainedBy ?? null, timeToRevokeMs },
+        });
+      });
+    },
+
+    async markFailed(input: Keyed & { requestId: string; grantId: string; reason: string }) {
+      await db.transaction(async (tx) => {
+        await tx.update(grants).set({ status: 'failed' }).where(eq(grants.id, input.grantId));
+        await setRequestStatus(tx, input.requestId, 'failed', { failureReason: input.reason });
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          actorType: 'workflow',
+          actorId: 'accessRequestWorkflow',
+          action: 'request.failed',
+          requestId: input.requestId,
+          grantId: input.grantId,
+          reason: input.reason,
+        });
+      });
+    },
+  };
+}

@@ -1,0 +1,68 @@
+import type { Client } from '@temporalio/client';
+import { sql } from 'drizzle-orm';
+import express, { type Express } from 'express';
+import type { Metrics } from '../activities/metrics.js';
+import type { Db } from '../db/client.js';
+import type { Config } from '../temporal/config.js';
+import type { Logger } from '../temporal/logger.js';
+import { authenticate } from './auth.js';
+import { errorHandler, notFoundHandler } from './errors.js';
+import { openApiDocument } from './openapi.js';
+import { accessRequestRoutes } from './routes/access-requests.js';
+import { approvalRoutes, catalogRoutes, identityRoutes, tokenRoutes } from './routes/operator.js';
+
+export interface AppDeps {
+  db: Db;
+  temporal: Client;
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+}
+
+/** Builds the HTTP app without listening (server.ts listens; tests use an ephemeral port). */
+export function createApp(deps: AppDeps): Express {
+  const { db, temporal, config, log, metrics } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', false);
+
+  app.use((req, res, next) => {
+    res.on('finish', () => metrics.httpRequests.inc({ route: req.route?.path ? `${req.baseUrl}${req.route.path}` : 'unmatched', status: String(res.statusCode) }));
+    next();
+  });
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res) => {
+    const checks = await Promise.allSettled([
+      db.execute(sql`select 1`),
+      temporal.connection.workflowService.getSystemInfo({}),
+    ]);
+    const [dbOk, temporalOk] = checks.map((c) => c.status === 'fulfilled');
+    res.status(dbOk && temporalOk ? 200 : 503).json({ status: dbOk && temporalOk ? 'ready' : 'not_ready', database: dbOk ? 'ok' : 'down', temporal: temporalOk ? 'ok' : 'down' });
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  app.get('/openapi.json', (_req, res) => {
+    res.json(openApiDocument());
+  });
+
+  const v1 = express.Router();
+  // Authenticate before parsing: anonymous callers never get their bodies parsed.
+  v1.use(authenticate(db));
+  v1.use(express.json({ limit: config.ACCESSLOOP_BODY_LIMIT, strict: true }));
+  v1.use('/access-requests', accessRequestRoutes({ db, temporal, config }));
+  v1.use('/approvals', approvalRoutes(db));
+  v1.use('/identities', identityRoutes(db));
+  const catalog = catalogRoutes(db);
+  v1.use('/systems', catalog.systems);
+  v1.use('/entitlements', catalog.entitlements);
+  v1.use('/tokens', tokenRoutes(db));
+  app.use('/v1', v1);
+
+  app.use(notFoundHandler);
+  app.use(errorHandler(log));
+  return app;
+}

@@ -1,0 +1,58 @@
+import { z } from 'zod';
+import { createAccessRequestBody, createEntitlementBody, createIdentityBody, createSystemBody, createTokenBody, decisionBody, extendBody, revokeBody } from './schemas.js';
+
+const body = (s: z.ZodType) => ({ required: true, content: { 'application/json': { schema: z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }) } } });
+const idPath = [{ name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } }];
+const errorResponses = {
+  '400': { description: 'invalid input', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+  '401': { description: 'missing or invalid token' },
+  '403': { description: 'not allowed for this caller' },
+  '404': { description: 'not found (or not visible to this caller)' },
+  '409': { description: 'wrong state' },
+  '413': { description: 'body too large' },
+};
+const op = (summary: string, roles: string, extra: Record<string, unknown> = {}) => ({
+  summary,
+  description: `Roles: ${roles}. The acting identity is the token's.`,
+  security: [{ bearer: [] }],
+  responses: { '200': { description: 'ok' }, ...errorResponses },
+  ...extra,
+});
+
+let cached: unknown;
+
+/** OpenAPI 3.1 generated from the same zod schemas that validate requests. */
+export function openApiDocument(): unknown {
+  cached ??= {
+    openapi: '3.1.0',
+    info: { title: 'accessloop', version: '0.1.0', description: 'Closed-loop access lifecycle: request, approve, grant, expire, revoke, verify.' },
+    components: {
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+      schemas: {
+        Error: {
+          type: 'object',
+          required: ['error'],
+          properties: { error: { type: 'object', required: ['code', 'message'], properties: { code: { type: 'string' }, message: { type: 'string' }, details: {} } } },
+        },
+      },
+    },
+    paths: {
+      '/v1/access-requests': { post: op('Request access (202, a workflow starts)', 'requester', { requestBody: body(createAccessRequestBody) }) },
+      '/v1/access-requests/{id}': { get: op('Request status, stages, grant and timeline', 'requester (own), assigned approver, operator, auditor', { parameters: idPath }) },
+      '/v1/access-requests/{id}/decision': { post: op('Approve or reject', 'approver (assigned, never the requester)', { parameters: idPath, requestBody: body(decisionBody) }) },
+      '/v1/access-requests/{id}/extend': { post: op('Extend an active lease within policy', 'requester (own), operator', { parameters: idPath, requestBody: body(extendBody) }) },
+      '/v1/access-requests/{id}/revoke': { post: op('Revoke now (202); removal is verified on the target', 'operator, or the subject for their own access', { parameters: idPath, requestBody: body(revokeBody) }) },
+      '/v1/approvals/pending': { get: op("The caller's open approval tasks", 'approver') },
+      '/v1/identities': { post: op('Create an identity', 'operator', { requestBody: body(createIdentityBody) }) },
+      '/v1/identities/{id}': { get: op('Read an identity', 'operator', { parameters: idPath }) },
+      '/v1/identities/{id}/access': { get: op('Active grants with provenance', 'operator, auditor, the identity itself', { parameters: idPath }) },
+      '/v1/systems': { post: op('Register a target system (non-secret config + secret env refs)', 'operator', { requestBody: body(createSystemBody) }) },
+      '/v1/entitlements': { post: op('Add a catalog item', 'operator', { requestBody: body(createEntitlementBody) }), get: op('List the catalog', 'any role') },
+      '/v1/tokens': { post: op('Issue an API token (shown once, stored hashed)', 'operator', { requestBody: body(createTokenBody) }) },
+      '/healthz': { get: { summary: 'Liveness', responses: { '200': { description: 'ok' } } } },
+      '/readyz': { get: { summary: 'Readiness (database and Temporal)', responses: { '200': { description: 'ready' }, '503': { description: 'not ready' } } } },
+      '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'text exposition format' } } } },
+    },
+  };
+  return cached;
+}

@@ -1,0 +1,262 @@
+import { randomUUID } from 'node:crypto';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { and, asc, eq, inArray } from 'drizzle-orm';
+import { Router } from 'express';
+import type { Db } from '../../db/client.js';
+import { accessRequests, approvals, auditEvents, entitlements, grants, identities, systems, type AccessRequest } from '../../db/schema.js';
+import type { Config } from '../../temporal/config.js';
+import { lifecycleTiming } from '../../temporal/config.js';
+import {
+  type AccessRequestInput,
+  UpdateRejection,
+  accessRequestWorkflowId,
+  decideUpdate,
+  extendUpdate,
+  revokeSignal,
+} from '../../workflows/messages.js';
+import {
+  AccessStateKey,
+  EntitlementRefKey,
+  IdentityRefKey,
+  RiskTierKey,
+  SystemRefKey,
+  TicketRefKey,
+} from '../../workflows/search-attributes.js';
+import { actorRef, hasRole, identityOf, principalOf, requireRole, type Principal } from '../auth.js';
+import { HttpError, badRequest, conflict, forbidden, notFound } from '../errors.js';
+import { createAccessRequestBody, decisionBody, extendBody, idParam, revokeBody } from '../schemas.js';
+import { valid, validate } from '../validate.js';
+
+export interface RouteDeps {
+  db: Db;
+  temporal: Client;
+  config: Config;
+}
+
+const OPEN_STATES = ['pending_approval', 'granting', 'active', 'revoking', 'revocation_unverified'] as const;
+
+/** Maps a workflow's update rejection (validator) onto the HTTP contract. */
+function fromUpdateError(err: unknown): never {
+  if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
+    const f = err.cause;
+    switch (f.type) {
+      case UpdateRejection.NotEligible:
+      case UpdateRejection.SelfApproval:
+        throw forbidden(f.message, f.type === UpdateRejection.SelfApproval ? 'self_approval' : 'not_eligible');
+      case UpdateRejection.NotPending:
+        throw conflict('not_pending', f.message);
+      case UpdateRejection.NotActive:
+        throw conflict('not_active', f.message);
+      case UpdateRejection.OutsidePolicy:
+        throw badRequest('outside_policy', f.message);
+    }
+  }
+  if (err instanceof WorkflowNotFoundError) throw conflict('closed', 'the request is closed');
+  throw err;
+}
+
+export function accessRequestRoutes({ db, temporal, config }: RouteDeps): Router {
+  const r = Router();
+
+  async function loadRequest(id: string): Promise<AccessRequest> {
+    const [row] = await db.select().from(accessRequests).where(eq(accessRequests.id, id));
+    if (!row) throw notFound('access request');
+    return row;
+  }
+
+  async function isAssignedApprover(p: Principal, requestId: string): Promise<boolean> {
+    if (!p.identityId || !hasRole(p, 'approver')) return false;
+    const rows = await db
+      .select({ id: approvals.id })
+      .from(approvals)
+      .where(and(eq(approvals.requestId, requestId), eq(approvals.approverId, p.identityId)))
+      .limit(1);
+    return rows.length > 0;
+  }
+
+  const isParty = (p: Principal, req: AccessRequest) => p.identityId !== null && (p.identityId === req.requesterId || p.identityId === req.subjectId);
+
+  r.post('/', requireRole('requester'), validate({ body: createAccessRequestBody }), async (req, res) => {
+    const p = principalOf(req);
+    const requesterId = identityOf(p);
+    const { body } = valid(res, { body: createAccessRequestBody });
+    const subjectId = body.subjectId ?? requesterId;
+
+    const [subject] = await db.select().from(identities).where(eq(identities.id, subjectId));
+    if (!subject) throw notFound('subject identity');
+    if (subjectId !== requesterId && subject.managerId !== requesterId && !hasRole(p, 'operator')) {
+      throw forbidden('you may request access for yourself, your direct reports, or as an operator');
+    }
+    if (subject.status !== 'active') throw conflict('subject_inactive', 'the subject identity is not active');
+    const [ent] = await db
+      .select({ e: entitlements, systemKind: systems.kind })
+      .from(entitlements)
+      .innerJoin(systems, eq(systems.id, entitlements.systemId))
+      .where(eq(entitlements.id, body.entitlementId));
+    if (!ent) throw notFound('entitlement');
+    const e = ent.e;
+    if (!e.requestable) throw badRequest('not_requestable', 'this entitlement cannot be requested');
+    const durationSeconds = body.durationSeconds ?? e.defaultDurationSeconds;
+    if (durationSeconds > e.maxDurationSeconds) {
+      throw badRequest('outside_policy', `durationSeconds exceeds the entitlement's maximum of ${e.maxDurationSeconds}`);
+    }
+    const open = await db
+      .select({ id: accessRequests.id })
+      .from(accessRequests)
+      .where(and(eq(accessRequests.subjectId, subjectId), eq(accessRequests.entitlementId, e.id), inArray(accessRequests.status, [...OPEN_STATES])))
+      .limit(1);
+    if (open[0]) throw conflict('duplicate_request', `an open request already exists for this subject and entitlement: ${open[0].id}`);
+
+    const id = randomUUID();
+    const workflowId = accessRequestWorkflowId(id);
+    const input: AccessRequestInput = {
+      version: 1,
+      requestId: id,
+      grantId: randomUUID(),
+      requesterId,
+      subjectId,
+      entitlementId: e.id,
+      systemId: e.systemId,
+      durationSeconds,
+      timing: lifecycleTiming(config),
+    };
+    // Row and workflow start commit together: a failed start rolls the row back, so a client
+    // never sees a request that no workflow drives.
+    await db.transaction(async (tx) => {
+      await tx.insert(accessRequests).values({
+        id,
+        requesterId,
+        subjectId,
+        entitlementId: e.id,
+        justification: body.justification,
+        requestedDurationSeconds: durationSeconds,
+        ticketRef: body.ticketRef ?? null,
+        status: 'pending_approval',
+        workflowId,
+      });
+      await temporal.workflow.start('accessRequestWorkflow', {
+        workflowId,
+        taskQueue: config.TEMPORAL_TASK_QUEUE,
+        args: [input],
+        typedSearchAttributes: [
+          { key: AccessStateKey, value: 'pending_approval' },
+          { key: IdentityRefKey, value: subjectId },
+          { key: EntitlementRefKey, value: e.id },
+          { key: SystemRefKey, value: e.systemId },
+          { key: RiskTierKey, value: e.riskTier },
+          ...(body.ticketRef ? [{ key: TicketRefKey, value: body.ticketRef }] : []),
+        ],
+        staticSummary: `${e.name} · ${e.riskTier} · ${Math.round(durationSeconds / 60)} min lease`,
+        staticDetails: [
+          `**Access request** \`${id}\``,
+          `entitlement \`${e.id}\` on ${ent.systemKind} system \`${e.systemId}\``,
+          `subject \`${subjectId}\`, requested by \`${requesterId}\``,
+          body.ticketRef ? `ticket ${body.ticketRef}` : undefined,
+        ]
+          .filter(Boolean)
+          .join('\n\n'),
+      });
+    });
+    res.status(202).location(`/v1/access-requests/${id}`).json({ id, status: 'pending_approval', workflowId });
+  });
+
+  r.get('/:id', validate({ params: idParam }), async (req, res) => {
+    const p = principalOf(req);
+    const { params } = valid(res, { params: idParam });
+    const row = await loadRequest(params.id);
+    const allowed = hasRole(p, 'operator', 'auditor') || (hasRole(p, 'requester') && isParty(p, row)) || (await isAssignedApprover(p, row.id));
+    if (!allowed) throw notFound('access request'); // do not reveal that it exists
+    const [stageRows, [grant], timeline] = await Promise.all([
+      db.select().from(approvals).where(eq(approvals.requestId, row.id)).orderBy(asc(approvals.stage), asc(approvals.createdAt)),
+      db.select().from(grants).where(eq(grants.requestId, row.id)),
+      db.select().from(auditEvents).where(eq(auditEvents.requestId, row.id)).orderBy(asc(auditEvents.seq)),
+    ]);
+    res.json({
+      id: row.id,
+      status: row.status,
+      workflowId: row.workflowId,
+      requesterId: row.requesterId,
+      subjectId: row.subjectId,
+      entitlementId: row.entitlementId,
+      justification: row.justification,
+      durationSeconds: row.requestedDurationSeconds,
+      ticketRef: row.ticketRef,
+      policyVersion: row.policyVersion,
+      failureReason: row.failureReason,
+      createdAt: row.createdAt,
+      decidedAt: row.decidedAt,
+      stages: stageRows.map((a) => ({ stage: a.stage, approverId: a.approverId, status: a.status, comment: a.comment, dueAt: a.dueAt, decidedAt: a.decidedAt })),
+      grant: grant
+        ? {
+            id: grant.id,
+            status: grant.status,
+            grantedAt: grant.grantedAt,
+            grantVerifiedAt: grant.grantVerifiedAt,
+            expiresAt: grant.expiresAt,
+            revokeReason: grant.revokeReason,
+            revokeRequestedAt: grant.revokeRequestedAt,
+            revokedAt: grant.revokedAt,
+            removalVerifiedAt: grant.removalVerifiedAt,
+          }
+        : null,
+      expiresAt: grant?.expiresAt ?? null,
+      removalVerifiedAt: grant?.removalVerifiedAt ?? null,
+      timeline: timeline.map((t) => ({ seq: t.seq, at: t.at, action: t.action, actorType: t.actorType, actorId: t.actorId, reason: t.reason, data: t.data })),
+    });
+  });
+
+  r.post('/:id/decision', requireRole('approver'), validate({ params: idParam, body: decisionBody }), async (req, res) => {
+    const p = principalOf(req);
+    const approverId = identityOf(p);
+    const { params, body } = valid(res, { params: idParam, body: decisionBody });
+    const row = await loadRequest(params.id);
+    // Cheap checks first; the workflow's update validator is the authority and repeats them.
+    if (row.requesterId === approverId) throw forbidden('the requester cannot approve their own request', 'self_approval');
+    if (!(await isAssignedApprover(p, row.id)) && row.status === 'pending_approval') {
+      throw forbidden('you are not an assigned approver of this request', 'not_eligible');
+    }
+    if (row.status !== 'pending_approval') throw conflict('not_pending', `request is ${row.status}`);
+    const handle = temporal.workflow.getHandle(row.workflowId);
+    const result = await handle
+      .executeUpdate(decideUpdate, { args: [{ approverId, decision: body.decision, ...(body.comment ? { comment: body.comment } : {}) }] })
+      .catch(fromUpdateError);
+    res.json({ id: row.id, status: result.status });
+  });
+
+  r.post('/:id/extend', validate({ params: idParam, body: extendBody }), async (req, res) => {
+    const p = principalOf(req);
+    const { params, body } = valid(res, { params: idParam, body: extendBody });
+    const row = await loadRequest(params.id);
+    if (!(hasRole(p, 'operator') || (hasRole(p, 'requester') && isParty(p, row)))) throw forbidden('only the requester, the subject or an operator may extend');
+    if (row.status !== 'active') throw conflict('not_active', `request is ${row.status}`);
+    const result = await temporal.workflow
+      .getHandle(row.workflowId)
+      .executeUpdate(extendUpdate, { args: [{ actorId: actorRef(p), durationSeconds: body.durationSeconds, justification: body.justification }] })
+      .catch(fromUpdateError);
+    res.json({ id: row.id, status: 'active', expiresAt: result.expiresAt });
+  });
+
+  r.post('/:id/revoke', validate({ params: idParam, body: revokeBody }), async (req, res) => {
+    const p = principalOf(req);
+    const { params, body } = valid(res, { params: idParam, body: revokeBody });
+    const row = await loadRequest(params.id);
+    const isOperator = hasRole(p, 'operator');
+    const isSubject = p.identityId === row.subjectId;
+    if (!isOperator && !isSubject) throw forbidden('only an operator or the subject may revoke');
+    if (!isOperator && body.reason !== 'manual') throw forbidden('the subject may only revoke with reason "manual"');
+    if (!['pending_approval', 'granting', 'active'].includes(row.status)) throw conflict('not_revocable', `request is ${row.status}`);
+    await temporal.workflow
+      .getHandle(row.workflowId)
+      .signal(revokeSignal, { reason: body.reason, actorId: actorRef(p), ...(body.comment ? { comment: body.comment } : {}) })
+      .catch((e) => {
+        if (e instanceof WorkflowNotFoundError) throw conflict('closed', 'the request is closed');
+        throw e;
+      });
+    res.status(202).json({ id: row.id, status: 'revoke_requested' });
+  });
+
+  return r;
+}
+
+export { HttpError };

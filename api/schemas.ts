@@ -1,0 +1,95 @@
+import { z } from 'zod';
+
+// Request/response contracts (DESIGN §7). Strict objects: an unknown field is a client bug
+// worth a 400, not something to silently drop.
+
+export const idParam = z.strictObject({ id: z.uuid({ message: 'must be a UUID' }) });
+
+const justification = z.string().trim().min(10, 'say why in at least 10 characters').max(2000);
+const durationSeconds = z.number().int().positive().max(10 * 365 * 24 * 3600);
+const revokeReasons = ['expired', 'leaver', 'mover', 'review', 'manual', 'reconciliation'] as const;
+
+export const createAccessRequestBody = z.strictObject({
+  subjectId: z.uuid().optional(),
+  entitlementId: z.uuid(),
+  durationSeconds: durationSeconds.optional(),
+  justification,
+  /** External ITSM id; it becomes a search attribute, so keep it an opaque reference. */
+  ticketRef: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._:#/-]{0,63}$/, 'ticketRef must be an opaque ticket id (letters, digits, . _ : # / -)')
+    .optional(),
+});
+
+export const decisionBody = z.strictObject({
+  decision: z.enum(['approve', 'reject']),
+  comment: z.string().trim().max(2000).optional(),
+});
+
+export const extendBody = z.strictObject({ durationSeconds, justification });
+
+export const revokeBody = z.strictObject({
+  reason: z.enum(revokeReasons).default('manual'),
+  comment: z.string().trim().max(2000).optional(),
+});
+
+const username = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/, 'username: letters, digits, . _ @ - (max 128)');
+const nonHumanKinds = ['service_account', 'api_key', 'workload', 'ai_agent'] as const;
+
+export const createIdentityBody = z
+  .strictObject({
+    kind: z.enum(['employee', 'contractor', ...nonHumanKinds]),
+    username,
+    displayName: z.string().trim().min(1).max(200),
+    email: z.email().optional(),
+    externalId: z.string().min(1).max(128).optional(),
+    status: z.enum(['active', 'suspended', 'terminated']).default('active'),
+    managerId: z.uuid().optional(),
+    department: z.string().max(128).optional(),
+    location: z.string().max(128).optional(),
+    employmentType: z.string().max(64).optional(),
+    ownerId: z.uuid().optional(),
+    sponsorId: z.uuid().optional(),
+    endDate: z.iso.datetime({ offset: true }).optional(),
+    attributes: z.record(z.string(), z.unknown()).default({}),
+  })
+  .refine((b) => !(nonHumanKinds as readonly string[]).includes(b.kind) || b.ownerId, {
+    message: 'non-human identities need an ownerId',
+    path: ['ownerId'],
+  });
+
+export const createSystemBody = z.strictObject({
+  name: z.string().trim().min(1).max(128),
+  kind: z.enum(['ldap']),
+  config: z.record(z.string(), z.unknown()),
+  secretRefs: z.record(z.string(), z.string().regex(/^[A-Z][A-Z0-9_]{0,127}$/, 'must be an environment variable name')).default({}),
+  ownerId: z.uuid(),
+});
+
+export const createEntitlementBody = z
+  .strictObject({
+    systemId: z.uuid(),
+    name: z.string().trim().min(1).max(200),
+    description: z.string().max(2000).optional(),
+    resource: z.string().min(1).max(1024),
+    ownerId: z.uuid(),
+    riskTier: z.enum(['low', 'medium', 'high', 'privileged']).default('medium'),
+    defaultDurationSeconds: durationSeconds,
+    maxDurationSeconds: durationSeconds,
+    requestable: z.boolean().default(true),
+    approvalPolicy: z.strictObject({ approvalTimeoutSeconds: z.number().int().positive().max(90 * 24 * 3600).optional() }).default({}),
+  })
+  .refine((b) => b.defaultDurationSeconds <= b.maxDurationSeconds, {
+    message: 'defaultDurationSeconds must not exceed maxDurationSeconds',
+    path: ['defaultDurationSeconds'],
+  });
+
+export const apiRoles = ['hr_system', 'requester', 'approver', 'operator', 'auditor'] as const;
+
+export const createTokenBody = z.strictObject({
+  /** An identity id, or `client:<name>` for a system client such as an HR feed. */
+  principalId: z.union([z.uuid(), z.string().regex(/^client:[a-z0-9][a-z0-9._-]{0,63}$/, 'client:<name> with a lower-case name')]),
+  roles: z.array(z.enum(apiRoles)).min(1).max(apiRoles.length),
+  description: z.string().max(200).optional(),
+  expiresInSeconds: z.number().int().positive().max(2 * 365 * 24 * 3600).optional(),
+});

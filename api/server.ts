@@ -1,0 +1,49 @@
+import { loadConfig } from '../temporal/config.js';
+import { createLogger } from '../temporal/logger.js';
+import { startRuntime, type Runtime } from '../temporal/runtime.js';
+
+/**
+ * `npm start`: everything with embedded defaults (Temporal dev server + UI, PGlite or
+ * DATABASE_URL, demo catalog, worker, API). `npm run api` / `--api-only`: the API alone.
+ * SIGTERM/SIGINT: drain HTTP, stop the worker, close the database, stop embedded servers.
+ */
+const apiOnly = process.argv.includes('--api-only');
+const config = loadConfig();
+const log = createLogger(config.LOG_LEVEL);
+const say = (m: string) => console.log(`[accessloop] ${m}`);
+
+let rt: Runtime | undefined;
+try {
+  rt = await startRuntime({ config, log, api: true, worker: !apiOnly, say });
+} catch (e) {
+  console.error(`[accessloop] failed to start: ${(e as Error).message}`);
+  process.exit(1);
+}
+
+const lines = [
+  '',
+  'accessloop is running',
+  `  API            ${rt.apiUrl}   (OpenAPI: ${rt.apiUrl}/openapi.json)`,
+  rt.uiUrl ? `  Temporal UI    ${rt.uiUrl}` : `  Temporal       ${rt.temporalAddress}`,
+  `  data           ${config.ACCESSLOOP_DATA_DIR}`,
+];
+if (rt.demo) {
+  if (rt.demo.ldapUrl) lines.push(`  demo LDAP      ${rt.demo.ldapUrl}  bind ${rt.demo.ldapBindDn}  (password in ${config.ACCESSLOOP_DATA_DIR}/demo-tokens.json)`);
+  lines.push('', 'demo API tokens (also in demo-tokens.json):');
+  for (const [name, t] of Object.entries(rt.demo.tokens)) lines.push(`  export ${name.toUpperCase()}_TOKEN=${t.token}   # ${t.roles.join(',')}`);
+  lines.push('', 'demo ids:');
+  for (const [name, id] of Object.entries(rt.demo.identities)) lines.push(`  ${name.padEnd(16)} ${id}`);
+  for (const [name, id] of Object.entries(rt.demo.entitlements)) lines.push(`  ${name.padEnd(16)} ${id}`);
+}
+console.log(lines.join('\n'));
+
+let stopping = false;
+for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(sig, async () => {
+    if (stopping) return;
+    stopping = true;
+    say(`${sig}: shutting down`);
+    await rt!.stop();
+    process.exit(0);
+  });
+}

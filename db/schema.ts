@@ -1,0 +1,287 @@
+import { sql } from 'drizzle-orm';
+import {
+  bigint,
+  boolean,
+  check,
+  index,
+  integer,
+  jsonb,
+  pgEnum,
+  pgTable,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+const createdAt = () => ts('created_at').notNull().defaultNow();
+
+export const identityKind = pgEnum('identity_kind', [
+  'employee',
+  'contractor',
+  'service_account',
+  'api_key',
+  'workload',
+  'ai_agent',
+]);
+export const identityStatus = pgEnum('identity_status', ['active', 'suspended', 'terminated']);
+export const riskTier = pgEnum('risk_tier', ['low', 'medium', 'high', 'privileged']);
+export const requestStatus = pgEnum('request_status', [
+  'pending_approval',
+  'rejected',
+  'expired_unapproved',
+  'cancelled',
+  'granting',
+  'active',
+  'revoking',
+  'revocation_unverified',
+  'revoked',
+  'failed',
+]);
+export const approvalStatus = pgEnum('approval_status', ['pending', 'approved', 'rejected', 'expired', 'closed']);
+export const grantSource = pgEnum('grant_source', ['request', 'birthright', 'break_glass']);
+export const grantStatus = pgEnum('grant_status', [
+  'granting',
+  'active',
+  'revoking',
+  'revocation_unverified',
+  'revoked',
+  'failed',
+]);
+export const revokeReason = pgEnum('revoke_reason', ['expired', 'leaver', 'mover', 'review', 'manual', 'reconciliation']);
+export const apiRole = pgEnum('api_role', ['hr_system', 'requester', 'approver', 'operator', 'auditor']);
+
+export const identities = pgTable(
+  'identity',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    kind: identityKind('kind').notNull(),
+    /** Account name on targets (rendered into DNs/role names by each system's template). */
+    username: text('username').notNull(),
+    displayName: text('display_name').notNull(),
+    email: text('email'),
+    externalId: text('external_id'),
+    status: identityStatus('status').notNull().default('active'),
+    managerId: uuid('manager_id'),
+    department: text('department'),
+    location: text('location'),
+    employmentType: text('employment_type'),
+    ownerId: uuid('owner_id'),
+    sponsorId: uuid('sponsor_id'),
+    endDate: ts('end_date'),
+    attributes: jsonb('attributes').$type<Record<string, unknown>>().notNull().default({}),
+    createdAt: createdAt(),
+    updatedAt: ts('updated_at').notNull().defaultNow(),
+  },
+  (t) => [
+    uniqueIndex('identity_username_uq').on(t.username),
+    uniqueIndex('identity_external_id_uq').on(t.externalId),
+    check(
+      'identity_nonhuman_has_owner',
+      sql`${t.kind} in ('employee','contractor') or ${t.ownerId} is not null`,
+    ),
+  ],
+);
+
+export const systems = pgTable(
+  'system',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    name: text('name').notNull(),
+    kind: text('kind').notNull(),
+    /** Non-secret connector configuration, validated per kind. */
+    config: jsonb('config').$type<Record<string, unknown>>().notNull(),
+    /** Secret *references*: connector secret name → environment variable name. Never values. */
+    secretRefs: jsonb('secret_refs').$type<Record<string, string>>().notNull().default({}),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => identities.id),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex('system_name_uq').on(t.name)],
+);
+
+export interface ApprovalPolicy {
+  /** Seconds an approval stage stays open before the request becomes expired_unapproved. */
+  approvalTimeoutSeconds?: number;
+}
+
+export const entitlements = pgTable(
+  'entitlement',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    systemId: uuid('system_id')
+      .notNull()
+      .references(() => systems.id),
+    name: text('name').notNull(),
+    description: text('description'),
+    /** What the connector grants: a group DN, a role name, an SSH principal. */
+    resource: text('resource').notNull(),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => identities.id),
+    riskTier: riskTier('risk_tier').notNull().default('medium'),
+    defaultDurationSeconds: integer('default_duration_seconds').notNull(),
+    maxDurationSeconds: integer('max_duration_seconds').notNull(),
+    requestable: boolean('requestable').notNull().default(true),
+    approvalPolicy: jsonb('approval_policy').$type<ApprovalPolicy>().notNull().default({}),
+    conditions: jsonb('conditions').$type<unknown[]>().notNull().default([]),
+    sodConflicts: jsonb('sod_conflicts').$type<string[]>().notNull().default([]),
+    breakGlassAllowed: boolean('break_glass_allowed').notNull().default(false),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    uniqueIndex('entitlement_system_resource_uq').on(t.systemId, t.resource),
+    check('entitlement_durations', sql`${t.defaultDurationSeconds} > 0 and ${t.defaultDurationSeconds} <= ${t.maxDurationSeconds}`),
+  ],
+);
+
+export const accessRequests = pgTable(
+  'access_request',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    requesterId: uuid('requester_id')
+      .notNull()
+      .references(() => identities.id),
+    subjectId: uuid('subject_id')
+      .notNull()
+      .references(() => identities.id),
+    entitlementId: uuid('entitlement_id')
+      .notNull()
+      .references(() => entitlements.id),
+    justification: text('justification').notNull(),
+    requestedDurationSeconds: integer('requested_duration_seconds').notNull(),
+    ticketRef: text('ticket_ref'),
+    status: requestStatus('status').notNull().default('pending_approval'),
+    workflowId: text('workflow_id').notNull(),
+    policyVersion: text('policy_version'),
+    failureReason: text('failure_reason'),
+    createdAt: createdAt(),
+    decidedAt: ts('decided_at'),
+    updatedAt: ts('updated_at').notNull().defaultNow(),
+  },
+  (t) => [
+    index('access_request_subject_idx').on(t.subjectId),
+    index('access_request_requester_idx').on(t.requesterId),
+    uniqueIndex('access_request_workflow_uq').on(t.workflowId),
+  ],
+);
+
+/** One row per (request, stage, assigned approver): the approver's task and, once decided, the decision. */
+export const approvals = pgTable(
+  'approval',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    requestId: uuid('request_id')
+      .notNull()
+      .references(() => accessRequests.id),
+    stage: integer('stage').notNull(),
+    approverId: uuid('approver_id')
+      .notNull()
+      .references(() => identities.id),
+    status: approvalStatus('status').notNull().default('pending'),
+    comment: text('comment'),
+    policyVersion: text('policy_version').notNull(),
+    dueAt: ts('due_at').notNull(),
+    createdAt: createdAt(),
+    decidedAt: ts('decided_at'),
+  },
+  (t) => [
+    uniqueIndex('approval_request_stage_approver_uq').on(t.requestId, t.stage, t.approverId),
+    index('approval_approver_status_idx').on(t.approverId, t.status),
+  ],
+);
+
+/** The lease. Explicit state plus a timestamp per transition; never a boolean that loses history. */
+export const grants = pgTable(
+  'grant',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    identityId: uuid('identity_id')
+      .notNull()
+      .references(() => identities.id),
+    entitlementId: uuid('entitlement_id')
+      .notNull()
+      .references(() => entitlements.id),
+    requestId: uuid('request_id').references(() => accessRequests.id),
+    source: grantSource('source').notNull(),
+    status: grantStatus('status').notNull().default('granting'),
+    /** Whether our grant call changed the target (false: the membership already existed). */
+    targetChanged: boolean('target_changed'),
+    grantedAt: ts('granted_at'),
+    grantVerifiedAt: ts('grant_verified_at'),
+    expiresAt: ts('expires_at'),
+    revokeRequestedAt: ts('revoke_requested_at'),
+    revokeReason: revokeReason('revoke_reason'),
+    revokedBy: text('revoked_by'),
+    revokedAt: ts('revoked_at'),
+    removalVerifiedAt: ts('removal_verified_at'),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index('grant_identity_status_idx').on(t.identityId, t.status),
+    index('grant_entitlement_idx').on(t.entitlementId),
+    uniqueIndex('grant_request_uq').on(t.requestId),
+  ],
+);
+
+/** Append-only, hash-chained: hash = sha256(prev_hash ‖ canonical(event)). */
+export const auditEvents = pgTable(
+  'audit_event',
+  {
+    seq: bigint('seq', { mode: 'number' }).primaryKey(),
+    /** Makes retried activity writes idempotent (e.g. `<workflowId>/<transition>`). */
+    idempotencyKey: text('idempotency_key').notNull(),
+    at: ts('at').notNull(),
+    actorType: text('actor_type').notNull(),
+    actorId: text('actor_id').notNull(),
+    action: text('action').notNull(),
+    requestId: uuid('request_id'),
+    grantId: uuid('grant_id'),
+    identityId: uuid('identity_id'),
+    reason: text('reason'),
+    policyVersion: text('policy_version'),
+    data: jsonb('data').$type<Record<string, unknown>>().notNull().default({}),
+    prevHash: text('prev_hash').notNull(),
+    hash: text('hash').notNull(),
+  },
+  (t) => [
+    uniqueIndex('audit_event_idempotency_uq').on(t.idempotencyKey),
+    index('audit_event_request_idx').on(t.requestId),
+    index('audit_event_grant_idx').on(t.grantId),
+  ],
+);
+
+export const apiTokens = pgTable(
+  'api_token',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    /** sha256 of the token; the token itself is shown once and never stored. */
+    tokenHash: text('token_hash').notNull(),
+    identityId: uuid('identity_id').references(() => identities.id),
+    clientName: text('client_name'),
+    roles: apiRole('roles').array().notNull(),
+    description: text('description'),
+    createdBy: text('created_by').notNull(),
+    createdAt: createdAt(),
+    expiresAt: ts('expires_at'),
+    revokedAt: ts('revoked_at'),
+  },
+  (t) => [
+    uniqueIndex('api_token_hash_uq').on(t.tokenHash),
+    check('api_token_one_principal', sql`(${t.identityId} is null) <> (${t.clientName} is null)`),
+  ],
+);
+
+export type Identity = typeof identities.$inferSelect;
+export type System = typeof systems.$inferSelect;
+export type Entitlement = typeof entitlements.$inferSelect;
+export type AccessRequest = typeof accessRequests.$inferSelect;
+export type Approval = typeof approvals.$inferSelect;
+export type Grant = typeof grants.$inferSelect;
+export type AuditEvent = typeof auditEvents.$inferSelect;
+export type ApiToken = typeof apiTokens.$inferSelect;
+export type ApiRole = (typeof apiRole.enumValues)[number];
+export type RequestStatus = (typeof requestStatus.enumValues)[number];
+export type RevokeReason = (typeof revokeReason.enumValues)[number];

@@ -1,0 +1,18 @@
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+/**
+ * The one logger. Redaction is a backstop, not the policy: callers log opaque ids only,
+ * never tokens, secrets, e-mails or names.
+ */
+export function createLogger(level: string = process.env.LOG_LEVEL ?? 'info'): Logger {
+  return pino({
+    level,
+    base: { service: 'accessloop' },
+    redact: {
+      paths: ['req.headers.authorization', '*.token', '*.password', '*.secret', '*.bindPassword', 'token', 'password'],
+      censor: '[redacted]',
+    },
+  });
+}

@@ -1,0 +1,211 @@
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import path from 'node:path';
+import type { Client } from '@temporalio/client';
+import type { NativeConnection, Worker } from '@temporalio/worker';
+import { createConnectorRegistry, type ConnectorRegistry } from '../activities/connectors/registry.js';
+import { createMetrics, type Metrics } from '../activities/metrics.js';
+import { createApp } from '../api/app.js';
+import { closeDb, createDb, migrateDb, type Db } from '../db/client.js';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded.js';
+import { ensureBootstrapToken, seedDemo, type DemoCatalog } from '../db/seed/demo.js';
+import { connectClient, connectWorkerConnection, ensureSearchAttributes } from './client.js';
+import type { Config } from './config.js';
+import { freePort, resolveTemporalBinary, startDevServer, type DevServer } from './dev-server.js';
+import type { Logger } from './logger.js';
+import { createWorker } from './worker.js';
+
+export interface RuntimeOptions {
+  config: Config;
+  log: Logger;
+  api: boolean;
+  worker: boolean;
+  /** Progress lines for a person watching the terminal. */
+  say?: (msg: string) => void;
+  /** Env the connectors resolve secret refs from (defaults to process.env). */
+  env?: Record<string, string | undefined>;
+}
+
+export interface Runtime {
+  config: Config;
+  db: Db;
+  temporal: Client;
+  temporalAddress: string;
+  metrics: Metrics;
+  connectors: ConnectorRegistry;
+  worker?: Worker;
+  server?: Server;
+  apiUrl?: string;
+  uiUrl?: string;
+  demo?: DemoCatalog & { ldapUrl?: string; ldapBindDn?: string; ldapPassword?: string };
+  stop(): Promise<void>;
+}
+
+const DEMO_LDAP_SECRET_ENV = 'ACCESSLOOP_SECRET_DEMO_LDAP';
+
+/**
+ * Composes the process: Temporal (given address or embedded dev server), Postgres (given URL
+ * or embedded PGlite), migrations, the demo catalog, the worker and the API. `stop()` undoes
+ * it in reverse: drain HTTP, shut the worker down, close connections, stop embedded servers.
+ */
+export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
+  const { config, log } = opts;
+  const say = opts.say ?? ((m: string) => log.info(m));
+  const env = opts.env ?? process.env;
+  const stops: Array<() => Promise<void>> = [];
+  const stopAll = async () => {
+    for (const s of stops.reverse()) await s().catch((e) => log.warn({ err: e }, 'shutdown step failed'));
+  };
+
+  try {
+    await mkdir(config.ACCESSLOOP_DATA_DIR, { recursive: true });
+
+    // ---- Temporal
+    let temporalAddress = config.TEMPORAL_ADDRESS;
+    let dev: DevServer | undefined;
+    if (!temporalAddress) {
+      const binary = await resolveTemporalBinary({ cliPath: config.TEMPORAL_CLI_PATH, say });
+      say(`starting Temporal dev server (${binary})`);
+      dev = await startDevServer({
+        binary,
+        dbFile: path.join(config.ACCESSLOOP_DATA_DIR, 'temporal.sqlite'),
+        port: 7233,
+        uiPort: config.TEMPORAL_UI_PORT,
+        logDir: config.ACCESSLOOP_DATA_DIR,
+        namespace: config.TEMPORAL_NAMESPACE,
+      });
+      stops.push(() => dev!.stop());
+      temporalAddress = dev.address;
+    }
+    const temporal = await connectClient(config, temporalAddress);
+    stops.push(() => temporal.connection.close());
+    await ensureSearchAttributes(temporal, config.TEMPORAL_NAMESPACE, (m) => log.warn(m));
+
+    // ---- Postgres
+    let dbUrl = config.DATABASE_URL;
+    let embedded: EmbeddedPostgres | undefined;
+    if (!dbUrl) {
+      say('starting embedded PGlite (set DATABASE_URL to use a Postgres server)');
+      embedded = await startEmbeddedPostgres(path.join(config.ACCESSLOOP_DATA_DIR, 'pglite'), await freePort());
+      stops.push(() => embedded!.stop());
+      dbUrl = embedded.url;
+    }
+    const db = createDb(dbUrl, { max: embedded ? 1 : 10 });
+    stops.push(() => closeDb(db));
+    await migrateDb(db);
+    if (config.ACCESSLOOP_BOOTSTRAP_TOKEN) await ensureBootstrapToken(db, config.ACCESSLOOP_BOOTSTRAP_TOKEN);
+
+    const metrics = createMetrics();
+    const connectorEnv: Record<string, string | undefined> = { ...env };
+
+    // ---- Demo catalog (a private slapd when OpenLDAP is installed)
+    let demo: Runtime['demo'];
+    if (config.ACCESSLOOP_DEMO) demo = await startDemo(config, db, connectorEnv, say, stops);
+
+    const connectors = createConnectorRegistry({ db, env: connectorEnv });
+    stops.push(() => connectors.close());
+
+    // ---- Worker
+    let worker: Worker | undefined;
+    let workerConn: NativeConnection | undefined;
+    let workerDone: Promise<void> | undefined;
+    if (opts.worker) {
+      workerConn = await connectWorkerConnection(config, temporalAddress);
+      stops.push(() => workerConn!.close());
+      worker = await createWorker({
+        connection: workerConn,
+        namespace: config.TEMPORAL_NAMESPACE,
+        taskQueue: config.TEMPORAL_TASK_QUEUE,
+        deps: { db, connectors, log, metrics },
+      });
+      workerDone = worker.run();
+      workerDone.catch((e) => log.error({ err: e }, 'worker stopped with an error'));
+      stops.push(async () => {
+        if (worker!.getState() === 'RUNNING') worker!.shutdown();
+        await workerDone!.catch(() => {});
+      });
+    }
+
+    // ---- API
+    let server: Server | undefined;
+    let apiUrl: string | undefined;
+    if (opts.api) {
+      const app = createApp({ db, temporal, config, log, metrics });
+      server = await new Promise<Server>((resolve, reject) => {
+        const s = app.listen(config.PORT, config.HOST, () => resolve(s));
+        s.on('error', reject);
+      });
+      const addr = server.address();
+      const port = typeof addr === 'object' && addr ? addr.port : config.PORT;
+      apiUrl = `http://${config.HOST === '0.0.0.0' ? 'localhost' : config.HOST}:${port}`;
+      stops.push(
+        () =>
+          new Promise<void>((resolve) => {
+            server!.close(() => resolve());
+            server!.closeIdleConnections();
+          }),
+      );
+    }
+
+    return {
+      config,
+      db,
+      temporal,
+      temporalAddress,
+      metrics,
+      connectors,
+      ...(worker ? { worker } : {}),
+      ...(server ? { server } : {}),
+      ...(apiUrl ? { apiUrl } : {}),
+      ...(dev?.uiUrl ? { uiUrl: dev.uiUrl } : {}),
+      ...(demo ? { demo } : {}),
+      stop: stopAll,
+    };
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+}
+
+async function startDemo(config: Config, db: Db, env: Record<string, string | undefined>, say: (m: string) => void, stops: Array<() => Promise<void>>) {
+  const tokensFile = path.join(config.ACCESSLOOP_DATA_DIR, 'demo-tokens.json');
+  const saved = await readFile(tokensFile, 'utf8')
+    .then((s) => JSON.parse(s) as { tokens?: DemoCatalog['tokens']; ldapPassword?: string })
+    .catch(() => undefined);
+  let directory: Parameters<typeof seedDemo>[1];
+  let ldap: { ldapUrl: string; ldapBindDn: string; ldapPassword: string } | undefined;
+  try {
+    const { startSlapd } = await import('../activities/connectors/ldap/slapd.js');
+    const { DEMO_SUFFIX, DEMO_PLACEHOLDER_DN, demoSeedLdif } = await import('../activities/connectors/ldap/seed.js');
+    const password = saved?.ldapPassword ?? randomBytes(18).toString('base64url');
+    const rootDn = `cn=admin,${DEMO_SUFFIX}`;
+    say('starting the demo directory (OpenLDAP slapd on 127.0.0.1)');
+    const slapd = await startSlapd({
+      dataDir: path.join(config.ACCESSLOOP_DATA_DIR, 'slapd'),
+      port: await preferredPort(3389),
+      suffix: DEMO_SUFFIX,
+      rootDn,
+      rootPassword: password,
+      seedLdif: demoSeedLdif(DEMO_SUFFIX),
+    });
+    stops.push(() => slapd.stop());
+    env[DEMO_LDAP_SECRET_ENV] = password;
+    directory = { url: slapd.url, bindDn: rootDn, suffix: DEMO_SUFFIX, placeholderDn: DEMO_PLACEHOLDER_DN, secretEnv: DEMO_LDAP_SECRET_ENV };
+    ldap = { ldapUrl: slapd.url, ldapBindDn: rootDn, ldapPassword: password };
+  } catch (e) {
+    say(`demo directory not started: ${(e as Error).message}`);
+  }
+  const catalog = await seedDemo(db, directory, saved?.tokens);
+  await writeFile(tokensFile, JSON.stringify({ tokens: catalog.tokens, ldapPassword: ldap?.ldapPassword }, null, 2), { mode: 0o600 });
+  return { ...catalog, ...(ldap ?? {}) };
+}
+
+async function preferredPort(p: number): Promise<number> {
+  const net = await import('node:net');
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => freePort().then(resolve));
+    s.listen(p, '127.0.0.1', () => s.close(() => resolve(p)));
+  });
+}

@@ -1,0 +1,330 @@
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  allHandlersFinished,
+  condition,
+  isCancellation,
+  log,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  sleep,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { createActivities } from '../activities/index.js';
+import {
+  type AccessRequestInput,
+  type DecisionArgs,
+  type ExtendArgs,
+  type RequestState,
+  type RequestStateView,
+  type RevokeArgs,
+  type RevokeReason,
+  UpdateRejection,
+  decideUpdate,
+  extendUpdate,
+  revokeSignal,
+  stateQuery,
+} from './messages.js';
+import { AccessExpiresAtKey, AccessStateKey } from './search-attributes.js';
+
+type Activities = ReturnType<typeof createActivities>;
+
+// Bookkeeping in our own database: fast, idempotent, retried until it lands.
+const book = proxyActivities<Activities>({
+  startToCloseTimeout: '15s',
+  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
+});
+
+// A write to the target system: idempotent by contract, bounded so a dead target fails the grant.
+const targetWrite = proxyActivities<Activities>({
+  startToCloseTimeout: '30s',
+  scheduleToCloseTimeout: '10m',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
+});
+
+const MS = 1000;
+
+export async function accessRequestWorkflow(input: AccessRequestInput): Promise<RequestStateView> {
+  const { requestId, grantId, timing } = input;
+  const state: RequestStateView = { requestId, status: 'pending_approval', removalAttempts: 0 };
+
+  let approvers: string[] = [];
+  let maxDurationSeconds = input.durationSeconds;
+  let decision: DecisionArgs | undefined;
+  let revokeRequest: RevokeArgs | undefined;
+  let expiresAtMs = 0;
+  let transitions = 0;
+  /** Idempotency key for the n-th audited transition of this run: stable across activity retries and replays. */
+  const nextKey = (what: string) => `${workflowInfo().workflowId}/${++transitions}/${what}`;
+
+  const setStatus = (status: RequestState, details?: string) => {
+    state.status = status;
+    upsertSearchAttributes([{ key: AccessStateKey, value: status }]);
+    setCurrentDetails(renderDetails(state, details));
+  };
+
+  setHandler(stateQuery, () => state);
+
+  setHandler(
+    decideUpdate,
+    async (args) => {
+      decision = args;
+      const at = new Date().toISOString();
+      state.decision = { approverId: args.approverId, decision: args.decision, at };
+      await book.recordDecision({
+        requestId,
+        stage: 1,
+        approverId: args.approverId,
+        decision: args.decision,
+        comment: args.comment,
+        policyVersion: state.policyVersion ?? 'unknown',
+        idempotencyKey: nextKey(`decision-${args.decision}`),
+      });
+      return { status: args.decision === 'approve' ? 'granting' : 'rejected' };
+    },
+    {
+      // Validators reject before anything is written to history: a refused decision leaves no trace.
+      validator: (args) => {
+        if (state.status !== 'pending_approval' || decision !== undefined) {
+          throw ApplicationFailure.nonRetryable(`request is ${state.status}, not pending approval`, UpdateRejection.NotPending);
+        }
+        if (args.approverId === input.requesterId) {
+          throw ApplicationFailure.nonRetryable('the requester cannot approve their own request', UpdateRejection.SelfApproval);
+        }
+        if (!approvers.includes(args.approverId)) {
+          throw ApplicationFailure.nonRetryable('not an assigned approver of the open stage', UpdateRejection.NotEligible);
+        }
+      },
+    },
+  );
+
+  setHandler(
+    extendUpdate,
+    async (args) => {
+      const newExpiry = Date.now() + args.durationSeconds * MS;
+      await book.recordExtension({
+        requestId,
+        grantId,
+        actorId: args.actorId,
+        justification: args.justification,
+        expiresAt: new Date(newExpiry).toISOString(),
+        idempotencyKey: nextKey('extended'),
+      });
+      expiresAtMs = newExpiry;
+      state.expiresAt = new Date(newExpiry).toISOString();
+      upsertSearchAttributes([{ key: AccessExpiresAtKey, value: new Date(newExpiry) }]);
+      setCurrentDetails(renderDetails(state));
+      return { expiresAt: state.expiresAt };
+    },
+    {
+      validator: (args) => {
+        if (state.status !== 'active' || revokeRequest) {
+          throw ApplicationFailure.nonRetryable(`request is ${state.status}, not active`, UpdateRejection.NotActive);
+        }
+        if (!Number.isInteger(args.durationSeconds) || args.durationSeconds <= 0 || args.durationSeconds > maxDurationSeconds) {
+          throw ApplicationFailure.nonRetryable(
+            `duration must be between 1 and ${maxDurationSeconds} seconds`,
+            UpdateRejection.OutsidePolicy,
+          );
+        }
+        if (Date.now() + args.durationSeconds * MS <= expiresAtMs) {
+          throw ApplicationFailure.nonRetryable('an extension must move the expiry later; revoke to end access sooner', UpdateRejection.OutsidePolicy);
+        }
+      },
+    },
+  );
+
+  setHandler(revokeSignal, (args) => {
+    // First revoke wins; later ones (a second click, a leaver after a manual revoke) change nothing.
+    if (!revokeRequest) revokeRequest = { reason: args.reason ?? 'manual', actorId: args.actorId ?? 'temporal-ui', comment: args.comment };
+  });
+
+  // ---- policy and approval -------------------------------------------------------------------
+  setCurrentDetails(renderDetails(state, 'evaluating policy'));
+  const policy = await book.evaluatePolicy({
+    requestId,
+    requesterId: input.requesterId,
+    subjectId: input.subjectId,
+    entitlementId: input.entitlementId,
+  });
+  state.policyVersion = policy.policyVersion;
+  maxDurationSeconds = policy.maxDurationSeconds;
+
+  if (policy.approverIds.length === 0) {
+    await book.closeUnapproved({ requestId, outcome: 'rejected', reason: 'no eligible approver', idempotencyKey: nextKey('no-approver') });
+    setStatus('rejected', 'no eligible approver');
+    return finish(state);
+  }
+
+  const timeoutSeconds = policy.approvalTimeoutSeconds ?? timing.defaultApprovalTimeoutSeconds;
+  const dueAt = new Date(Date.now() + timeoutSeconds * MS).toISOString();
+  await book.openApprovalStage({
+    requestId,
+    stage: 1,
+    approverIds: policy.approverIds,
+    policyVersion: policy.policyVersion,
+    dueAt,
+    idempotencyKey: nextKey('stage-opened'),
+  });
+  approvers = policy.approverIds;
+  state.stage = { number: 1, approverIds: approvers, dueAt };
+  setStatus('pending_approval', 'waiting for the entitlement owner');
+
+  const decided = await condition(() => decision !== undefined || revokeRequest !== undefined, timeoutSeconds * MS);
+  if (!decided) {
+    setStatus('expired_unapproved');
+    await book.closeUnapproved({ requestId, outcome: 'expired_unapproved', reason: 'approval timed out', idempotencyKey: nextKey('expired') });
+    return finish(state);
+  }
+  if (decision === undefined) {
+    // Withdrawn (revoke signal) before anyone decided.
+    setStatus('cancelled');
+    await book.closeUnapproved({
+      requestId,
+      outcome: 'cancelled',
+      reason: revokeRequest?.comment ?? 'withdrawn before approval',
+      actorId: revokeRequest?.actorId,
+      idempotencyKey: nextKey('cancelled'),
+    });
+    return finish(state);
+  }
+  // The decision handler may still be persisting; the row must exist before we move on.
+  await condition(allHandlersFinished);
+  if (decision.decision === 'reject') {
+    setStatus('rejected', 'rejected by approver');
+    return finish(state);
+  }
+
+  // ---- grant and verify --------------------------------------------------------------------
+  setStatus('granting');
+  const lease = { requestId, grantId, subjectId: input.subjectId, entitlementId: input.entitlementId };
+  try {
+    await targetWrite.grantAccess({ ...lease, idempotencyKey: nextKey('granted') });
+    expiresAtMs = Date.now() + input.durationSeconds * MS;
+    const verified = await targetWrite.verifyGranted({
+      ...lease,
+      expiresAt: new Date(expiresAtMs).toISOString(),
+      idempotencyKey: nextKey('grant-verified'),
+    });
+    // Expiry counts from verified grant: the subject gets the full lease they were approved for.
+    expiresAtMs = Date.parse(verified.expiresAt);
+  } catch (err) {
+    if (isCancellation(err)) throw err;
+    // A grant we could not complete must not leave half-access behind: remove and verify, then fail.
+    state.lastError = describe(err);
+    await removeVerified('manual', { closeLease: false });
+    setStatus('failed', state.lastError);
+    await book.markFailed({ requestId, grantId, reason: state.lastError, idempotencyKey: nextKey('failed') });
+    return finish(state);
+  }
+  state.grantedAt = new Date().toISOString();
+  state.expiresAt = new Date(expiresAtMs).toISOString();
+  upsertSearchAttributes([{ key: AccessExpiresAtKey, value: new Date(expiresAtMs) }]);
+  setStatus('active');
+
+  // ---- the lease: sleep until expiry, a revoke signal, or an extension moves the expiry ------
+  for (;;) {
+    const seenExpiry = expiresAtMs;
+    const woke = await condition(() => revokeRequest !== undefined || expiresAtMs !== seenExpiry, Math.max(0, expiresAtMs - Date.now()));
+    if (revokeRequest !== undefined) break;
+    if (!woke && Date.now() >= expiresAtMs) break;
+  }
+  const reason: RevokeReason = revokeRequest?.reason ?? 'expired';
+  await condition(allHandlersFinished);
+
+  // ---- revoke and verify -------------------------------------------------------------------
+  state.revokeReason = reason;
+  state.revokeRequestedAt = new Date(revokeRequest ? Date.now() : expiresAtMs).toISOString();
+  setStatus('revoking');
+  await book.beginRevocation({
+    requestId,
+    grantId,
+    reason,
+    actorId: revokeRequest?.actorId ?? 'system',
+    comment: revokeRequest?.comment,
+    requestedAt: state.revokeRequestedAt,
+    idempotencyKey: nextKey('revoking'),
+  });
+  await removeVerified(reason);
+  return finish(state);
+
+  /**
+   * Removes the membership and reads the target back until removal is confirmed. Never
+   * returns unverified: past the deadline the lease is flagged `revocation_unverified`,
+   * operators are alerted, and read-backs continue with a capped backoff.
+   */
+  async function removeVerified(why: RevokeReason, opts = { closeLease: true }): Promise<void> {
+    const deadline = timing.revokeVerifyDeadlineSeconds;
+    const firstPhase = proxyActivities<Activities>({
+      startToCloseTimeout: '30s',
+      scheduleToCloseTimeout: `${deadline}s`,
+      retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: `${Math.max(1, Math.min(10, Math.ceil(deadline / 4)))}s` },
+    });
+    const overdue = proxyActivities<Activities>({
+      startToCloseTimeout: '30s',
+      retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: `${timing.verifyMaxIntervalSeconds}s` },
+    });
+    const attempt = { ...lease, reason: why };
+    let result: Awaited<ReturnType<Activities['removeAndVerify']>> | undefined;
+    try {
+      state.removalAttempts++;
+      result = await firstPhase.removeAndVerify(attempt);
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      state.lastError = describe(err);
+      log.warn('revocation not verified within deadline', { grantId, deadlineSeconds: deadline });
+      setStatus('revocation_unverified', `removal not verified after ${deadline}s: ${state.lastError}; retrying`);
+      await book.markRevocationUnverified({ requestId, grantId, error: state.lastError, idempotencyKey: nextKey('revocation-unverified') });
+    }
+    while (!result) {
+      try {
+        state.removalAttempts++;
+        result = await overdue.removeAndVerify(attempt);
+      } catch (err) {
+        if (isCancellation(err)) throw err;
+        // Non-retryable target errors (e.g. PermissionDenied) still must not close the lease:
+        // wait, then try again; the operator sees the error in the details and the alert.
+        state.lastError = describe(err);
+        setCurrentDetails(renderDetails(state, `removal still unverified: ${state.lastError}; retrying`));
+        await sleep(`${timing.verifyMaxIntervalSeconds}s`);
+      }
+    }
+    state.removalVerifiedAt = result.verifiedAt;
+    if (!opts.closeLease) return; // a failed grant: the caller records the failure
+    await book.completeRevocation({
+      requestId,
+      grantId,
+      changed: result.changed,
+      retainedBy: result.retainedBy,
+      verifiedAt: result.verifiedAt,
+      idempotencyKey: nextKey('revoked'),
+    });
+    state.lastError = undefined;
+    setStatus('revoked');
+  }
+}
+
+async function finish(state: RequestStateView): Promise<RequestStateView> {
+  await condition(allHandlersFinished);
+  return state;
+}
+
+function describe(err: unknown): string {
+  let e: unknown = err;
+  while (e instanceof ActivityFailure && e.cause) e = e.cause;
+  if (e instanceof ApplicationFailure) return `${e.type ?? 'Error'}: ${e.message}`;
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Markdown shown as "current details" in the Temporal UI. Opaque ids only. */
+function renderDetails(s: RequestStateView, note?: string): string {
+  const lines = [`**${s.status}**${note ? ` — ${note}` : ''}`];
+  if (s.stage && s.status === 'pending_approval') lines.push(`approval stage ${s.stage.number} due ${s.stage.dueAt}`);
+  if (s.expiresAt) lines.push(`expires ${s.expiresAt}`);
+  if (s.revokeReason) lines.push(`revoke reason: ${s.revokeReason}`);
+  if (s.removalAttempts) lines.push(`removal attempts: ${s.removalAttempts}`);
+  if (s.removalVerifiedAt) lines.push(`removal verified ${s.removalVerifiedAt}`);
+  return lines.join('\n\n');
+}

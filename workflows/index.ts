@@ -1,0 +1,2 @@
+// The only workflowsPath: every workflow type the worker registers is exported here.
+export { accessRequestWorkflow } from './access-request.js';

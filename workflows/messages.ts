@@ -1,0 +1,96 @@
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+
+// Sandbox-safe message definitions shared by the workflow and the API client.
+
+export type RequestState =
+  | 'pending_approval'
+  | 'rejected'
+  | 'expired_unapproved'
+  | 'cancelled'
+  | 'granting'
+  | 'active'
+  | 'revoking'
+  | 'revocation_unverified'
+  | 'revoked'
+  | 'failed';
+
+export type RevokeReason = 'expired' | 'leaver' | 'mover' | 'review' | 'manual' | 'reconciliation';
+
+export interface LifecycleTiming {
+  /** A removal not verified by then turns the lease `revocation_unverified` (retries continue). */
+  revokeVerifyDeadlineSeconds: number;
+  /** Backoff ceiling between read-backs once overdue. */
+  verifyMaxIntervalSeconds: number;
+  /** Used when the entitlement's policy sets no approval timeout. */
+  defaultApprovalTimeoutSeconds: number;
+}
+
+/** Versioned single input object; only opaque ids, never names or e-mails (history is visible in the UI). */
+export interface AccessRequestInput {
+  version: 1;
+  requestId: string;
+  /** The lease id, allocated by the API so every write is idempotent from the first attempt. */
+  grantId: string;
+  requesterId: string;
+  subjectId: string;
+  entitlementId: string;
+  systemId: string;
+  durationSeconds: number;
+  timing: LifecycleTiming;
+}
+
+export interface DecisionArgs {
+  approverId: string;
+  decision: 'approve' | 'reject';
+  comment?: string;
+}
+export interface DecisionResult {
+  status: RequestState;
+}
+
+export interface ExtendArgs {
+  actorId: string;
+  durationSeconds: number;
+  justification: string;
+}
+export interface ExtendResult {
+  expiresAt: string;
+}
+
+export interface RevokeArgs {
+  reason: RevokeReason;
+  /** Opaque actor ref; the Temporal UI sender may leave it out. */
+  actorId?: string;
+  comment?: string;
+}
+
+export interface RequestStateView {
+  requestId: string;
+  status: RequestState;
+  policyVersion?: string;
+  stage?: { number: number; approverIds: string[]; dueAt: string };
+  decision?: { approverId: string; decision: 'approve' | 'reject'; at: string };
+  grantedAt?: string;
+  expiresAt?: string;
+  revokeReason?: RevokeReason;
+  revokeRequestedAt?: string;
+  removalVerifiedAt?: string;
+  removalAttempts: number;
+  lastError?: string;
+}
+
+export const decideUpdate = defineUpdate<DecisionResult, [DecisionArgs]>('decide');
+export const extendUpdate = defineUpdate<ExtendResult, [ExtendArgs]>('extend');
+export const revokeSignal = defineSignal<[RevokeArgs]>('revoke');
+export const stateQuery = defineQuery<RequestStateView>('state');
+
+/** Stable failure types raised by update validators; the API maps them to HTTP statuses. */
+export const UpdateRejection = {
+  NotPending: 'NotPending',
+  NotEligible: 'NotEligible',
+  SelfApproval: 'SelfApproval',
+  NotActive: 'NotActive',
+  OutsidePolicy: 'OutsidePolicy',
+} as const;
+
+export const accessRequestWorkflowId = (requestId: string) => `access-request/${requestId}`;
