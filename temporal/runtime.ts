@@ -14,7 +14,7 @@ import { connectClient, connectWorkerConnection, ensureSearchAttributes } from '
 import type { Config } from './config.js';
 import { freePort, resolveTemporalBinary, startDevServer, type DevServer } from './dev-server.js';
 import type { Logger } from './logger.js';
-import { createWorker } from './worker.js';
+import { createWorker, installTemporalRuntime } from './worker.js';
 
 export interface RuntimeOptions {
   config: Config;
@@ -59,6 +59,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
   };
 
   try {
+    installTemporalRuntime(log);
     await mkdir(config.ACCESSLOOP_DATA_DIR, { recursive: true });
 
     // ---- Temporal

@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
-import { bundleWorkflowCode, DefaultLogger, Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
+import type { Logger } from './logger.js';
 
 export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
@@ -10,6 +11,28 @@ let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
   bundle ??= bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('WARN') });
   return bundle;
+}
+
+let runtimeInstalled = false;
+
+/**
+ * Routes the SDK's own logs through our logger (once per process: the Temporal Runtime is a
+ * process-wide singleton that must be configured before the first worker or connection).
+ */
+export function installTemporalRuntime(log: Logger): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  const at = (level: 'trace' | 'debug' | 'info' | 'warn' | 'error') => (message: string, meta?: Record<string, unknown>) => log[level]({ ...meta, component: 'temporal-sdk' }, message);
+  Runtime.install({
+    logger: {
+      log: (level, message, meta) => at(level.toLowerCase() as 'info')(message, meta),
+      trace: at('trace'),
+      debug: at('debug'),
+      info: at('info'),
+      warn: at('warn'),
+      error: at('error'),
+    },
+  });
 }
 
 export interface WorkerOptions {

@@ -4,7 +4,7 @@ CREATE TYPE "public"."grant_source" AS ENUM('request', 'birthright', 'break_glas
 CREATE TYPE "public"."grant_status" AS ENUM('granting', 'active', 'revoking', 'revocation_unverified', 'revoked', 'failed');--> statement-breakpoint
 CREATE TYPE "public"."identity_kind" AS ENUM('employee', 'contractor', 'service_account', 'api_key', 'workload', 'ai_agent');--> statement-breakpoint
 CREATE TYPE "public"."identity_status" AS ENUM('active', 'suspended', 'terminated');--> statement-breakpoint
-CREATE TYPE "public"."request_status" AS ENUM('pending_approval', 'rejected', 'expired_unapproved', 'granting', 'active', 'revoking', 'revocation_unverified', 'revoked', 'failed');--> statement-breakpoint
+CREATE TYPE "public"."request_status" AS ENUM('pending_approval', 'rejected', 'expired_unapproved', 'cancelled', 'granting', 'active', 'revoking', 'revocation_unverified', 'revoked', 'failed');--> statement-breakpoint
 CREATE TYPE "public"."revoke_reason" AS ENUM('expired', 'leaver', 'mover', 'review', 'manual', 'reconciliation');--> statement-breakpoint
 CREATE TYPE "public"."risk_tier" AS ENUM('low', 'medium', 'high', 'privileged');--> statement-breakpoint
 CREATE TABLE "access_request" (
