@@ -55,5 +55,9 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions ?? 100,
     // Drain in-flight activities on SIGTERM before the process exits.
     shutdownGraceTime: '10s',
+    // A crashed worker holds its cached workflows' tasks on its sticky queue until this timeout;
+    // the SDK default (10 s) would add that much to time-to-revoke for every lease it owned.
+    // The cost of a short value is an occasional full-history replay on a busy worker.
+    stickyQueueScheduleToStartTimeout: '2s',
   });
 }
