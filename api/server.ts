@@ -1,3 +1,5 @@
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { loadConfig } from '../temporal/config.js';
 import { createLogger } from '../temporal/logger.js';
 import { startRuntime, type Runtime } from '../temporal/runtime.js';
@@ -31,9 +33,17 @@ if (rt.demo) {
   if (rt.demo.ldapUrl) lines.push(`  demo LDAP      ${rt.demo.ldapUrl}  bind ${rt.demo.ldapBindDn}  (password in ${config.ACCESSLOOP_DATA_DIR}/demo-tokens.json)`);
   lines.push('', 'demo API tokens (also in demo-tokens.json):');
   for (const [name, t] of Object.entries(rt.demo.tokens)) lines.push(`  export ${name.toUpperCase()}_TOKEN=${t.token}   # ${t.roles.join(',')}`);
-  lines.push('', 'demo ids:');
-  for (const [name, id] of Object.entries(rt.demo.identities)) lines.push(`  ${name.padEnd(16)} ${id}`);
-  for (const [name, id] of Object.entries(rt.demo.entitlements)) lines.push(`  ${name.padEnd(16)} ${id}`);
+  const envName = (n: string) => n.toUpperCase().replace(/[^A-Z0-9]+/g, '_');
+  lines.push('', 'demo ids (identities and entitlements):');
+  for (const [name, id] of Object.entries(rt.demo.identities)) lines.push(`  export ${envName(name)}_ID=${id}`);
+  for (const [name, id] of Object.entries(rt.demo.entitlements)) lines.push(`  export ${envName(name)}_ENT=${id}`);
+}
+if (rt.demo) {
+  // The same exports as a file, so a second terminal can `source .data/demo.env`.
+  const exports = lines.filter((l) => l.trimStart().startsWith('export ')).map((l) => l.trim().replace(/\s+#.*$/, ''));
+  exports.push(`export API=${rt.apiUrl}`);
+  await writeFile(path.join(config.ACCESSLOOP_DATA_DIR, 'demo.env'), exports.join('\n') + '\n', { mode: 0o600 });
+  lines.push('', `(all of the above: source ${path.relative(process.cwd(), path.join(config.ACCESSLOOP_DATA_DIR, 'demo.env')) || 'demo.env'})`);
 }
 console.log(lines.join('\n'));
 

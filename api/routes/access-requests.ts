@@ -147,7 +147,7 @@ export function accessRequestRoutes({ db, temporal, config }: RouteDeps): Router
           { key: RiskTierKey, value: e.riskTier },
           ...(body.ticketRef ? [{ key: TicketRefKey, value: body.ticketRef }] : []),
         ],
-        staticSummary: `${e.name} · ${e.riskTier} · ${Math.round(durationSeconds / 60)} min lease`,
+        staticSummary: `${e.name} · ${e.riskTier} · ${humanDuration(durationSeconds)} lease`,
         staticDetails: [
           `**Access request** \`${id}\``,
           `entitlement \`${e.id}\` on ${ent.systemKind} system \`${e.systemId}\``,
@@ -260,3 +260,11 @@ export function accessRequestRoutes({ db, temporal, config }: RouteDeps): Router
 }
 
 export { HttpError };
+
+/** 45 s, 20 min, 8 h, 30 d: the unit an operator would use. */
+export function humanDuration(seconds: number): string {
+  if (seconds < 120) return `${seconds} s`;
+  if (seconds < 2 * 3600) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 2 * 86400) return `${Math.round(seconds / 3600)} h`;
+  return `${Math.round(seconds / 86400)} d`;
+}

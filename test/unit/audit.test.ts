@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { canonicalJson, GENESIS_HASH, hashEvent } from '../../activities/audit.js';
+
+const event = {
+  seq: 1,
+  idempotencyKey: 'k1',
+  at: new Date('2026-01-01T00:00:00Z'),
+  actorType: 'identity',
+  actorId: 'a',
+  action: 'request.approved',
+  requestId: null,
+  grantId: null,
+  identityId: null,
+  reason: null,
+  policyVersion: 'p1',
+  data: { b: 1, a: [1, { y: 2, x: 1 }] },
+  prevHash: GENESIS_HASH,
+};
+
+describe('audit hashing', () => {
+  it('serialises objects canonically, independent of key order', () => {
+    expect(canonicalJson({ b: 1, a: { d: 2, c: 1 } })).toBe(canonicalJson({ a: { c: 1, d: 2 }, b: 1 }));
+    expect(canonicalJson({ a: undefined, b: null })).toBe('{"b":null}');
+  });
+
+  it('changes the hash when any field or the predecessor changes', () => {
+    const h = hashEvent(event);
+    expect(h).toMatch(/^[0-9a-f]{64}$/);
+    expect(hashEvent({ ...event, data: { a: [1, { x: 1, y: 2 }], b: 1 } })).toBe(h);
+    for (const tampered of [
+      { ...event, actorId: 'b' },
+      { ...event, data: { b: 2, a: [1, { y: 2, x: 1 }] } },
+      { ...event, at: new Date('2026-01-01T00:00:01Z') },
+      { ...event, prevHash: 'f'.repeat(64) },
+      { ...event, policyVersion: 'p2' },
+    ]) {
+      expect(hashEvent(tampered)).not.toBe(h);
+    }
+  });
+});
