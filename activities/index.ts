@@ -49,6 +49,14 @@ function toFailure(err: unknown): unknown {
   return err;
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** API actors are identity ids or `client:<name>`; the workflow itself is `system`; anything else came from a Temporal UI signal. */
+function actorTypeOf(actorId: string): 'identity' | 'client' | 'workflow' {
+  if (actorId === 'system') return 'workflow';
+  return UUID.test(actorId) ? 'identity' : 'client';
+}
+
 export function policyVersionOf(e: Pick<Entitlement, 'id' | 'approvalPolicy' | 'maxDurationSeconds' | 'riskTier' | 'ownerId'>): string {
   const digest = createHash('sha256')
     .update(canonicalJson({ p: e.approvalPolicy, max: e.maxDurationSeconds, tier: e.riskTier, owner: e.ownerId }))
@@ -162,11 +170,25 @@ export function createActivities(deps: ActivityDeps) {
         await setRequestStatus(tx, input.requestId, input.outcome, { decidedAt: new Date() });
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
-          actorType: input.actorId ? 'identity' : 'workflow',
+          actorType: input.actorId ? actorTypeOf(input.actorId) : 'workflow',
           actorId: input.actorId ?? 'accessRequestWorkflow',
           action: `request.${input.outcome}`,
           requestId: input.requestId,
           reason: input.reason,
+        });
+      });
+    },
+
+    async recordScheduled(input: Keyed & { requestId: string; startAt: string }) {
+      await db.transaction(async (tx) => {
+        await setRequestStatus(tx, input.requestId, 'scheduled');
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          actorType: 'workflow',
+          actorId: 'accessRequestWorkflow',
+          action: 'grant.scheduled',
+          requestId: input.requestId,
+          data: { startAt: input.startAt },
         });
       });
     },
@@ -250,7 +272,7 @@ export function createActivities(deps: ActivityDeps) {
         await setRequestStatus(tx, input.requestId, 'revoking');
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
-          actorType: input.actorId === 'system' ? 'workflow' : 'identity',
+          actorType: actorTypeOf(input.actorId),
           actorId: input.actorId,
           action: 'grant.revoke_requested',
           requestId: input.requestId,
@@ -288,9 +310,11 @@ export function createActivities(deps: ActivityDeps) {
     },
 
     /** The alert: a revocation that missed its verification deadline. Retries continue in the workflow. */
-    async markRevocationUnverified(input: Keyed & { requestId: string; grantId: string; error: string }) {
+    async markRevocationUnverified(input: Keyed & { requestId: string; grantId: string; error: string; errorType?: string }) {
       metrics.revocationsUnverified.inc();
-      log.error({ alert: 'revocation_unverified', requestId: input.requestId, grantId: input.grantId, error: input.error }, 'revocation not verified within deadline');
+      // Only the stable failure type goes to the log: connector messages can name accounts (PII).
+      // The full message is in the audit event and the workflow's details, behind access control.
+      log.error({ alert: 'revocation_unverified', requestId: input.requestId, grantId: input.grantId, errorType: input.errorType ?? 'unknown' }, 'revocation not verified within deadline');
       await db.transaction(async (tx) => {
         await tx.update(grants).set({ status: 'revocation_unverified' }).where(eq(grants.id, input.grantId));
         await setRequestStatus(tx, input.requestId, 'revocation_unverified');

@@ -13,6 +13,8 @@ export const createAccessRequestBody = z.strictObject({
   subjectId: z.uuid().optional(),
   entitlementId: z.uuid(),
   durationSeconds: durationSeconds.optional(),
+  /** Grant no earlier than this; the request can be approved before it. */
+  startAt: z.iso.datetime({ offset: true }).optional(),
   justification,
   /** External ITSM id; it becomes a search attribute, so keep it an opaque reference. */
   ticketRef: z

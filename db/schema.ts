@@ -32,6 +32,7 @@ export const requestStatus = pgEnum('request_status', [
   'rejected',
   'expired_unapproved',
   'cancelled',
+  'scheduled',
   'granting',
   'active',
   'revoking',
@@ -152,6 +153,8 @@ export const accessRequests = pgTable(
       .references(() => entitlements.id),
     justification: text('justification').notNull(),
     requestedDurationSeconds: integer('requested_duration_seconds').notNull(),
+    /** Access should begin no earlier than this (approved requests wait as `scheduled`). */
+    startAt: ts('start_at'),
     ticketRef: text('ticket_ref'),
     status: requestStatus('status').notNull().default('pending_approval'),
     workflowId: text('workflow_id').notNull(),

@@ -51,6 +51,8 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   const state: RequestStateView = { requestId, status: 'pending_approval', removalAttempts: 0 };
 
   let approvers: string[] = [];
+  /** The stage's approval rows are committed; decisions are recorded only after that. */
+  let stageRecorded = false;
   let maxDurationSeconds = input.durationSeconds;
   let decision: DecisionArgs | undefined;
   let revokeRequest: RevokeArgs | undefined;
@@ -73,6 +75,9 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
       decision = args;
       const at = new Date().toISOString();
       state.decision = { approverId: args.approverId, decision: args.decision, at };
+      // Approvers are known (validator passed) before their rows are written; never let the
+      // decision's write overtake the stage's.
+      await condition(() => stageRecorded);
       await book.recordDecision({
         requestId,
         stage: 1,
@@ -160,6 +165,9 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
 
   const timeoutSeconds = policy.approvalTimeoutSeconds ?? timing.defaultApprovalTimeoutSeconds;
   const dueAt = new Date(Date.now() + timeoutSeconds * MS).toISOString();
+  // Eligible from this point: anyone who can see the task (the rows below) must pass the validator.
+  approvers = policy.approverIds;
+  state.stage = { number: 1, approverIds: approvers, dueAt };
   await book.openApprovalStage({
     requestId,
     stage: 1,
@@ -168,8 +176,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     dueAt,
     idempotencyKey: nextKey('stage-opened'),
   });
-  approvers = policy.approverIds;
-  state.stage = { number: 1, approverIds: approvers, dueAt };
+  stageRecorded = true;
   setStatus('pending_approval', 'waiting for the entitlement owner');
 
   const decided = await condition(() => decision !== undefined || revokeRequest !== undefined, timeoutSeconds * MS);
@@ -195,6 +202,19 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   if (decision.decision === 'reject') {
     setStatus('rejected', 'rejected by approver');
     return finish(state);
+  }
+
+  // ---- optional start time: approved now, granted later ------------------------------------
+  if (input.startAt && Date.parse(input.startAt) > Date.now()) {
+    state.startAt = input.startAt;
+    setStatus('scheduled', `access starts ${input.startAt}`);
+    await book.recordScheduled({ requestId, startAt: input.startAt, idempotencyKey: nextKey('scheduled') });
+    const withdrawn = await condition(() => revokeRequest !== undefined, Date.parse(input.startAt) - Date.now());
+    if (withdrawn) {
+      setStatus('cancelled', 'withdrawn before the start time');
+      await book.closeUnapproved({ requestId, outcome: 'cancelled', reason: revokeRequest?.comment ?? 'withdrawn before the start time', actorId: revokeRequest?.actorId, idempotencyKey: nextKey('cancelled') });
+      return finish(state);
+    }
   }
 
   // ---- grant and verify --------------------------------------------------------------------
@@ -276,7 +296,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
       state.lastError = describe(err);
       log.warn('revocation not verified within deadline', { grantId, deadlineSeconds: deadline });
       setStatus('revocation_unverified', `removal not verified after ${deadline}s: ${state.lastError}; retrying`);
-      await book.markRevocationUnverified({ requestId, grantId, error: state.lastError, idempotencyKey: nextKey('revocation-unverified') });
+      await book.markRevocationUnverified({ requestId, grantId, error: state.lastError, errorType: failureType(err), idempotencyKey: nextKey('revocation-unverified') });
     }
     while (!result) {
       try {
@@ -311,6 +331,12 @@ async function finish(state: RequestStateView): Promise<RequestStateView> {
   return state;
 }
 
+function failureType(err: unknown): string {
+  let e: unknown = err;
+  while (e instanceof ActivityFailure && e.cause) e = e.cause;
+  return e instanceof ApplicationFailure ? (e.type ?? 'ApplicationFailure') : e instanceof Error ? e.name : 'unknown';
+}
+
 function describe(err: unknown): string {
   let e: unknown = err;
   while (e instanceof ActivityFailure && e.cause) e = e.cause;
@@ -322,6 +348,7 @@ function describe(err: unknown): string {
 function renderDetails(s: RequestStateView, note?: string): string {
   const lines = [`**${s.status}**${note ? ` — ${note}` : ''}`];
   if (s.stage && s.status === 'pending_approval') lines.push(`approval stage ${s.stage.number} due ${s.stage.dueAt}`);
+  if (s.startAt && s.status === 'scheduled') lines.push(`starts ${s.startAt}`);
   if (s.expiresAt) lines.push(`expires ${s.expiresAt}`);
   if (s.revokeReason) lines.push(`revoke reason: ${s.revokeReason}`);
   if (s.removalAttempts) lines.push(`removal attempts: ${s.removalAttempts}`);

@@ -7,6 +7,7 @@ export type RequestState =
   | 'rejected'
   | 'expired_unapproved'
   | 'cancelled'
+  | 'scheduled'
   | 'granting'
   | 'active'
   | 'revoking'
@@ -36,6 +37,8 @@ export interface AccessRequestInput {
   entitlementId: string;
   systemId: string;
   durationSeconds: number;
+  /** ISO time before which access must not be granted (approval may come earlier). */
+  startAt?: string;
   timing: LifecycleTiming;
 }
 
@@ -71,6 +74,7 @@ export interface RequestStateView {
   stage?: { number: number; approverIds: string[]; dueAt: string };
   decision?: { approverId: string; decision: 'approve' | 'reject'; at: string };
   grantedAt?: string;
+  startAt?: string;
   expiresAt?: string;
   revokeReason?: RevokeReason;
   revokeRequestedAt?: string;

@@ -34,7 +34,7 @@ export interface RouteDeps {
   config: Config;
 }
 
-const OPEN_STATES = ['pending_approval', 'granting', 'active', 'revoking', 'revocation_unverified'] as const;
+const OPEN_STATES = ['pending_approval', 'scheduled', 'granting', 'active', 'revoking', 'revocation_unverified'] as const;
 
 /** Maps a workflow's update rejection (validator) onto the HTTP contract. */
 function fromUpdateError(err: unknown): never {
@@ -101,6 +101,10 @@ export function accessRequestRoutes({ db, temporal, config }: RouteDeps): Router
     if (durationSeconds > e.maxDurationSeconds) {
       throw badRequest('outside_policy', `durationSeconds exceeds the entitlement's maximum of ${e.maxDurationSeconds}`);
     }
+    const startAt = body.startAt ? new Date(body.startAt) : undefined;
+    if (startAt && (startAt.getTime() <= Date.now() || startAt.getTime() > Date.now() + 90 * 86400_000)) {
+      throw badRequest('invalid_start', 'startAt must be in the future and within 90 days');
+    }
     const open = await db
       .select({ id: accessRequests.id })
       .from(accessRequests)
@@ -119,6 +123,7 @@ export function accessRequestRoutes({ db, temporal, config }: RouteDeps): Router
       entitlementId: e.id,
       systemId: e.systemId,
       durationSeconds,
+      ...(startAt ? { startAt: startAt.toISOString() } : {}),
       timing: lifecycleTiming(config),
     };
     // Row and workflow start commit together: a failed start rolls the row back, so a client
@@ -131,6 +136,7 @@ export function accessRequestRoutes({ db, temporal, config }: RouteDeps): Router
         entitlementId: e.id,
         justification: body.justification,
         requestedDurationSeconds: durationSeconds,
+        startAt: startAt ?? null,
         ticketRef: body.ticketRef ?? null,
         status: 'pending_approval',
         workflowId,
@@ -181,6 +187,7 @@ export function accessRequestRoutes({ db, temporal, config }: RouteDeps): Router
       entitlementId: row.entitlementId,
       justification: row.justification,
       durationSeconds: row.requestedDurationSeconds,
+      startAt: row.startAt,
       ticketRef: row.ticketRef,
       policyVersion: row.policyVersion,
       failureReason: row.failureReason,
@@ -214,6 +221,9 @@ export function accessRequestRoutes({ db, temporal, config }: RouteDeps): Router
     // Cheap checks first; the workflow's update validator is the authority and repeats them.
     if (row.requesterId === approverId) throw forbidden('the requester cannot approve their own request', 'self_approval');
     if (!(await isAssignedApprover(p, row.id)) && row.status === 'pending_approval') {
+      const [anyStage] = await db.select({ id: approvals.id }).from(approvals).where(eq(approvals.requestId, row.id)).limit(1);
+      // Policy is still being evaluated: the stage (and so the list of approvers) does not exist yet.
+      if (!anyStage) throw conflict('stage_not_open', 'the approval stage is not open yet; retry shortly');
       throw forbidden('you are not an assigned approver of this request', 'not_eligible');
     }
     if (row.status !== 'pending_approval') throw conflict('not_pending', `request is ${row.status}`);
@@ -245,7 +255,7 @@ export function accessRequestRoutes({ db, temporal, config }: RouteDeps): Router
     const isSubject = p.identityId === row.subjectId;
     if (!isOperator && !isSubject) throw forbidden('only an operator or the subject may revoke');
     if (!isOperator && body.reason !== 'manual') throw forbidden('the subject may only revoke with reason "manual"');
-    if (!['pending_approval', 'granting', 'active'].includes(row.status)) throw conflict('not_revocable', `request is ${row.status}`);
+    if (!['pending_approval', 'scheduled', 'granting', 'active'].includes(row.status)) throw conflict('not_revocable', `request is ${row.status}`);
     await temporal.workflow
       .getHandle(row.workflowId)
       .signal(revokeSignal, { reason: body.reason, actorId: actorRef(p), ...(body.comment ? { comment: body.comment } : {}) })

@@ -4,7 +4,7 @@ CREATE TYPE "public"."grant_source" AS ENUM('request', 'birthright', 'break_glas
 CREATE TYPE "public"."grant_status" AS ENUM('granting', 'active', 'revoking', 'revocation_unverified', 'revoked', 'failed');--> statement-breakpoint
 CREATE TYPE "public"."identity_kind" AS ENUM('employee', 'contractor', 'service_account', 'api_key', 'workload', 'ai_agent');--> statement-breakpoint
 CREATE TYPE "public"."identity_status" AS ENUM('active', 'suspended', 'terminated');--> statement-breakpoint
-CREATE TYPE "public"."request_status" AS ENUM('pending_approval', 'rejected', 'expired_unapproved', 'cancelled', 'granting', 'active', 'revoking', 'revocation_unverified', 'revoked', 'failed');--> statement-breakpoint
+CREATE TYPE "public"."request_status" AS ENUM('pending_approval', 'rejected', 'expired_unapproved', 'cancelled', 'scheduled', 'granting', 'active', 'revoking', 'revocation_unverified', 'revoked', 'failed');--> statement-breakpoint
 CREATE TYPE "public"."revoke_reason" AS ENUM('expired', 'leaver', 'mover', 'review', 'manual', 'reconciliation');--> statement-breakpoint
 CREATE TYPE "public"."risk_tier" AS ENUM('low', 'medium', 'high', 'privileged');--> statement-breakpoint
 CREATE TABLE "access_request" (
@@ -14,6 +14,7 @@ CREATE TABLE "access_request" (
 	"entitlement_id" uuid NOT NULL,
 	"justification" text NOT NULL,
 	"requested_duration_seconds" integer NOT NULL,
+	"start_at" timestamp with time zone,
 	"ticket_ref" text,
 	"status" "request_status" DEFAULT 'pending_approval' NOT NULL,
 	"workflow_id" text NOT NULL,

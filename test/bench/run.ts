@@ -97,8 +97,8 @@ try {
     for (;;) {
       const d = await s.call('POST', `/v1/access-requests/${id}/decision`, tok.bob, { decision: 'approve' });
       if (d.status === 200) break;
-      // 403 until the workflow has opened the stage: the approval task does not exist yet.
-      if (d.status !== 403) throw new Error(`decision: ${d.status} ${JSON.stringify(d.body)}`);
+      // 409 stage_not_open until the workflow has evaluated policy and opened the stage.
+      if (d.body?.error?.code !== 'stage_not_open') throw new Error(`decision: ${d.status} ${JSON.stringify(d.body)}`);
       await sleep(POLL_MS);
     }
     await waitFor(async () => (await s.call('GET', `/v1/access-requests/${id}`, tok.alice)).body.status === 'active', `lease ${id} active`, 60_000, POLL_MS);

@@ -1,7 +1,7 @@
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../activities/audit.js';
-import { decideUpdate } from '../../workflows/messages.js';
+import { decideUpdate, revokeSignal } from '../../workflows/messages.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
 
 let s: Stack;
@@ -239,5 +239,32 @@ describe('request → approve → grant → expire → verified removal', () => 
     expect((await s.call('POST', `/v1/access-requests/${req.id}/revoke`, tok.alice, { reason: 'manual' })).status).toBe(202);
     await s.waitForStatus(req.id, ['cancelled']);
     expect((await s.call('GET', '/v1/approvals/pending', tok.bob)).body.items.map((i: { requestId: string }) => i.requestId)).not.toContain(req.id);
+  });
+
+  it('holds an approved request as scheduled until its start time, then grants', async () => {
+    const startAt = new Date(Date.now() + 4000).toISOString();
+    const req = await request(tok.alice, { entitlementId: ent['finance-readers'], durationSeconds: 600, startAt });
+    await pendingFor(tok.bob, req.id);
+    const ok = await decide(tok.bob, req.id, 'approve');
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    const scheduled = await s.waitForStatus(req.id, ['scheduled']);
+    expect(scheduled.startAt).toBe(startAt);
+    expect(await s.ldapMembers('finance-readers')).not.toContain(s.userDn('alice'));
+    const active = await s.waitForStatus(req.id, ['active'], 20_000);
+    expect(Date.parse(active.grant.grantedAt)).toBeGreaterThanOrEqual(Date.parse(startAt));
+    expect(await s.ldapMembers('finance-readers')).toContain(s.userDn('alice'));
+
+    // An operator's `revoke` signal from the Temporal UI (no actor, bare payload) ends it the same way.
+    await s.rt.temporal.workflow.getHandle(req.workflowId).signal(revokeSignal, { reason: 'manual' });
+    const done = await s.waitForStatus(req.id, ['revoked']);
+    expect(done.removalVerifiedAt).toBeTruthy();
+    expect(done.timeline.find((t: { action: string }) => t.action === 'grant.revoke_requested')).toMatchObject({ actorType: 'client', actorId: 'temporal-ui' });
+    expect(await s.ldapMembers('finance-readers')).not.toContain(s.userDn('alice'));
+  });
+
+  it('refuses a start time in the past', async () => {
+    const r = await s.call('POST', '/v1/access-requests', tok.alice, { entitlementId: ent.engineering, justification: 'back-dated on purpose', startAt: '2020-01-01T00:00:00Z' });
+    expect(r.status).toBe(400);
+    expect(r.body.error.code).toBe('invalid_start');
   });
 });
