@@ -36,6 +36,9 @@ interface LeaseRef {
   entitlementId: string;
 }
 
+/** Transitions the workflow makes on its own (expiry, verification, stage timing). */
+const BY_WORKFLOW = { actorType: 'workflow', actorId: 'accessRequestWorkflow' } as const;
+
 const notFound = (what: string) => ApplicationFailure.nonRetryable(`${what} not found`, 'NotFound');
 
 /** Maps connector errors onto Temporal's retry semantics with stable types. */
@@ -125,8 +128,7 @@ export function createActivities(deps: ActivityDeps) {
         await setRequestStatus(tx, input.requestId, 'pending_approval', { policyVersion: input.policyVersion });
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
-          actorType: 'workflow',
-          actorId: 'accessRequestWorkflow',
+          ...BY_WORKFLOW,
           action: 'approval.stage_opened',
           requestId: input.requestId,
           policyVersion: input.policyVersion,
@@ -184,8 +186,7 @@ export function createActivities(deps: ActivityDeps) {
         await setRequestStatus(tx, input.requestId, 'scheduled');
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
-          actorType: 'workflow',
-          actorId: 'accessRequestWorkflow',
+          ...BY_WORKFLOW,
           action: 'grant.scheduled',
           requestId: input.requestId,
           data: { startAt: input.startAt },
@@ -208,8 +209,7 @@ export function createActivities(deps: ActivityDeps) {
         }
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
-          actorType: 'workflow',
-          actorId: 'accessRequestWorkflow',
+          ...BY_WORKFLOW,
           action: 'grant.applied',
           requestId: input.requestId,
           grantId: input.grantId,
@@ -233,8 +233,7 @@ export function createActivities(deps: ActivityDeps) {
         await setRequestStatus(tx, input.requestId, 'active');
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
-          actorType: 'workflow',
-          actorId: 'accessRequestWorkflow',
+          ...BY_WORKFLOW,
           action: 'grant.verified',
           requestId: input.requestId,
           grantId: input.grantId,
@@ -320,8 +319,7 @@ export function createActivities(deps: ActivityDeps) {
         await setRequestStatus(tx, input.requestId, 'revocation_unverified');
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
-          actorType: 'workflow',
-          actorId: 'accessRequestWorkflow',
+          ...BY_WORKFLOW,
           action: 'grant.revocation_unverified',
           requestId: input.requestId,
           grantId: input.grantId,
@@ -351,8 +349,7 @@ export function createActivities(deps: ActivityDeps) {
         await setRequestStatus(tx, input.requestId, 'revoked');
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
-          actorType: 'workflow',
-          actorId: 'accessRequestWorkflow',
+          ...BY_WORKFLOW,
           action: input.retainedBy ? 'grant.ended_membership_retained' : 'grant.removal_verified',
           requestId: input.requestId,
           grantId: input.grantId,
@@ -369,8 +366,7 @@ export function createActivities(deps: ActivityDeps) {
         await setRequestStatus(tx, input.requestId, 'failed', { failureReason: input.reason });
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
-          actorType: 'workflow',
-          actorId: 'accessRequestWorkflow',
+          ...BY_WORKFLOW,
           action: 'request.failed',
           requestId: input.requestId,
           grantId: input.grantId,

@@ -97,29 +97,20 @@ describe('request → approve → grant → expire → verified removal', () => 
   });
 
   it('expires an unanswered approval and refuses a late approval', async () => {
-    const created = await s.call('POST', '/v1/entitlements', tok.operator, {
-      systemId: s.catalog.systemId,
-      name: 'Short-fuse group',
-      resource: 'cn=finance-readers,ou=groups,dc=accessloop,dc=test',
-      ownerId: ids.bob,
-      riskTier: 'low',
-      defaultDurationSeconds: 60,
-      maxDurationSeconds: 120,
-      approvalPolicy: { approvalTimeoutSeconds: 2 },
-    });
-    // Same resource as the seeded entitlement on the same system: refused as a duplicate.
-    expect(created.status).toBe(409);
-    const eng2 = await s.call('POST', '/v1/entitlements', tok.operator, {
-      systemId: s.catalog.systemId,
-      name: 'Short-fuse group',
-      resource: 'cn=prod-admins,ou=groups,dc=accessloop,dc=test',
-      ownerId: ids.bob,
-      riskTier: 'low',
-      defaultDurationSeconds: 60,
-      maxDurationSeconds: 120,
-      approvalPolicy: { approvalTimeoutSeconds: 2 },
-    });
-    expect(eng2.status).toBe(409);
+    const shortFuse = (systemId: string) =>
+      s.call('POST', '/v1/entitlements', tok.operator, {
+        systemId,
+        name: 'Short-fuse group',
+        resource: 'cn=finance-readers,ou=groups,dc=accessloop,dc=test',
+        ownerId: ids.bob,
+        riskTier: 'low',
+        defaultDurationSeconds: 60,
+        maxDurationSeconds: 120,
+        approvalPolicy: { approvalTimeoutSeconds: 2 },
+      });
+    // One catalog item per resource per system: the seeded one already covers this group.
+    const dup = await shortFuse(s.catalog.systemId!);
+    expect(dup.status).toBe(409);
     const sys = await s.call('POST', '/v1/systems', tok.operator, {
       name: 'short-fuse-directory',
       kind: 'ldap',
@@ -128,16 +119,7 @@ describe('request → approve → grant → expire → verified removal', () => 
       ownerId: ids.carol,
     });
     expect(sys.status, JSON.stringify(sys.body)).toBe(201);
-    const e = await s.call('POST', '/v1/entitlements', tok.operator, {
-      systemId: sys.body.id,
-      name: 'Short-fuse group',
-      resource: 'cn=finance-readers,ou=groups,dc=accessloop,dc=test',
-      ownerId: ids.bob,
-      riskTier: 'low',
-      defaultDurationSeconds: 60,
-      maxDurationSeconds: 120,
-      approvalPolicy: { approvalTimeoutSeconds: 2 },
-    });
+    const e = await shortFuse(sys.body.id);
     expect(e.status, JSON.stringify(e.body)).toBe(201);
 
     const req = await request(tok.alice, { entitlementId: e.body.id });
