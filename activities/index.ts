@@ -18,9 +18,11 @@ import { appendAudit, canonicalJson } from './audit.js';
 import type { ConnectorRegistry } from './connectors/registry.js';
 import { ConnectorError, type Connector, type Membership } from './connectors/types.js';
 import type { Metrics } from './metrics.js';
+import type { PolicyService } from './policy/service.js';
 
 export interface ActivityDeps {
   db: Db;
+  policies: PolicyService;
   connectors: ConnectorRegistry;
   log: Logger;
   metrics: Metrics;
@@ -99,31 +101,69 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   return {
-    /** Decides routing for the single approval stage (policy-driven routing arrives with issue 3). */
-    async evaluatePolicy(input: { requestId: string; requesterId: string; subjectId: string; entitlementId: string }) {
-      const { identity: subject, entitlement } = await loadLease(input);
-      if (subject.status !== 'active') throw ApplicationFailure.nonRetryable('subject is not active', 'SubjectInactive');
-      const [owner] = await db.select().from(identities).where(eq(identities.id, entitlement.ownerId));
-      const approverIds: string[] = [];
-      // Four eyes: the requester never approves; an owner who is the requester defers to their manager.
-      if (owner && owner.status === 'active' && owner.id !== input.requesterId) approverIds.push(owner.id);
-      else if (owner?.managerId && owner.managerId !== input.requesterId) {
-        const [mgr] = await db.select().from(identities).where(eq(identities.id, owner.managerId));
-        if (mgr?.status === 'active') approverIds.push(mgr.id);
-      }
+    /**
+     * Routes the request by the active policy: deny, auto-approve, or stages of resolved
+     * approvers. The policy version and the rules that fired go into history and evidence.
+     */
+    async evaluatePolicy(input: { requestId: string; requesterId: string; subjectId: string; entitlementId: string; durationSeconds?: number }) {
+      const [req] = await db.select().from(accessRequests).where(eq(accessRequests.id, input.requestId));
+      if (!req) throw notFound('access request');
+      const { identity: subject } = await loadLease(input);
+      const d = subject.status !== 'active'
+        ? ({ effect: 'deny', reason: 'subject is not active', fired: [], maxDurationSeconds: 0, policyVersion: 'n/a' } as const)
+        : await deps.policies.decide({
+            requestId: input.requestId,
+            requesterId: input.requesterId,
+            subjectId: input.subjectId,
+            entitlementId: input.entitlementId,
+            durationSeconds: input.durationSeconds ?? req.requestedDurationSeconds,
+            justification: req.justification,
+            ticketRef: req.ticketRef,
+          });
       return {
-        policyVersion: policyVersionOf(entitlement),
-        approverIds,
-        approvalTimeoutSeconds: entitlement.approvalPolicy.approvalTimeoutSeconds,
-        maxDurationSeconds: entitlement.maxDurationSeconds,
+        effect: d.effect,
+        policyVersion: d.policyVersion,
+        maxDurationSeconds: d.maxDurationSeconds,
+        fired: d.fired.map((f) => f.rule),
+        reason: d.effect === 'route' ? undefined : d.reason,
+        ...(d.effect === 'route'
+          ? { stages: d.stages.map(({ name, quorum, timeoutSeconds, requireComment, approverIds, onBehalfOf }) => ({ name, quorum, ...(timeoutSeconds ? { timeoutSeconds } : {}), requireComment, approverIds, onBehalfOf })) }
+          : { stages: [] }),
       };
     },
 
-    async openApprovalStage(input: Keyed & { requestId: string; stage: number; approverIds: string[]; policyVersion: string; dueAt: string }) {
+    async recordAutoApproval(input: Keyed & { requestId: string; policyVersion: string; reason: string; fired: string[] }) {
+      await db.transaction(async (tx) => {
+        await setRequestStatus(tx, input.requestId, 'granting', { decidedAt: new Date(), policyVersion: input.policyVersion });
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          ...BY_WORKFLOW,
+          action: 'request.auto_approved',
+          requestId: input.requestId,
+          policyVersion: input.policyVersion,
+          reason: input.reason,
+          data: { rules: input.fired },
+        });
+      });
+    },
+
+    async openApprovalStage(
+      input: Keyed & { requestId: string; stage: number; stageName?: string; approverIds: string[]; onBehalfOf?: Record<string, string>; policyVersion: string; dueAt: string },
+    ) {
       await db.transaction(async (tx) => {
         await tx
           .insert(approvals)
-          .values(input.approverIds.map((approverId) => ({ requestId: input.requestId, stage: input.stage, approverId, policyVersion: input.policyVersion, dueAt: new Date(input.dueAt) })))
+          .values(
+            input.approverIds.map((approverId) => ({
+              requestId: input.requestId,
+              stage: input.stage,
+              stageName: input.stageName ?? 'owner',
+              approverId,
+              onBehalfOf: input.onBehalfOf?.[approverId] ?? null,
+              policyVersion: input.policyVersion,
+              dueAt: new Date(input.dueAt),
+            })),
+          )
           .onConflictDoNothing();
         await setRequestStatus(tx, input.requestId, 'pending_approval', { policyVersion: input.policyVersion });
         await appendAudit(tx, {
@@ -132,38 +172,57 @@ export function createActivities(deps: ActivityDeps) {
           action: 'approval.stage_opened',
           requestId: input.requestId,
           policyVersion: input.policyVersion,
-          data: { stage: input.stage, approverIds: input.approverIds, dueAt: input.dueAt },
+          data: { stage: input.stage, stageName: input.stageName ?? 'owner', approverIds: input.approverIds, onBehalfOf: input.onBehalfOf ?? {}, dueAt: input.dueAt },
         });
       });
     },
 
-    async recordDecision(input: Keyed & { requestId: string; stage: number; approverId: string; decision: 'approve' | 'reject'; comment?: string | undefined; policyVersion: string }) {
+    async recordDecision(
+      input: Keyed & {
+        requestId: string;
+        stage: number;
+        approverId: string;
+        decision: 'approve' | 'reject';
+        comment?: string | undefined;
+        policyVersion: string;
+        /** Quorum reached (or rejected): the stage's other open tasks close. */
+        stageComplete?: boolean;
+        finalStage?: boolean;
+      },
+    ) {
+      const stageComplete = input.stageComplete ?? true;
+      const finalStage = input.finalStage ?? true;
       const now = new Date();
       await db.transaction(async (tx) => {
         await tx
           .update(approvals)
           .set({ status: input.decision === 'approve' ? 'approved' : 'rejected', comment: input.comment ?? null, decidedAt: now })
           .where(and(eq(approvals.requestId, input.requestId), eq(approvals.stage, input.stage), eq(approvals.approverId, input.approverId), eq(approvals.status, 'pending')));
-        // The stage is decided: the other approvers' tasks close without a decision.
-        await tx
-          .update(approvals)
-          .set({ status: 'closed' })
-          .where(and(eq(approvals.requestId, input.requestId), eq(approvals.stage, input.stage), eq(approvals.status, 'pending')));
-        await setRequestStatus(tx, input.requestId, input.decision === 'approve' ? 'granting' : 'rejected', { decidedAt: now });
+        if (stageComplete) {
+          // The stage is decided: the other approvers' tasks close without a decision.
+          await tx
+            .update(approvals)
+            .set({ status: 'closed' })
+            .where(and(eq(approvals.requestId, input.requestId), eq(approvals.stage, input.stage), eq(approvals.status, 'pending')));
+        }
+        if (input.decision === 'reject') await setRequestStatus(tx, input.requestId, 'rejected', { decidedAt: now });
+        else if (stageComplete && finalStage) await setRequestStatus(tx, input.requestId, 'granting', { decidedAt: now });
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
           actorType: 'identity',
           actorId: input.approverId,
-          action: input.decision === 'approve' ? 'request.approved' : 'request.rejected',
+          action: input.decision === 'reject' ? 'request.rejected' : stageComplete && finalStage ? 'request.approved' : 'approval.recorded',
           requestId: input.requestId,
           policyVersion: input.policyVersion,
           reason: input.comment ?? null,
-          data: { stage: input.stage },
+          data: { stage: input.stage, stageComplete },
         });
       });
     },
 
-    async closeUnapproved(input: Keyed & { requestId: string; outcome: 'expired_unapproved' | 'cancelled' | 'rejected'; reason: string; actorId?: string | undefined }) {
+    async closeUnapproved(
+      input: Keyed & { requestId: string; outcome: 'expired_unapproved' | 'cancelled' | 'rejected'; reason: string; actorId?: string | undefined; fired?: string[] | undefined },
+    ) {
       await db.transaction(async (tx) => {
         await tx
           .update(approvals)
@@ -177,6 +236,7 @@ export function createActivities(deps: ActivityDeps) {
           action: `request.${input.outcome}`,
           requestId: input.requestId,
           reason: input.reason,
+          ...(input.fired?.length ? { data: { rules: input.fired } } : {}),
         });
       });
     },
@@ -301,10 +361,16 @@ export function createActivities(deps: ActivityDeps) {
         .limit(1);
       if (other) return { changed: false, retainedBy: other.id, verifiedAt: new Date().toISOString() };
       return onTarget(input, 'revoke', async (connector, m) => {
-        const { changed } = await connector.revoke(m);
-        const { present } = await connector.check(m);
-        if (present) throw new ConnectorError('TargetUnavailable', 'membership still present after revoke');
-        return { changed, retainedBy: undefined as string | undefined, verifiedAt: new Date().toISOString() };
+        try {
+          const { changed } = await connector.revoke(m);
+          const { present } = await connector.check(m);
+          if (present) throw new ConnectorError('TargetUnavailable', 'membership still present after revoke');
+          return { changed, retainedBy: undefined as string | undefined, verifiedAt: new Date().toISOString() };
+        } catch (e) {
+          // A resource that does not exist holds no members: the removal is verified as such.
+          if (e instanceof ConnectorError && e.type === 'NoSuchResource') return { changed: false, retainedBy: undefined as string | undefined, verifiedAt: new Date().toISOString() };
+          throw e;
+        }
       });
     },
 

@@ -2,6 +2,7 @@ import type { Client } from '@temporalio/client';
 import { sql } from 'drizzle-orm';
 import express, { type Express } from 'express';
 import type { Metrics } from '../activities/metrics.js';
+import type { PolicyService } from '../activities/policy/service.js';
 import type { Db } from '../db/client.js';
 import type { Config } from '../temporal/config.js';
 import type { Logger } from '../temporal/logger.js';
@@ -10,6 +11,7 @@ import { errorHandler, notFoundHandler } from './errors.js';
 import { openApiDocument } from './openapi.js';
 import { accessRequestRoutes } from './routes/access-requests.js';
 import { approvalRoutes, catalogRoutes, identityRoutes, tokenRoutes } from './routes/operator.js';
+import { delegationRoutes, groupRoutes, policyRoutes } from './routes/policies.js';
 
 export interface AppDeps {
   db: Db;
@@ -17,11 +19,12 @@ export interface AppDeps {
   config: Config;
   log: Logger;
   metrics: Metrics;
+  policies: PolicyService;
 }
 
 /** Builds the HTTP app without listening (server.ts listens; tests use an ephemeral port). */
 export function createApp(deps: AppDeps): Express {
-  const { db, temporal, config, log, metrics } = deps;
+  const { db, temporal, config, log, metrics, policies } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
@@ -52,8 +55,12 @@ export function createApp(deps: AppDeps): Express {
   const v1 = express.Router();
   // Authenticate before parsing: anonymous callers never get their bodies parsed.
   v1.use(authenticate(db));
+  // Policies arrive as YAML/JSON text (line-precise errors need the original), so before JSON parsing.
+  v1.use('/policies', policyRoutes(db, policies, config.ACCESSLOOP_BODY_LIMIT));
   v1.use(express.json({ limit: config.ACCESSLOOP_BODY_LIMIT, strict: true }));
-  v1.use('/access-requests', accessRequestRoutes({ db, temporal, config }));
+  v1.use('/access-requests', accessRequestRoutes({ db, temporal, config, policies }));
+  v1.use('/groups', groupRoutes(db));
+  v1.use('/delegations', delegationRoutes(db));
   v1.use('/approvals', approvalRoutes(db));
   v1.use('/identities', identityRoutes(db));
   const catalog = catalogRoutes(db);

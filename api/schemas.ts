@@ -80,6 +80,8 @@ export const createEntitlementBody = z
     maxDurationSeconds: durationSeconds,
     requestable: z.boolean().default(true),
     approvalPolicy: z.strictObject({ approvalTimeoutSeconds: z.number().int().positive().max(90 * 24 * 3600).optional() }).default({}),
+    /** Attributes policy conditions can read, e.g. {"region": "EU"}. */
+    attributes: z.record(z.string(), z.union([z.string().max(256), z.number(), z.boolean()])).default({}),
   })
   .refine((b) => b.defaultDurationSeconds <= b.maxDurationSeconds, {
     message: 'defaultDurationSeconds must not exceed maxDurationSeconds',

@@ -130,6 +130,8 @@ export const entitlements = pgTable(
     conditions: jsonb('conditions').$type<unknown[]>().notNull().default([]),
     sodConflicts: jsonb('sod_conflicts').$type<string[]>().notNull().default([]),
     breakGlassAllowed: boolean('break_glass_allowed').notNull().default(false),
+    /** Free attributes policy conditions can read (e.g. region, data classification). */
+    attributes: jsonb('attributes').$type<Record<string, unknown>>().notNull().default({}),
     createdAt: createdAt(),
   },
   (t) => [
@@ -180,11 +182,14 @@ export const approvals = pgTable(
       .notNull()
       .references(() => accessRequests.id),
     stage: integer('stage').notNull(),
+    stageName: text('stage_name').notNull().default('owner'),
     approverId: uuid('approver_id')
       .notNull()
       .references(() => identities.id),
     status: approvalStatus('status').notNull().default('pending'),
     comment: text('comment'),
+    /** Set when the approver acts as a delegate: whose task this was. */
+    onBehalfOf: uuid('on_behalf_of').references(() => identities.id),
     policyVersion: text('policy_version').notNull(),
     dueAt: ts('due_at').notNull(),
     createdAt: createdAt(),
@@ -274,6 +279,70 @@ export const apiTokens = pgTable(
   (t) => [
     uniqueIndex('api_token_hash_uq').on(t.tokenHash),
     check('api_token_one_principal', sql`(${t.identityId} is null) <> (${t.clientName} is null)`),
+  ],
+);
+
+/** Versioned policy documents; the newest row is active. */
+export const policyVersions = pgTable(
+  'policy_version',
+  {
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    version: text('version').notNull(),
+    document: jsonb('document').$type<Record<string, unknown>>().notNull(),
+    source: text('source').notNull(),
+    createdBy: text('created_by').notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index('policy_version_version_idx').on(t.version)],
+);
+
+/** Groups of approvers (`group:<id>` in policies; the security team is one). */
+export const approverGroups = pgTable(
+  'approver_group',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    name: text('name').notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex('approver_group_name_uq').on(t.name)],
+);
+
+export const approverGroupMembers = pgTable(
+  'approver_group_member',
+  {
+    groupId: uuid('group_id')
+      .notNull()
+      .references(() => approverGroups.id),
+    identityId: uuid('identity_id')
+      .notNull()
+      .references(() => identities.id),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex('approver_group_member_uq').on(t.groupId, t.identityId)],
+);
+
+/** An approver hands their approval tasks to another identity for a period. */
+export const delegations = pgTable(
+  'approval_delegation',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    delegatorId: uuid('delegator_id')
+      .notNull()
+      .references(() => identities.id),
+    delegateId: uuid('delegate_id')
+      .notNull()
+      .references(() => identities.id),
+    startsAt: ts('starts_at').notNull(),
+    endsAt: ts('ends_at').notNull(),
+    reason: text('reason'),
+    createdBy: text('created_by').notNull(),
+    revokedAt: ts('revoked_at'),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index('approval_delegation_delegator_idx').on(t.delegatorId),
+    check('approval_delegation_period', sql`${t.startsAt} < ${t.endsAt}`),
+    check('approval_delegation_not_self', sql`${t.delegatorId} <> ${t.delegateId}`),
   ],
 );
 

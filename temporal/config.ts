@@ -42,6 +42,8 @@ export const configSchema = z
     ACCESSLOOP_VERIFY_MAX_INTERVAL_SECONDS: seconds(60),
     /** Default approval stage timeout when an entitlement's policy does not set one. */
     ACCESSLOOP_APPROVAL_TIMEOUT_SECONDS: seconds(72 * 3600),
+    /** YAML/JSON approval policy published at start when it differs from the active version. */
+    ACCESSLOOP_POLICY_FILE: optionalString,
     ACCESSLOOP_BODY_LIMIT: z.string().default('64kb'),
     ACCESSLOOP_DEMO: z
       .enum(['true', 'false'])

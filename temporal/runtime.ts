@@ -6,6 +6,8 @@ import type { Client } from '@temporalio/client';
 import type { NativeConnection, Worker } from '@temporalio/worker';
 import { createConnectorRegistry, type ConnectorRegistry } from '../activities/connectors/registry.js';
 import { createMetrics, type Metrics } from '../activities/metrics.js';
+import { formatProblems } from '../activities/policy/load.js';
+import { createPolicyService, PolicyError, type PolicyService } from '../activities/policy/service.js';
 import { createApp } from '../api/app.js';
 import { closeDb, createDb, migrateDb, type Db } from '../db/client.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded.js';
@@ -33,6 +35,7 @@ export interface Runtime {
   temporal: Client;
   temporalAddress: string;
   metrics: Metrics;
+  policies: PolicyService;
   connectors: ConnectorRegistry;
   worker?: Worker;
   server?: Server;
@@ -104,6 +107,19 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     let demo: Runtime['demo'];
     if (config.ACCESSLOOP_DEMO) demo = await startDemo(config, db, connectorEnv, say, stops);
 
+    const policies = createPolicyService(db);
+    if (config.ACCESSLOOP_POLICY_FILE) {
+      // A bad file stops the start with line-precise problems; the active version stays as it was.
+      const file = path.resolve(config.ACCESSLOOP_POLICY_FILE);
+      try {
+        const r = await policies.publish(await readFile(file, 'utf8'), `file:${path.basename(file)}`, 'startup');
+        say(`policy ${r.version} ${r.changed ? 'published' : 'unchanged'} from ${file}`);
+      } catch (e) {
+        if (e instanceof PolicyError) throw new Error(`${e.message}:\n${formatProblems(e.problems, file)}`);
+        throw e;
+      }
+    }
+
     const connectors = createConnectorRegistry({ db, env: connectorEnv });
     stops.push(() => connectors.close());
 
@@ -118,7 +134,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
         connection: workerConn,
         namespace: config.TEMPORAL_NAMESPACE,
         taskQueue: config.TEMPORAL_TASK_QUEUE,
-        deps: { db, connectors, log, metrics },
+        deps: { db, connectors, log, metrics, policies },
       });
       workerDone = worker.run();
       workerDone.catch((e) => log.error({ err: e }, 'worker stopped with an error'));
@@ -132,7 +148,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     let server: Server | undefined;
     let apiUrl: string | undefined;
     if (opts.api) {
-      const app = createApp({ db, temporal, config, log, metrics });
+      const app = createApp({ db, temporal, config, log, metrics, policies });
       server = await new Promise<Server>((resolve, reject) => {
         const s = app.listen(config.PORT, config.HOST, () => resolve(s));
         s.on('error', reject);
@@ -155,6 +171,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
       temporal,
       temporalAddress,
       metrics,
+      policies,
       connectors,
       ...(worker ? { worker } : {}),
       ...(server ? { server } : {}),

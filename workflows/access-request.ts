@@ -15,7 +15,6 @@ import {
 import type { createActivities } from '../activities/index.js';
 import {
   type AccessRequestInput,
-  type DecisionArgs,
   type ExtendArgs,
   type RequestState,
   type RequestStateView,
@@ -50,11 +49,17 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   const { requestId, grantId, timing } = input;
   const state: RequestStateView = { requestId, status: 'pending_approval', removalAttempts: 0 };
 
-  let approvers: string[] = [];
-  /** The stage's approval rows are committed; decisions are recorded only after that. */
+  /** The open stage: who may decide and how many approvals it needs. */
+  let stage: ApprovalStage | undefined;
+  let stageNumber = 0;
+  let stageCount = 0;
+  /** The open stage's approval rows are committed; decisions are recorded only after that. */
   let stageRecorded = false;
+  let stageApprovals = new Set<string>();
+  /** Everyone who approved any stage of this request: four eyes means two people. */
+  const approvedBy = new Set<string>();
+  let rejected = false;
   let maxDurationSeconds = input.durationSeconds;
-  let decision: DecisionArgs | undefined;
   let revokeRequest: RevokeArgs | undefined;
   let expiresAtMs = 0;
   let transitions = 0;
@@ -72,34 +77,48 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   setHandler(
     decideUpdate,
     async (args) => {
-      decision = args;
-      const at = new Date().toISOString();
-      state.decision = { approverId: args.approverId, decision: args.decision, at };
+      const current = stage!;
+      const number = stageNumber;
+      if (args.decision === 'approve') {
+        stageApprovals.add(args.approverId);
+        approvedBy.add(args.approverId);
+      } else rejected = true;
+      const complete = rejected || stageApprovals.size >= current.quorum;
+      state.decision = { approverId: args.approverId, decision: args.decision, at: new Date().toISOString() };
       // Approvers are known (validator passed) before their rows are written; never let the
       // decision's write overtake the stage's.
       await condition(() => stageRecorded);
       await book.recordDecision({
         requestId,
-        stage: 1,
+        stage: number,
         approverId: args.approverId,
         decision: args.decision,
         comment: args.comment,
         policyVersion: state.policyVersion ?? 'unknown',
+        stageComplete: complete,
+        finalStage: number === stageCount,
         idempotencyKey: nextKey(`decision-${args.decision}`),
       });
-      return { status: args.decision === 'approve' ? 'granting' : 'rejected' };
+      if (rejected) return { status: 'rejected' };
+      return { status: complete && number === stageCount ? 'granting' : 'pending_approval' };
     },
     {
       // Validators reject before anything is written to history: a refused decision leaves no trace.
       validator: (args) => {
-        if (state.status !== 'pending_approval' || decision !== undefined) {
+        if (state.status !== 'pending_approval' || !stage || rejected || stageApprovals.size >= stage.quorum) {
           throw ApplicationFailure.nonRetryable(`request is ${state.status}, not pending approval`, UpdateRejection.NotPending);
         }
         if (args.approverId === input.requesterId) {
           throw ApplicationFailure.nonRetryable('the requester cannot approve their own request', UpdateRejection.SelfApproval);
         }
-        if (!approvers.includes(args.approverId)) {
+        if (approvedBy.has(args.approverId)) {
+          throw ApplicationFailure.nonRetryable('an approver decides once per request (four eyes means two people)', UpdateRejection.NotEligible);
+        }
+        if (!stage.approverIds.includes(args.approverId)) {
           throw ApplicationFailure.nonRetryable('not an assigned approver of the open stage', UpdateRejection.NotEligible);
+        }
+        if (stage.requireComment && args.decision === 'approve' && !args.comment?.trim()) {
+          throw ApplicationFailure.nonRetryable(`stage ${stage.name} is an exception: approving it requires a comment that justifies it`, UpdateRejection.OutsidePolicy);
         }
       },
     },
@@ -153,40 +172,68 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     requesterId: input.requesterId,
     subjectId: input.subjectId,
     entitlementId: input.entitlementId,
+    durationSeconds: input.durationSeconds,
   });
   state.policyVersion = policy.policyVersion;
   maxDurationSeconds = policy.maxDurationSeconds;
+  const stages = stagesOf(policy, timing);
+  stageCount = stages.length;
 
-  if (policy.approverIds.length === 0) {
-    await book.closeUnapproved({ requestId, outcome: 'rejected', reason: 'no eligible approver', idempotencyKey: nextKey('no-approver') });
-    setStatus('rejected', 'no eligible approver');
+  if (policy.effect === 'deny' || (policy.effect === undefined && stageCount === 0)) {
+    const reason = policy.reason ?? 'no eligible approver';
+    await book.closeUnapproved({ requestId, outcome: 'rejected', reason, fired: policy.fired, idempotencyKey: nextKey('no-approver') });
+    setStatus('rejected', reason);
     return finish(state);
   }
 
-  const timeoutSeconds = policy.approvalTimeoutSeconds ?? timing.defaultApprovalTimeoutSeconds;
-  const dueAt = new Date(Date.now() + timeoutSeconds * MS).toISOString();
-  // Eligible from this point: anyone who can see the task (the rows below) must pass the validator.
-  approvers = policy.approverIds;
-  state.stage = { number: 1, approverIds: approvers, dueAt };
-  await book.openApprovalStage({
-    requestId,
-    stage: 1,
-    approverIds: policy.approverIds,
-    policyVersion: policy.policyVersion,
-    dueAt,
-    idempotencyKey: nextKey('stage-opened'),
-  });
-  stageRecorded = true;
-  setStatus('pending_approval', 'waiting for the entitlement owner');
-
-  const decided = await condition(() => decision !== undefined || revokeRequest !== undefined, timeoutSeconds * MS);
-  if (!decided) {
-    setStatus('expired_unapproved');
-    await book.closeUnapproved({ requestId, outcome: 'expired_unapproved', reason: 'approval timed out', idempotencyKey: nextKey('expired') });
-    return finish(state);
+  if (policy.effect === 'auto_approve') {
+    await book.recordAutoApproval({ requestId, policyVersion: policy.policyVersion, reason: policy.reason ?? 'policy', fired: policy.fired ?? [], idempotencyKey: nextKey('auto-approved') });
   }
-  if (decision === undefined) {
-    // Withdrawn (revoke signal) before anyone decided.
+
+  for (const [i, next] of stages.entries()) {
+    // Someone who approved an earlier stage cannot approve this one too.
+    const eligible = next.approverIds.filter((a) => !approvedBy.has(a) && a !== input.requesterId);
+    if (eligible.length < next.quorum) {
+      const reason = `stage ${next.name} cannot reach its quorum of ${next.quorum} with distinct approvers`;
+      setStatus('rejected', reason);
+      await book.closeUnapproved({ requestId, outcome: 'rejected', reason, idempotencyKey: nextKey('no-quorum') });
+      return finish(state);
+    }
+    stage = { ...next, approverIds: eligible };
+    stageNumber = i + 1;
+    stageApprovals = new Set();
+    stageRecorded = false;
+    const dueAt = new Date(Date.now() + next.timeoutSeconds * MS).toISOString();
+    // Eligible from this point: anyone who can see the task (the rows below) must pass the validator.
+    state.stage = { number: stageNumber, approverIds: eligible, dueAt };
+    await book.openApprovalStage({
+      requestId,
+      stage: stageNumber,
+      stageName: next.name,
+      approverIds: eligible,
+      onBehalfOf: next.onBehalfOf,
+      policyVersion: policy.policyVersion,
+      dueAt,
+      idempotencyKey: nextKey('stage-opened'),
+    });
+    stageRecorded = true;
+    setStatus('pending_approval', stageCount > 1 ? `stage ${stageNumber}/${stageCount} (${next.name}): ${next.quorum} approval(s) needed` : 'waiting for the entitlement owner');
+
+    const current = stage;
+    const decided = await condition(() => rejected || stageApprovals.size >= current.quorum || revokeRequest !== undefined, next.timeoutSeconds * MS);
+    // The decision handlers may still be persisting; their rows must exist before we move on.
+    await condition(allHandlersFinished);
+    if (rejected) {
+      setStatus('rejected', 'rejected by approver');
+      return finish(state);
+    }
+    if (stageApprovals.size >= current.quorum) continue;
+    if (!decided) {
+      setStatus('expired_unapproved');
+      await book.closeUnapproved({ requestId, outcome: 'expired_unapproved', reason: `approval stage ${next.name} timed out`, idempotencyKey: nextKey('expired') });
+      return finish(state);
+    }
+    // Withdrawn (revoke signal) before the stages completed.
     setStatus('cancelled');
     await book.closeUnapproved({
       requestId,
@@ -197,12 +244,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     });
     return finish(state);
   }
-  // The decision handler may still be persisting; the row must exist before we move on.
-  await condition(allHandlersFinished);
-  if (decision.decision === 'reject') {
-    setStatus('rejected', 'rejected by approver');
-    return finish(state);
-  }
+  stage = undefined;
 
   // ---- optional start time: approved now, granted later ------------------------------------
   if (input.startAt && Date.parse(input.startAt) > Date.now()) {
@@ -324,6 +366,28 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     state.lastError = undefined;
     setStatus('revoked');
   }
+}
+
+interface ApprovalStage {
+  name: string;
+  quorum: number;
+  timeoutSeconds: number;
+  requireComment: boolean;
+  approverIds: string[];
+  onBehalfOf: Record<string, string>;
+}
+
+type PolicyResult = Awaited<ReturnType<Activities['evaluatePolicy']>>;
+
+/**
+ * Stages from the policy decision. Histories recorded before multi-stage policies carried only
+ * `approverIds`; they become one owner stage, so those runs replay and continue unchanged.
+ */
+function stagesOf(p: PolicyResult & { approverIds?: string[]; approvalTimeoutSeconds?: number }, timing: AccessRequestInput['timing']): ApprovalStage[] {
+  const dflt = timing.defaultApprovalTimeoutSeconds;
+  if (p.stages) return p.stages.map((s) => ({ ...s, timeoutSeconds: s.timeoutSeconds ?? dflt }));
+  if (p.effect === 'auto_approve' || p.effect === 'deny' || !p.approverIds?.length) return [];
+  return [{ name: 'owner', quorum: 1, timeoutSeconds: p.approvalTimeoutSeconds ?? dflt, requireComment: false, approverIds: p.approverIds, onBehalfOf: {} }];
 }
 
 async function finish(state: RequestStateView): Promise<RequestStateView> {

@@ -5,6 +5,7 @@ import { and, asc, eq, inArray } from 'drizzle-orm';
 import { Router } from 'express';
 import type { Db } from '../../db/client.js';
 import { accessRequests, approvals, auditEvents, entitlements, grants, identities, systems, type AccessRequest } from '../../db/schema.js';
+import type { PolicyService } from '../../activities/policy/service.js';
 import type { Config } from '../../temporal/config.js';
 import { lifecycleTiming } from '../../temporal/config.js';
 import {
@@ -32,6 +33,7 @@ export interface RouteDeps {
   db: Db;
   temporal: Client;
   config: Config;
+  policies: PolicyService;
 }
 
 const OPEN_STATES = ['pending_approval', 'scheduled', 'granting', 'active', 'revoking', 'revocation_unverified'] as const;
@@ -56,7 +58,7 @@ function fromUpdateError(err: unknown): never {
   throw err;
 }
 
-export function accessRequestRoutes({ db, temporal, config }: RouteDeps): Router {
+export function accessRequestRoutes({ db, temporal, config, policies }: RouteDeps): Router {
   const r = Router();
 
   async function loadRequest(id: string): Promise<AccessRequest> {
@@ -111,6 +113,13 @@ export function accessRequestRoutes({ db, temporal, config }: RouteDeps): Router
       .where(and(eq(accessRequests.subjectId, subjectId), eq(accessRequests.entitlementId, e.id), inArray(accessRequests.status, [...OPEN_STATES])))
       .limit(1);
     if (open[0]) throw conflict('duplicate_request', `an open request already exists for this subject and entitlement: ${open[0].id}`);
+    // The policy is checked up front so a request it would deny is refused now, with nothing
+    // written; the workflow evaluates again (authoritatively) and records the version it used.
+    const verdict = await policies.decide({ requesterId, subjectId, entitlementId: e.id, durationSeconds, justification: body.justification, ticketRef: body.ticketRef ?? null });
+    if (verdict.effect === 'deny') {
+      if (durationSeconds > verdict.maxDurationSeconds) throw badRequest('outside_policy', verdict.reason, { maxDurationSeconds: verdict.maxDurationSeconds });
+      throw new HttpError(403, 'denied_by_policy', verdict.reason, { policyVersion: verdict.policyVersion, rules: verdict.fired.map((f) => f.rule) });
+    }
 
     const id = randomUUID();
     const workflowId = accessRequestWorkflowId(id);
@@ -193,7 +202,16 @@ export function accessRequestRoutes({ db, temporal, config }: RouteDeps): Router
       failureReason: row.failureReason,
       createdAt: row.createdAt,
       decidedAt: row.decidedAt,
-      stages: stageRows.map((a) => ({ stage: a.stage, approverId: a.approverId, status: a.status, comment: a.comment, dueAt: a.dueAt, decidedAt: a.decidedAt })),
+      stages: stageRows.map((a) => ({
+        stage: a.stage,
+        name: a.stageName,
+        approverId: a.approverId,
+        onBehalfOf: a.onBehalfOf,
+        status: a.status,
+        comment: a.comment,
+        dueAt: a.dueAt,
+        decidedAt: a.decidedAt,
+      })),
       grant: grant
         ? {
             id: grant.id,

@@ -2,7 +2,8 @@ import { and, eq, isNull } from 'drizzle-orm';
 import { appendAudit } from '../../activities/audit.js';
 import { hashToken, newToken } from '../../api/auth.js';
 import type { Db } from '../client.js';
-import { apiTokens, entitlements, identities, systems, type ApiRole } from '../schema.js';
+import { createPolicyService } from '../../activities/policy/service.js';
+import { apiTokens, approverGroupMembers, approverGroups, entitlements, identities, policyVersions, systems, type ApiRole } from '../schema.js';
 
 export interface DemoDirectory {
   url: string;
@@ -38,7 +39,7 @@ const demoTokens: Array<{ name: string; principal: 'alice' | 'bob' | 'carol' | '
  * Idempotent demo catalog: people, the demo directory and its groups, and API tokens.
  * Tokens are re-minted when `existingTokens` are missing or no longer valid.
  */
-export async function seedDemo(db: Db, dir: DemoDirectory | undefined, existingTokens?: DemoCatalog['tokens']): Promise<DemoCatalog> {
+export async function seedDemo(db: Db, dir: DemoDirectory | undefined, existingTokens?: DemoCatalog['tokens'], opts: { policy?: boolean } = {}): Promise<DemoCatalog> {
   const ids: Record<string, string> = {};
   for (const p of people) {
     const [found] = await db.select({ id: identities.id }).from(identities).where(eq(identities.username, p.username));
@@ -120,6 +121,8 @@ export async function seedDemo(db: Db, dir: DemoDirectory | undefined, existingT
     }
   }
 
+  if (systemId && opts.policy !== false) await seedDemoPolicy(db, ids, ents);
+
   const tokens: DemoCatalog['tokens'] = {};
   for (const t of demoTokens) {
     const prior = existingTokens?.[t.name];
@@ -146,6 +149,48 @@ export async function seedDemo(db: Db, dir: DemoDirectory | undefined, existingT
     appendAudit(tx, { idempotencyKey: `seed/demo/${Object.values(tokens).map((t) => hashToken(t.token).slice(0, 8)).join('.')}`, actorType: 'system', actorId: 'seed', action: 'catalog.seeded', data: { entitlements: Object.keys(ents) } }),
   );
   return { identities: ids as DemoCatalog['identities'], ...(systemId ? { systemId } : {}), entitlements: ents, tokens };
+}
+
+/**
+ * The demo's approval policy, published once (an operator's later PUT /v1/policies wins):
+ * privileged access needs the subject's manager and then the owner; contractors never get
+ * privileged access and at most an hour of anything; low-risk self-service is automatic;
+ * engineering + finance-readers together need a security-team exception.
+ */
+async function seedDemoPolicy(db: Db, ids: Record<string, string>, ents: Record<string, string>) {
+  const [existing] = await db.select({ id: policyVersions.id }).from(policyVersions).limit(1);
+  if (existing) return;
+  let [team] = await db.select({ id: approverGroups.id }).from(approverGroups).where(eq(approverGroups.name, 'security-team'));
+  if (!team) {
+    [team] = await db.insert(approverGroups).values({ name: 'security-team' }).returning({ id: approverGroups.id });
+    await db.insert(approverGroupMembers).values({ groupId: team!.id, identityId: ids.carol! });
+  }
+  const doc = {
+    apiVersion: 'accessloop/v1',
+    securityTeam: `group:${team!.id}`,
+    policies: [
+      {
+        name: 'default',
+        stages: [{ name: 'owner', approvers: ['entitlement_owner'] }],
+        contractorMaxDurationSeconds: 3600,
+        conditions: [
+          { name: 'no-contractor-privileged', when: 'subject.employment_type == "contractor" && entitlement.risk_tier == "privileged"', effect: 'deny', reason: 'contractors cannot hold privileged access' },
+          { name: 'low-risk-self-service', when: 'entitlement.risk_tier == "low" && request.self_request', effect: 'auto_approve', reason: 'low-risk self-service' },
+        ],
+      },
+      {
+        name: 'privileged',
+        appliesTo: { riskTiers: ['privileged'] },
+        stages: [
+          { name: 'manager', approvers: ['manager'] },
+          { name: 'owner', approvers: ['entitlement_owner'] },
+        ],
+        conditions: [{ name: 'no-contractor-privileged', when: 'subject.employment_type == "contractor"', effect: 'deny', reason: 'contractors cannot hold privileged access' }],
+      },
+    ],
+    sod: [{ name: 'engineering-vs-finance', entitlementIds: [ents.engineering, ents['finance-readers']], effect: 'exception', exceptionApprover: 'security_team', exceptionMaxDurationSeconds: 3600 }],
+  };
+  await createPolicyService(db).publish(JSON.stringify(doc), 'seed:demo', 'seed');
 }
 
 /** `ACCESSLOOP_BOOTSTRAP_TOKEN`: an operator token with exactly that value exists after start. */

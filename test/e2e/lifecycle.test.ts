@@ -249,4 +249,24 @@ describe('request → approve → grant → expire → verified removal', () => 
     expect(r.status).toBe(400);
     expect(r.body.error.code).toBe('invalid_start');
   });
+
+  it('fails a grant to a group that does not exist, and closes it only after confirming nothing is left', async () => {
+    const e = await s.call('POST', '/v1/entitlements', tok.operator, {
+      systemId: s.catalog.systemId,
+      name: 'Group deleted from the directory',
+      resource: 'cn=deleted-group,ou=groups,dc=accessloop,dc=test',
+      ownerId: ids.bob,
+      defaultDurationSeconds: 600,
+      maxDurationSeconds: 600,
+    });
+    expect(e.status).toBe(201);
+    const req = await request(tok.alice, { entitlementId: e.body.id });
+    await pendingFor(tok.bob, req.id);
+    await decide(tok.bob, req.id, 'approve');
+    const done = await s.waitForStatus(req.id, ['failed']);
+    expect(done.failureReason).toMatch(/^NoSuchResource/);
+    expect(done.grant.status).toBe('failed');
+    expect(done.timeline.map((t: { action: string }) => t.action).at(-1)).toBe('request.failed');
+  });
 });
+

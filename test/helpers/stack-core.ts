@@ -80,7 +80,8 @@ export async function startStackAt(opts: StackOptions): Promise<Stack> {
   const config = loadConfig({ ...baseEnv, PORT: '0' });
   const secrets = { [LDAP_SECRET_ENV]: rootPassword };
   const rt = await startRuntime({ config, log: createLogger(process.env.TEST_LOG_LEVEL ?? 'error'), api: true, worker: opts.worker ?? true, env: secrets, say: () => {} });
-  const catalog = await seedDemo(rt.db, { url: slapd.url, bindDn: rootDn, suffix: DEMO_SUFFIX, placeholderDn: DEMO_PLACEHOLDER_DN, secretEnv: LDAP_SECRET_ENV });
+  // The demo catalog without the demo policy: tests start from the built-in default (one owner stage).
+  const catalog = await seedDemo(rt.db, { url: slapd.url, bindDn: rootDn, suffix: DEMO_SUFFIX, placeholderDn: DEMO_PLACEHOLDER_DN, secretEnv: LDAP_SECRET_ENV }, undefined, { policy: false });
 
   const stack: Stack = {
     rt,

@@ -1,0 +1,91 @@
+import { z } from 'zod';
+
+/**
+ * The approval policy document (issue 3): data, versioned in Postgres, loadable from a YAML or
+ * JSON file. Every CEL expression is compiled when the document is loaded, so a bad rule is
+ * refused with its line before it can route a single request.
+ */
+
+const uuid = z.uuid();
+const seconds = z.number().int().positive().max(366 * 86400);
+
+/**
+ * Who approves a stage, resolved at request time:
+ * `manager` (of the subject), `entitlement_owner`, `system_owner`, `sponsor` (of a contractor),
+ * `security_team`, `group:<uuid>` (any member), `identity:<uuid>`.
+ */
+export const approverSpec = z.union([
+  z.enum(['manager', 'entitlement_owner', 'system_owner', 'sponsor', 'security_team']),
+  z.string().regex(/^group:[0-9a-f-]{36}$/i, 'group:<uuid>'),
+  z.string().regex(/^identity:[0-9a-f-]{36}$/i, 'identity:<uuid>'),
+]);
+export type ApproverSpec = z.infer<typeof approverSpec>;
+
+export const stageSchema = z.strictObject({
+  name: z.string().regex(/^[a-z][a-z0-9_-]{0,47}$/, 'lower-case stage name'),
+  approvers: z.array(approverSpec).min(1),
+  /** Approvals needed from distinct people; capped at the number of resolved approvers. */
+  quorum: z.number().int().min(1).max(10).default(1),
+  timeoutSeconds: seconds.optional(),
+});
+export type StageSpec = z.infer<typeof stageSchema>;
+
+const ruleEffect = z.discriminatedUnion('effect', [
+  z.strictObject({ effect: z.literal('deny'), reason: z.string().min(3).max(300) }),
+  z.strictObject({ effect: z.literal('add_stage'), stage: stageSchema }),
+  z.strictObject({ effect: z.literal('auto_approve'), reason: z.string().min(3).max(300) }),
+  z.strictObject({ effect: z.literal('cap_duration'), maxDurationSeconds: seconds }),
+]);
+
+export const conditionRule = z.intersection(
+  z.strictObject({
+    name: z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, 'lower-case rule name'),
+    /** CEL over subject, requester, entitlement, system and request. */
+    when: z.string().min(1).max(2000),
+  }),
+  ruleEffect,
+);
+
+const selector = z
+  .strictObject({
+    entitlementIds: z.array(uuid).optional(),
+    riskTiers: z.array(z.enum(['low', 'medium', 'high', 'privileged'])).optional(),
+    systemIds: z.array(uuid).optional(),
+  })
+  .default({});
+
+export const policyRule = z.strictObject({
+  name: z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, 'lower-case policy name'),
+  /** Empty selector: applies to everything. The most specific matching policy wins (entitlement > system > tier > any). */
+  appliesTo: selector,
+  stages: z.array(stageSchema).max(5).default([{ name: 'owner', approvers: ['entitlement_owner'], quorum: 1 }]),
+  maxDurationSeconds: seconds.optional(),
+  /** Contractors get at most this, and their sponsor must approve. */
+  contractorMaxDurationSeconds: seconds.optional(),
+  /** Whether an extension needs a fresh approval (the stages run again). */
+  extendRequiresApproval: z.boolean().default(false),
+  conditions: z.array(conditionRule).max(50).default([]),
+});
+export type PolicyRule = z.infer<typeof policyRule>;
+
+export const sodRule = z
+  .strictObject({
+    name: z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, 'lower-case rule name'),
+    /** No one may hold (or be pending for) two or more of these together. */
+    entitlementIds: z.array(uuid).min(2).max(20),
+    effect: z.enum(['deny', 'exception']).default('deny'),
+    /** For `exception`: who may approve holding them together (a mandatory extra stage). */
+    exceptionApprover: approverSpec.optional(),
+    exceptionMaxDurationSeconds: seconds.optional(),
+  })
+  .refine((r) => r.effect !== 'exception' || r.exceptionApprover, { message: 'an exception rule needs exceptionApprover', path: ['exceptionApprover'] });
+export type SodRule = z.infer<typeof sodRule>;
+
+export const policyDocument = z.strictObject({
+  apiVersion: z.literal('accessloop/v1'),
+  /** The group whose members act as `security_team` (and receive escalations). */
+  securityTeam: z.string().regex(/^group:[0-9a-f-]{36}$/i, 'group:<uuid>').optional(),
+  policies: z.array(policyRule).min(1).max(2000),
+  sod: z.array(sodRule).max(1000).default([]),
+});
+export type PolicyDocument = z.infer<typeof policyDocument>;
