@@ -6,6 +6,7 @@ import type { Db } from '../db/client.js';
 import {
   accessRequests,
   approvals,
+  auditEvents,
   entitlements,
   grants,
   identities,
@@ -18,11 +19,13 @@ import { appendAudit, canonicalJson } from './audit.js';
 import type { ConnectorRegistry } from './connectors/registry.js';
 import { ConnectorError, type Connector, type Membership } from './connectors/types.js';
 import type { Metrics } from './metrics.js';
+import type { Notifier, NotifyInput } from './notifications.js';
 import type { PolicyService } from './policy/service.js';
 
 export interface ActivityDeps {
   db: Db;
   policies: PolicyService;
+  notifier: Notifier;
   connectors: ConnectorRegistry;
   log: Logger;
   metrics: Metrics;
@@ -105,7 +108,7 @@ export function createActivities(deps: ActivityDeps) {
      * Routes the request by the active policy: deny, auto-approve, or stages of resolved
      * approvers. The policy version and the rules that fired go into history and evidence.
      */
-    async evaluatePolicy(input: { requestId: string; requesterId: string; subjectId: string; entitlementId: string; durationSeconds?: number }) {
+    async evaluatePolicy(input: { requestId: string; requesterId: string; subjectId: string; entitlementId: string; durationSeconds?: number; purpose?: 'request' | 'extension' }) {
       const [req] = await db.select().from(accessRequests).where(eq(accessRequests.id, input.requestId));
       if (!req) throw notFound('access request');
       const { identity: subject } = await loadLease(input);
@@ -126,10 +129,60 @@ export function createActivities(deps: ActivityDeps) {
         maxDurationSeconds: d.maxDurationSeconds,
         fired: d.fired.map((f) => f.rule),
         reason: d.effect === 'route' ? undefined : d.reason,
+        extendRequiresApproval: d.effect === 'route' ? d.extendRequiresApproval : false,
         ...(d.effect === 'route'
-          ? { stages: d.stages.map(({ name, quorum, timeoutSeconds, requireComment, approverIds, onBehalfOf }) => ({ name, quorum, ...(timeoutSeconds ? { timeoutSeconds } : {}), requireComment, approverIds, onBehalfOf })) }
+          ? {
+              stages: d.stages.map(({ name, quorum, timeoutSeconds, reminderAfterSeconds, escalateAfterSeconds, requireComment, approverIds, onBehalfOf }) => ({
+                name,
+                quorum,
+                ...(timeoutSeconds ? { timeoutSeconds } : {}),
+                ...(reminderAfterSeconds ? { reminderAfterSeconds } : {}),
+                ...(escalateAfterSeconds ? { escalateAfterSeconds } : {}),
+                requireComment,
+                approverIds,
+                onBehalfOf,
+              })),
+            }
           : { stages: [] }),
       };
+    },
+
+    /** Escalation: the waiting approvers' managers (else the security team) join the open stage. */
+    async escalateStage(input: Keyed & { requestId: string; stage: number; stageName: string; waitingApproverIds: string[]; excludeIds: string[]; policyVersion: string; dueAt: string }) {
+      const [already] = await db.select().from(auditEvents).where(eq(auditEvents.idempotencyKey, input.idempotencyKey));
+      if (already) return { approverIds: (already.data as { added?: string[] }).added ?? [] };
+      const added = await deps.policies.escalationTargets(input.waitingApproverIds, input.excludeIds);
+      await db.transaction(async (tx) => {
+        if (added.length) {
+          await tx
+            .insert(approvals)
+            .values(added.map((approverId) => ({ requestId: input.requestId, stage: input.stage, stageName: input.stageName, approverId, policyVersion: input.policyVersion, dueAt: new Date(input.dueAt) })))
+            .onConflictDoNothing();
+        }
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          ...BY_WORKFLOW,
+          action: 'approval.escalated',
+          requestId: input.requestId,
+          policyVersion: input.policyVersion,
+          data: { stage: input.stage, waiting: input.waitingApproverIds, added },
+        });
+      });
+      return { approverIds: added };
+    },
+
+    async notify(input: NotifyInput) {
+      return deps.notifier.send(input);
+    },
+
+    async closeExtension(input: Keyed & { requestId: string; grantId: string; outcome: 'refused'; reason: string }) {
+      await db.transaction(async (tx) => {
+        await tx
+          .update(approvals)
+          .set({ status: 'closed' })
+          .where(and(eq(approvals.requestId, input.requestId), eq(approvals.status, 'pending')));
+        await appendAudit(tx, { idempotencyKey: input.idempotencyKey, ...BY_WORKFLOW, action: 'extension.refused', requestId: input.requestId, grantId: input.grantId, reason: input.reason });
+      });
     },
 
     async recordAutoApproval(input: Keyed & { requestId: string; policyVersion: string; reason: string; fired: string[] }) {
@@ -148,7 +201,17 @@ export function createActivities(deps: ActivityDeps) {
     },
 
     async openApprovalStage(
-      input: Keyed & { requestId: string; stage: number; stageName?: string; approverIds: string[]; onBehalfOf?: Record<string, string>; policyVersion: string; dueAt: string },
+      input: Keyed & {
+        requestId: string;
+        stage: number;
+        stageName?: string;
+        approverIds: string[];
+        onBehalfOf?: Record<string, string>;
+        policyVersion: string;
+        dueAt: string;
+        /** Extension re-approval: the request stays `active` meanwhile. */
+        purpose?: 'request' | 'extension';
+      },
     ) {
       await db.transaction(async (tx) => {
         await tx
@@ -165,11 +228,11 @@ export function createActivities(deps: ActivityDeps) {
             })),
           )
           .onConflictDoNothing();
-        await setRequestStatus(tx, input.requestId, 'pending_approval', { policyVersion: input.policyVersion });
+        if (input.purpose !== 'extension') await setRequestStatus(tx, input.requestId, 'pending_approval', { policyVersion: input.policyVersion });
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
           ...BY_WORKFLOW,
-          action: 'approval.stage_opened',
+          action: input.purpose === 'extension' ? 'extension.stage_opened' : 'approval.stage_opened',
           requestId: input.requestId,
           policyVersion: input.policyVersion,
           data: { stage: input.stage, stageName: input.stageName ?? 'owner', approverIds: input.approverIds, onBehalfOf: input.onBehalfOf ?? {}, dueAt: input.dueAt },
@@ -188,8 +251,10 @@ export function createActivities(deps: ActivityDeps) {
         /** Quorum reached (or rejected): the stage's other open tasks close. */
         stageComplete?: boolean;
         finalStage?: boolean;
+        purpose?: 'request' | 'extension';
       },
     ) {
+      const forExtension = input.purpose === 'extension';
       const stageComplete = input.stageComplete ?? true;
       const finalStage = input.finalStage ?? true;
       const now = new Date();
@@ -205,13 +270,19 @@ export function createActivities(deps: ActivityDeps) {
             .set({ status: 'closed' })
             .where(and(eq(approvals.requestId, input.requestId), eq(approvals.stage, input.stage), eq(approvals.status, 'pending')));
         }
-        if (input.decision === 'reject') await setRequestStatus(tx, input.requestId, 'rejected', { decidedAt: now });
-        else if (stageComplete && finalStage) await setRequestStatus(tx, input.requestId, 'granting', { decidedAt: now });
+        if (!forExtension && input.decision === 'reject') await setRequestStatus(tx, input.requestId, 'rejected', { decidedAt: now });
+        else if (!forExtension && stageComplete && finalStage) await setRequestStatus(tx, input.requestId, 'granting', { decidedAt: now });
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
           actorType: 'identity',
           actorId: input.approverId,
-          action: input.decision === 'reject' ? 'request.rejected' : stageComplete && finalStage ? 'request.approved' : 'approval.recorded',
+          action: forExtension
+            ? `extension.${input.decision === 'reject' ? 'rejected' : 'approval_recorded'}`
+            : input.decision === 'reject'
+              ? 'request.rejected'
+              : stageComplete && finalStage
+                ? 'request.approved'
+                : 'approval.recorded',
           requestId: input.requestId,
           policyVersion: input.policyVersion,
           reason: input.comment ?? null,

@@ -10,6 +10,7 @@ import { authenticate } from './auth.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 import { openApiDocument } from './openapi.js';
 import { accessRequestRoutes } from './routes/access-requests.js';
+import { actionLinkRoutes } from './routes/action-links.js';
 import { approvalRoutes, catalogRoutes, identityRoutes, tokenRoutes } from './routes/operator.js';
 import { delegationRoutes, groupRoutes, policyRoutes } from './routes/policies.js';
 
@@ -20,11 +21,13 @@ export interface AppDeps {
   log: Logger;
   metrics: Metrics;
   policies: PolicyService;
+  /** Verifies approval action links (minted by the notifier). */
+  actionLinkSecret: Buffer;
 }
 
 /** Builds the HTTP app without listening (server.ts listens; tests use an ephemeral port). */
 export function createApp(deps: AppDeps): Express {
-  const { db, temporal, config, log, metrics, policies } = deps;
+  const { db, temporal, config, log, metrics, policies, actionLinkSecret } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
@@ -53,12 +56,15 @@ export function createApp(deps: AppDeps): Express {
   });
 
   const v1 = express.Router();
+  const requests = accessRequestRoutes({ db, temporal, config, policies });
+  // Action links carry their own credential (a signed, single-use token), so they precede bearer auth.
+  v1.use('/approvals/actions', express.json({ limit: '4kb', strict: true }), actionLinkRoutes({ db, secret: actionLinkSecret, decide: requests.decide, loadRequest: requests.loadRequest }));
   // Authenticate before parsing: anonymous callers never get their bodies parsed.
   v1.use(authenticate(db));
   // Policies arrive as YAML/JSON text (line-precise errors need the original), so before JSON parsing.
   v1.use('/policies', policyRoutes(db, policies, config.ACCESSLOOP_BODY_LIMIT));
   v1.use(express.json({ limit: config.ACCESSLOOP_BODY_LIMIT, strict: true }));
-  v1.use('/access-requests', accessRequestRoutes({ db, temporal, config, policies }));
+  v1.use('/access-requests', requests.router);
   v1.use('/groups', groupRoutes(db));
   v1.use('/delegations', delegationRoutes(db));
   v1.use('/approvals', approvalRoutes(db));

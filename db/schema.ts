@@ -346,6 +346,33 @@ export const delegations = pgTable(
   ],
 );
 
+/** Messages to approvers and operators; action-link tokens are never stored, only who got one. */
+export const notifications = pgTable(
+  'notification',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    idempotencyKey: text('idempotency_key').notNull(),
+    event: text('event').notNull(),
+    requestId: uuid('request_id').references(() => accessRequests.id),
+    stage: integer('stage'),
+    recipientIds: jsonb('recipient_ids').$type<string[]>().notNull(),
+    channel: text('channel').notNull(),
+    status: text('status').notNull(),
+    lastError: text('last_error'),
+    createdAt: createdAt(),
+    deliveredAt: ts('delivered_at'),
+  },
+  (t) => [uniqueIndex('notification_idempotency_uq').on(t.idempotencyKey), index('notification_request_idx').on(t.requestId)],
+);
+
+/** Single use of approval action links: a jti is recorded before its decision is attempted. */
+export const actionLinkUses = pgTable('action_link_use', {
+  jti: text('jti').primaryKey(),
+  requestId: uuid('request_id').notNull(),
+  approverId: uuid('approver_id').notNull(),
+  usedAt: ts('used_at').notNull().defaultNow(),
+});
+
 export type Identity = typeof identities.$inferSelect;
 export type System = typeof systems.$inferSelect;
 export type Entitlement = typeof entitlements.$inferSelect;

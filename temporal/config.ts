@@ -42,6 +42,14 @@ export const configSchema = z
     ACCESSLOOP_VERIFY_MAX_INTERVAL_SECONDS: seconds(60),
     /** Default approval stage timeout when an entitlement's policy does not set one. */
     ACCESSLOOP_APPROVAL_TIMEOUT_SECONDS: seconds(72 * 3600),
+    /** Where approvers reach the API (action links point here); default http://localhost:PORT. */
+    ACCESSLOOP_PUBLIC_URL: optionalString,
+    /** Notifications (approval requests, reminders, escalations) are POSTed here, signed per Standard Webhooks. */
+    ACCESSLOOP_NOTIFY_WEBHOOK_URL: optionalString,
+    ACCESSLOOP_NOTIFY_WEBHOOK_SECRET: optionalString,
+    /** HMAC key of approval action links; unset → generated once into the data dir (set it when running several processes). */
+    ACCESSLOOP_ACTION_LINK_SECRET: optionalString.refine((v) => v === undefined || v.length >= 32, { message: 'ACCESSLOOP_ACTION_LINK_SECRET must be at least 32 characters' }),
+    ACCESSLOOP_ACTION_LINK_TTL_SECONDS: seconds(24 * 3600),
     /** YAML/JSON approval policy published at start when it differs from the active version. */
     ACCESSLOOP_POLICY_FILE: optionalString,
     ACCESSLOOP_BODY_LIMIT: z.string().default('64kb'),

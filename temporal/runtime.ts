@@ -6,6 +6,7 @@ import type { Client } from '@temporalio/client';
 import type { NativeConnection, Worker } from '@temporalio/worker';
 import { createConnectorRegistry, type ConnectorRegistry } from '../activities/connectors/registry.js';
 import { createMetrics, type Metrics } from '../activities/metrics.js';
+import { createNotifier } from '../activities/notifications.js';
 import { formatProblems } from '../activities/policy/load.js';
 import { createPolicyService, PolicyError, type PolicyService } from '../activities/policy/service.js';
 import { createApp } from '../api/app.js';
@@ -120,6 +121,19 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
       }
     }
 
+    const actionLinkSecret = await loadActionLinkSecret(config);
+    const notifier = createNotifier(
+      {
+        webhookUrl: config.ACCESSLOOP_NOTIFY_WEBHOOK_URL,
+        webhookSecret: config.ACCESSLOOP_NOTIFY_WEBHOOK_SECRET,
+        publicUrl: config.ACCESSLOOP_PUBLIC_URL ?? `http://localhost:${config.PORT}`,
+        linkSecret: actionLinkSecret,
+        linkTtlSeconds: config.ACCESSLOOP_ACTION_LINK_TTL_SECONDS,
+      },
+      db,
+      log,
+    );
+
     const connectors = createConnectorRegistry({ db, env: connectorEnv });
     stops.push(() => connectors.close());
 
@@ -134,7 +148,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
         connection: workerConn,
         namespace: config.TEMPORAL_NAMESPACE,
         taskQueue: config.TEMPORAL_TASK_QUEUE,
-        deps: { db, connectors, log, metrics, policies },
+        deps: { db, connectors, log, metrics, policies, notifier },
       });
       workerDone = worker.run();
       workerDone.catch((e) => log.error({ err: e }, 'worker stopped with an error'));
@@ -148,7 +162,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     let server: Server | undefined;
     let apiUrl: string | undefined;
     if (opts.api) {
-      const app = createApp({ db, temporal, config, log, metrics, policies });
+      const app = createApp({ db, temporal, config, log, metrics, policies, actionLinkSecret });
       server = await new Promise<Server>((resolve, reject) => {
         const s = app.listen(config.PORT, config.HOST, () => resolve(s));
         s.on('error', reject);
@@ -217,6 +231,18 @@ async function startDemo(config: Config, db: Db, env: Record<string, string | un
   const catalog = await seedDemo(db, directory, saved?.tokens);
   await writeFile(tokensFile, JSON.stringify({ tokens: catalog.tokens, ldapPassword: ldap?.ldapPassword }, null, 2), { mode: 0o600 });
   return { ...catalog, ...(ldap ?? {}) };
+}
+
+/** The action-link HMAC key: configured, or generated once per data dir (API and worker share it there). */
+async function loadActionLinkSecret(config: Config): Promise<Buffer> {
+  if (config.ACCESSLOOP_ACTION_LINK_SECRET) return Buffer.from(config.ACCESSLOOP_ACTION_LINK_SECRET, 'utf8');
+  const file = path.join(config.ACCESSLOOP_DATA_DIR, 'action-link.key');
+  const existing = await readFile(file, 'utf8').catch(() => undefined);
+  if (existing?.trim()) return Buffer.from(existing.trim(), 'hex');
+  const key = randomBytes(32);
+  await writeFile(file, key.toString('hex'), { mode: 0o600, flag: 'wx' }).catch(async () => undefined);
+  // Another process may have won the race: use what is on disk.
+  return Buffer.from((await readFile(file, 'utf8')).trim(), 'hex');
 }
 
 async function preferredPort(p: number): Promise<number> {

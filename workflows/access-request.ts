@@ -5,6 +5,7 @@ import {
   condition,
   isCancellation,
   log,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -43,7 +44,16 @@ const targetWrite = proxyActivities<Activities>({
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
 });
 
+// Notifications never hold up a lease: bounded retries, not awaited by the lifecycle.
+const notifier = proxyActivities<Activities>({
+  startToCloseTimeout: '15s',
+  scheduleToCloseTimeout: '15m',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m' },
+});
+
 const MS = 1000;
+
+type StageOutcome = 'approved' | 'rejected' | 'expired' | 'withdrawn' | 'no_quorum';
 
 export async function accessRequestWorkflow(input: AccessRequestInput): Promise<RequestStateView> {
   const { requestId, grantId, timing } = input;
@@ -51,10 +61,19 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
 
   /** The open stage: who may decide and how many approvals it needs. */
   let stage: ApprovalStage | undefined;
+  /** Row/link number of the open stage; keeps counting across extension rounds (rows are unique per number). */
   let stageNumber = 0;
+  let stageSeq = 0;
+  /** Position of the open stage within the current run of stages, and the run's length. */
+  let stageIndex = 0;
   let stageCount = 0;
   /** The open stage's approval rows are committed; decisions are recorded only after that. */
   let stageRecorded = false;
+  /** Stages run for the initial request or, while active, to approve an extension. */
+  let stagePurpose: 'request' | 'extension' = 'request';
+  let extendRequiresApproval = false;
+  let pendingExtension: { actorId: string; durationSeconds: number; justification: string } | undefined;
+  let noQuorumReason = '';
   let stageApprovals = new Set<string>();
   /** Everyone who approved any stage of this request: four eyes means two people. */
   const approvedBy = new Set<string>();
@@ -79,6 +98,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     async (args) => {
       const current = stage!;
       const number = stageNumber;
+      const index = stageIndex;
       if (args.decision === 'approve') {
         stageApprovals.add(args.approverId);
         approvedBy.add(args.approverId);
@@ -96,17 +116,25 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
         comment: args.comment,
         policyVersion: state.policyVersion ?? 'unknown',
         stageComplete: complete,
-        finalStage: number === stageCount,
+        finalStage: index === stageCount,
+        ...(stagePurpose === 'extension' ? { purpose: 'extension' as const } : {}),
         idempotencyKey: nextKey(`decision-${args.decision}`),
       });
+      if (stagePurpose === 'extension') return { status: rejected ? 'active' : complete && index === stageCount ? 'active' : 'pending_approval' };
       if (rejected) return { status: 'rejected' };
-      return { status: complete && number === stageCount ? 'granting' : 'pending_approval' };
+      return { status: complete && index === stageCount ? 'granting' : 'pending_approval' };
     },
     {
       // Validators reject before anything is written to history: a refused decision leaves no trace.
       validator: (args) => {
-        if (state.status !== 'pending_approval' || !stage || rejected || stageApprovals.size >= stage.quorum) {
-          throw ApplicationFailure.nonRetryable(`request is ${state.status}, not pending approval`, UpdateRejection.NotPending);
+        // Not stageRecorded: the rows commit before the workflow hears back, and an approver who
+        // already sees the task must be accepted; the handler waits for the stage write.
+        if (!stage || rejected || stageApprovals.size >= stage.quorum) {
+          throw ApplicationFailure.nonRetryable(`request is ${state.status}, with no approval open`, UpdateRejection.NotPending);
+        }
+        if (args.stage !== undefined && args.stage !== stageNumber) {
+          // An action link is bound to the stage it was sent for.
+          throw ApplicationFailure.nonRetryable(`this approval is for stage ${args.stage}; stage ${stageNumber} is open`, UpdateRejection.NotPending);
         }
         if (args.approverId === input.requesterId) {
           throw ApplicationFailure.nonRetryable('the requester cannot approve their own request', UpdateRejection.SelfApproval);
@@ -127,6 +155,11 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   setHandler(
     extendUpdate,
     async (args) => {
+      if (extendRequiresApproval) {
+        // Policy wants a fresh approval: the lease loop runs the stages; the expiry moves only if approved.
+        pendingExtension = { actorId: args.actorId, durationSeconds: args.durationSeconds, justification: args.justification };
+        return { expiresAt: state.expiresAt!, pendingApproval: true };
+      }
       const newExpiry = Date.now() + args.durationSeconds * MS;
       await book.recordExtension({
         requestId,
@@ -146,6 +179,9 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
       validator: (args) => {
         if (state.status !== 'active' || revokeRequest) {
           throw ApplicationFailure.nonRetryable(`request is ${state.status}, not active`, UpdateRejection.NotActive);
+        }
+        if (pendingExtension || stage) {
+          throw ApplicationFailure.nonRetryable('an extension is already waiting for approval', UpdateRejection.NotActive);
         }
         if (!Number.isInteger(args.durationSeconds) || args.durationSeconds <= 0 || args.durationSeconds > maxDurationSeconds) {
           throw ApplicationFailure.nonRetryable(
@@ -190,50 +226,23 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     await book.recordAutoApproval({ requestId, policyVersion: policy.policyVersion, reason: policy.reason ?? 'policy', fired: policy.fired ?? [], idempotencyKey: nextKey('auto-approved') });
   }
 
-  for (const [i, next] of stages.entries()) {
-    // Someone who approved an earlier stage cannot approve this one too.
-    const eligible = next.approverIds.filter((a) => !approvedBy.has(a) && a !== input.requesterId);
-    if (eligible.length < next.quorum) {
-      const reason = `stage ${next.name} cannot reach its quorum of ${next.quorum} with distinct approvers`;
-      setStatus('rejected', reason);
-      await book.closeUnapproved({ requestId, outcome: 'rejected', reason, idempotencyKey: nextKey('no-quorum') });
-      return finish(state);
-    }
-    stage = { ...next, approverIds: eligible };
-    stageNumber = i + 1;
-    stageApprovals = new Set();
-    stageRecorded = false;
-    const dueAt = new Date(Date.now() + next.timeoutSeconds * MS).toISOString();
-    // Eligible from this point: anyone who can see the task (the rows below) must pass the validator.
-    state.stage = { number: stageNumber, approverIds: eligible, dueAt };
-    await book.openApprovalStage({
-      requestId,
-      stage: stageNumber,
-      stageName: next.name,
-      approverIds: eligible,
-      onBehalfOf: next.onBehalfOf,
-      policyVersion: policy.policyVersion,
-      dueAt,
-      idempotencyKey: nextKey('stage-opened'),
-    });
-    stageRecorded = true;
-    setStatus('pending_approval', stageCount > 1 ? `stage ${stageNumber}/${stageCount} (${next.name}): ${next.quorum} approval(s) needed` : 'waiting for the entitlement owner');
-
-    const current = stage;
-    const decided = await condition(() => rejected || stageApprovals.size >= current.quorum || revokeRequest !== undefined, next.timeoutSeconds * MS);
-    // The decision handlers may still be persisting; their rows must exist before we move on.
-    await condition(allHandlersFinished);
-    if (rejected) {
-      setStatus('rejected', 'rejected by approver');
-      return finish(state);
-    }
-    if (stageApprovals.size >= current.quorum) continue;
-    if (!decided) {
-      setStatus('expired_unapproved');
-      await book.closeUnapproved({ requestId, outcome: 'expired_unapproved', reason: `approval stage ${next.name} timed out`, idempotencyKey: nextKey('expired') });
-      return finish(state);
-    }
-    // Withdrawn (revoke signal) before the stages completed.
+  extendRequiresApproval = policy.extendRequiresApproval === true;
+  const outcome = await runStages(stages, policy.policyVersion);
+  if (outcome === 'rejected') {
+    setStatus('rejected', 'rejected by approver');
+    return finish(state);
+  }
+  if (outcome === 'no_quorum') {
+    setStatus('rejected', noQuorumReason);
+    await book.closeUnapproved({ requestId, outcome: 'rejected', reason: noQuorumReason, idempotencyKey: nextKey('no-quorum') });
+    return finish(state);
+  }
+  if (outcome === 'expired') {
+    setStatus('expired_unapproved');
+    await book.closeUnapproved({ requestId, outcome: 'expired_unapproved', reason: `approval stage ${stages[stageIndex - 1]!.name} timed out`, idempotencyKey: nextKey('expired') });
+    return finish(state);
+  }
+  if (outcome === 'withdrawn') {
     setStatus('cancelled');
     await book.closeUnapproved({
       requestId,
@@ -245,6 +254,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     return finish(state);
   }
   stage = undefined;
+  stageNumber = 0;
 
   // ---- optional start time: approved now, granted later ------------------------------------
   if (input.startAt && Date.parse(input.startAt) > Date.now()) {
@@ -289,8 +299,17 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   // ---- the lease: sleep until expiry, a revoke signal, or an extension moves the expiry ------
   for (;;) {
     const seenExpiry = expiresAtMs;
-    const woke = await condition(() => revokeRequest !== undefined || expiresAtMs !== seenExpiry, Math.max(0, expiresAtMs - Date.now()));
+    const woke = await condition(
+      () => revokeRequest !== undefined || expiresAtMs !== seenExpiry || pendingExtension !== undefined,
+      Math.max(0, expiresAtMs - Date.now()),
+    );
     if (revokeRequest !== undefined) break;
+    if (pendingExtension) {
+      await approveExtension(pendingExtension);
+      pendingExtension = undefined;
+      if (revokeRequest !== undefined) break;
+      continue;
+    }
     if (!woke && Date.now() >= expiresAtMs) break;
   }
   const reason: RevokeReason = revokeRequest?.reason ?? 'expired';
@@ -311,6 +330,132 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   });
   await removeVerified(reason);
   return finish(state);
+
+  /**
+   * Runs approval stages in order. Each stage: approval rows, a notification (with signed
+   * action links, minted in the activity), an optional reminder and escalation, and a final
+   * timeout. `deadlineMs` cuts every stage short (an extension must be approved before the lease
+   * it extends runs out).
+   */
+  async function runStages(list: ApprovalStage[], policyVersion: string, deadlineMs = Infinity): Promise<StageOutcome> {
+    for (const [i, next] of list.entries()) {
+      // Someone who approved an earlier stage cannot approve this one too.
+      const eligible = next.approverIds.filter((a) => !approvedBy.has(a) && a !== input.requesterId);
+      if (eligible.length < next.quorum) {
+        noQuorumReason = `stage ${next.name} cannot reach its quorum of ${next.quorum} with distinct approvers`;
+        return 'no_quorum';
+      }
+      stage = { ...next, approverIds: eligible };
+      stageIndex = i + 1;
+      stageNumber = ++stageSeq;
+      stageCount = list.length;
+      stageApprovals = new Set();
+      stageRecorded = false;
+      rejected = false;
+      const openedAt = Date.now();
+      const finalAt = Math.min(openedAt + next.timeoutSeconds * MS, deadlineMs);
+      const dueAt = new Date(finalAt).toISOString();
+      // Eligible from this point: anyone who can see the task (the rows below) must pass the validator.
+      state.stage = { number: stageNumber, approverIds: eligible, dueAt };
+      await book.openApprovalStage({
+        requestId,
+        stage: stageNumber,
+        stageName: next.name,
+        approverIds: eligible,
+        onBehalfOf: next.onBehalfOf,
+        policyVersion,
+        dueAt,
+        ...(stagePurpose === 'extension' ? { purpose: 'extension' as const } : {}),
+        idempotencyKey: nextKey('stage-opened'),
+      });
+      stageRecorded = true;
+      const label = list.length > 1 ? `stage ${stageIndex}/${list.length} (${next.name}): ${next.quorum} approval(s) needed` : 'waiting for the entitlement owner';
+      if (stagePurpose === 'request') setStatus('pending_approval', label);
+      else setCurrentDetails(renderDetails(state, `extension waiting for approval, ${label}`));
+      if (patched('notify-approvers')) notifyApprovers('approval.requested', eligible);
+
+      const current = stage;
+      const done = () => rejected || stageApprovals.size >= current.quorum || revokeRequest !== undefined;
+      const milestones = [
+        { at: next.reminderAfterSeconds === undefined ? Infinity : openedAt + next.reminderAfterSeconds * MS, what: 'remind' as const },
+        { at: next.escalateAfterSeconds === undefined ? Infinity : openedAt + next.escalateAfterSeconds * MS, what: 'escalate' as const },
+      ]
+        .filter((m) => m.at < finalAt)
+        .sort((x, y) => x.at - y.at);
+      let decided = false;
+      for (const m of milestones) {
+        decided = await condition(done, Math.max(0, m.at - Date.now()));
+        if (decided) break;
+        const waiting = current.approverIds.filter((a) => !stageApprovals.has(a));
+        if (m.what === 'remind') {
+          notifyApprovers('approval.reminder', waiting);
+          continue;
+        }
+        const { approverIds: added } = await book.escalateStage({
+          requestId,
+          stage: stageNumber,
+          stageName: next.name,
+          waitingApproverIds: waiting,
+          excludeIds: [input.requesterId, ...approvedBy, ...current.approverIds],
+          policyVersion,
+          dueAt,
+          idempotencyKey: nextKey('escalated'),
+        });
+        current.approverIds.push(...added);
+        state.stage = { number: stageNumber, approverIds: current.approverIds, dueAt };
+        if (added.length) notifyApprovers('approval.escalated', added);
+      }
+      if (!decided) decided = await condition(done, Math.max(0, finalAt - Date.now()));
+      // The decision handlers may still be persisting; their rows must exist before we move on.
+      await condition(allHandlersFinished);
+      if (rejected) return 'rejected';
+      if (stageApprovals.size >= current.quorum) continue;
+      return decided ? 'withdrawn' : 'expired';
+    }
+    return 'approved';
+  }
+
+  function notifyApprovers(event: 'approval.requested' | 'approval.reminder' | 'approval.escalated', recipientIds: string[]) {
+    if (recipientIds.length === 0) return;
+    notifier
+      .notify({ event, requestId, stage: stageNumber, recipientIds, idempotencyKey: nextKey(event) })
+      .catch((err) => log.warn('notification not delivered', { event, requestId, error: describe(err) }));
+  }
+
+  /** Re-approval of an extension (policy `extendRequiresApproval`): the lease stays active meanwhile. */
+  async function approveExtension(ext: { actorId: string; durationSeconds: number; justification: string }): Promise<void> {
+    const again = await book.evaluatePolicy({ requestId, requesterId: input.requesterId, subjectId: input.subjectId, entitlementId: input.entitlementId, durationSeconds: ext.durationSeconds, purpose: 'extension' });
+    let approved = again.effect === 'auto_approve';
+    let why = again.reason ?? '';
+    if (again.effect === 'route') {
+      stagePurpose = 'extension';
+      approvedBy.clear(); // a new decision: the four-eyes count starts again
+      const outcome = await runStages(stagesOf(again, timing), again.policyVersion, expiresAtMs);
+      stage = undefined;
+      stageNumber = 0;
+      stagePurpose = 'request';
+      approved = outcome === 'approved';
+      why = outcome === 'no_quorum' ? noQuorumReason : outcome;
+    }
+    if (!approved) {
+      await book.closeExtension({ requestId, grantId, outcome: 'refused', reason: why || 'not approved', idempotencyKey: nextKey('extension-refused') });
+      setCurrentDetails(renderDetails(state, `extension not approved (${why || 'not approved'})`));
+      return;
+    }
+    const newExpiry = Date.now() + ext.durationSeconds * MS;
+    await book.recordExtension({
+      requestId,
+      grantId,
+      actorId: ext.actorId,
+      justification: ext.justification,
+      expiresAt: new Date(newExpiry).toISOString(),
+      idempotencyKey: nextKey('extended'),
+    });
+    expiresAtMs = newExpiry;
+    state.expiresAt = new Date(newExpiry).toISOString();
+    upsertSearchAttributes([{ key: AccessExpiresAtKey, value: new Date(newExpiry) }]);
+    setCurrentDetails(renderDetails(state));
+  }
 
   /**
    * Removes the membership and reads the target back until removal is confirmed. Never
@@ -372,6 +517,8 @@ interface ApprovalStage {
   name: string;
   quorum: number;
   timeoutSeconds: number;
+  reminderAfterSeconds?: number | undefined;
+  escalateAfterSeconds?: number | undefined;
   requireComment: boolean;
   approverIds: string[];
   onBehalfOf: Record<string, string>;

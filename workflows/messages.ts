@@ -46,6 +46,8 @@ export interface DecisionArgs {
   approverId: string;
   decision: 'approve' | 'reject';
   comment?: string;
+  /** Set by action links: the decision is only for this stage. */
+  stage?: number;
 }
 export interface DecisionResult {
   status: RequestState;
@@ -58,6 +60,8 @@ export interface ExtendArgs {
 }
 export interface ExtendResult {
   expiresAt: string;
+  /** Policy requires re-approval: the expiry moves once the stages approve. */
+  pendingApproval?: boolean;
 }
 
 export interface RevokeArgs {

@@ -21,13 +21,21 @@ export const approverSpec = z.union([
 ]);
 export type ApproverSpec = z.infer<typeof approverSpec>;
 
-export const stageSchema = z.strictObject({
-  name: z.string().regex(/^[a-z][a-z0-9_-]{0,47}$/, 'lower-case stage name'),
-  approvers: z.array(approverSpec).min(1),
-  /** Approvals needed from distinct people; capped at the number of resolved approvers. */
-  quorum: z.number().int().min(1).max(10).default(1),
-  timeoutSeconds: seconds.optional(),
-});
+export const stageSchema = z
+  .strictObject({
+    name: z.string().regex(/^[a-z][a-z0-9_-]{0,47}$/, 'lower-case stage name'),
+    approvers: z.array(approverSpec).min(1),
+    /** Approvals needed from distinct people. */
+    quorum: z.number().int().min(1).max(10).default(1),
+    /** Final timeout: the request becomes expired_unapproved. */
+    timeoutSeconds: seconds.optional(),
+    /** A reminder to the approvers who have not decided, this long after the stage opens. */
+    reminderAfterSeconds: seconds.optional(),
+    /** Escalation this long after the stage opens: the waiting approvers' managers (else the security team) join the stage. */
+    escalateAfterSeconds: seconds.optional(),
+  })
+  .refine((s) => !s.timeoutSeconds || !s.reminderAfterSeconds || s.reminderAfterSeconds < s.timeoutSeconds, { message: 'reminderAfterSeconds must be before timeoutSeconds', path: ['reminderAfterSeconds'] })
+  .refine((s) => !s.timeoutSeconds || !s.escalateAfterSeconds || s.escalateAfterSeconds < s.timeoutSeconds, { message: 'escalateAfterSeconds must be before timeoutSeconds', path: ['escalateAfterSeconds'] });
 export type StageSpec = z.infer<typeof stageSchema>;
 
 const ruleEffect = z.discriminatedUnion('effect', [

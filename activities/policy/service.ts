@@ -29,6 +29,8 @@ export interface ResolvedStage {
   name: string;
   quorum: number;
   timeoutSeconds?: number | undefined;
+  reminderAfterSeconds?: number | undefined;
+  escalateAfterSeconds?: number | undefined;
   requireComment: boolean;
   approverIds: string[];
   /** approverId → the delegator whose task they carry. */
@@ -169,7 +171,7 @@ export function createPolicyService(db: Db) {
    * active delegation hands the task to the delegate.
    */
   async function resolveStage(
-    plan: { name: string; quorum: number; timeoutSeconds?: number | undefined; requireComment: boolean; approvers: ApproverSpec[] },
+    plan: { name: string; quorum: number; timeoutSeconds?: number | undefined; reminderAfterSeconds?: number | undefined; escalateAfterSeconds?: number | undefined; requireComment: boolean; approvers: ApproverSpec[] },
     ctx: { subject: Identity; requester: Identity; ent: Entitlement; system: System; doc: PolicyDocument; now: Date },
   ): Promise<ResolvedStage> {
     const out: ResolvedApprover[] = [];
@@ -223,6 +225,8 @@ export function createPolicyService(db: Db) {
       quorum: plan.quorum,
       // The stage's own timeout, else the catalog item's (its approvalPolicy), else the default.
       ...((plan.timeoutSeconds ?? ctx.ent.approvalPolicy.approvalTimeoutSeconds) ? { timeoutSeconds: plan.timeoutSeconds ?? ctx.ent.approvalPolicy.approvalTimeoutSeconds } : {}),
+      ...(plan.reminderAfterSeconds ? { reminderAfterSeconds: plan.reminderAfterSeconds } : {}),
+      ...(plan.escalateAfterSeconds ? { escalateAfterSeconds: plan.escalateAfterSeconds } : {}),
       requireComment: plan.requireComment,
       approverIds: approvers.map((a) => a.id),
       onBehalfOf: Object.fromEntries(approvers.filter((a) => a.substitution === 'delegation').map((a) => [a.id, a.substitutedFor!])),
@@ -246,6 +250,24 @@ export function createPolicyService(db: Db) {
       if (current.version === r.version) return { version: r.version, changed: false };
       await db.insert(policyVersions).values({ version: r.version, document: r.document as unknown as Record<string, unknown>, source, createdBy });
       return { version: r.version, changed: true };
+    },
+
+    /**
+     * Who joins a stage on escalation: the managers of the approvers still waiting, or, when
+     * none is eligible, the security team. Never someone excluded (requester, prior approvers).
+     */
+    async escalationTargets(waitingIds: string[], excludeIds: string[]): Promise<string[]> {
+      const exclude = new Set(excludeIds);
+      const eligible = async (ids: Array<string | null | undefined>) => {
+        const clean = [...new Set(ids.filter((x): x is string => !!x && !exclude.has(x)))];
+        if (!clean.length) return [];
+        const rows = await db.select({ id: identities.id }).from(identities).where(and(inArray(identities.id, clean), eq(identities.status, 'active')));
+        return rows.map((r) => r.id);
+      };
+      const waiting = waitingIds.length ? await db.select({ managerId: identities.managerId }).from(identities).where(inArray(identities.id, waitingIds)) : [];
+      const managers = await eligible(waiting.map((w) => w.managerId));
+      if (managers.length) return managers;
+      return eligible(await groupMembers((await active()).document.securityTeam));
     },
 
     /** The routing a request would get now: used by the workflow, by request creation and by explain. */

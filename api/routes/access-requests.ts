@@ -58,13 +58,36 @@ function fromUpdateError(err: unknown): never {
   throw err;
 }
 
-export function accessRequestRoutes({ db, temporal, config, policies }: RouteDeps): Router {
+export function accessRequestRoutes({ db, temporal, config, policies }: RouteDeps): { router: Router; decide: DecideFn; loadRequest: (id: string) => Promise<AccessRequest> } {
   const r = Router();
 
   async function loadRequest(id: string): Promise<AccessRequest> {
     const [row] = await db.select().from(accessRequests).where(eq(accessRequests.id, id));
     if (!row) throw notFound('access request');
     return row;
+  }
+
+  /**
+   * The one decision path (bearer token or action link). Cheap checks first, with the answers
+   * the API promises; the workflow's update validator is the authority and repeats them.
+   */
+  async function decide(row: AccessRequest, approverId: string, body: { decision: 'approve' | 'reject'; comment?: string | undefined }, opts: { stage?: number } = {}) {
+    if (row.requesterId === approverId) throw forbidden('the requester cannot approve their own request', 'self_approval');
+    const rows = await db.select({ approverId: approvals.approverId, status: approvals.status }).from(approvals).where(eq(approvals.requestId, row.id));
+    const mine = rows.some((a) => a.approverId === approverId && a.status === 'pending');
+    if (!mine) {
+      const anyOpen = rows.some((a) => a.status === 'pending');
+      // Policy is still being evaluated: the stage (and so the list of approvers) does not exist yet.
+      if (rows.length === 0 && row.status === 'pending_approval') throw conflict('stage_not_open', 'the approval stage is not open yet; retry shortly');
+      if (!anyOpen) throw conflict('not_pending', `request is ${row.status}, with no approval open`);
+      throw forbidden('you are not an assigned approver of the open stage', 'not_eligible');
+    }
+    return temporal.workflow
+      .getHandle(row.workflowId)
+      .executeUpdate(decideUpdate, {
+        args: [{ approverId, decision: body.decision, ...(body.comment ? { comment: body.comment } : {}), ...(opts.stage !== undefined ? { stage: opts.stage } : {}) }],
+      })
+      .catch(fromUpdateError);
   }
 
   async function isAssignedApprover(p: Principal, requestId: string): Promise<boolean> {
@@ -232,23 +255,10 @@ export function accessRequestRoutes({ db, temporal, config, policies }: RouteDep
   });
 
   r.post('/:id/decision', requireRole('approver'), validate({ params: idParam, body: decisionBody }), async (req, res) => {
-    const p = principalOf(req);
-    const approverId = identityOf(p);
+    const approverId = identityOf(principalOf(req));
     const { params, body } = valid(res, { params: idParam, body: decisionBody });
     const row = await loadRequest(params.id);
-    // Cheap checks first; the workflow's update validator is the authority and repeats them.
-    if (row.requesterId === approverId) throw forbidden('the requester cannot approve their own request', 'self_approval');
-    if (!(await isAssignedApprover(p, row.id)) && row.status === 'pending_approval') {
-      const [anyStage] = await db.select({ id: approvals.id }).from(approvals).where(eq(approvals.requestId, row.id)).limit(1);
-      // Policy is still being evaluated: the stage (and so the list of approvers) does not exist yet.
-      if (!anyStage) throw conflict('stage_not_open', 'the approval stage is not open yet; retry shortly');
-      throw forbidden('you are not an assigned approver of this request', 'not_eligible');
-    }
-    if (row.status !== 'pending_approval') throw conflict('not_pending', `request is ${row.status}`);
-    const handle = temporal.workflow.getHandle(row.workflowId);
-    const result = await handle
-      .executeUpdate(decideUpdate, { args: [{ approverId, decision: body.decision, ...(body.comment ? { comment: body.comment } : {}) }] })
-      .catch(fromUpdateError);
+    const result = await decide(row, approverId, body);
     res.json({ id: row.id, status: result.status });
   });
 
@@ -262,7 +272,7 @@ export function accessRequestRoutes({ db, temporal, config, policies }: RouteDep
       .getHandle(row.workflowId)
       .executeUpdate(extendUpdate, { args: [{ actorId: actorRef(p), durationSeconds: body.durationSeconds, justification: body.justification }] })
       .catch(fromUpdateError);
-    res.json({ id: row.id, status: 'active', expiresAt: result.expiresAt });
+    res.status(result.pendingApproval ? 202 : 200).json({ id: row.id, status: result.pendingApproval ? 'extension_pending_approval' : 'active', expiresAt: result.expiresAt });
   });
 
   r.post('/:id/revoke', validate({ params: idParam, body: revokeBody }), async (req, res) => {
@@ -284,8 +294,15 @@ export function accessRequestRoutes({ db, temporal, config, policies }: RouteDep
     res.status(202).json({ id: row.id, status: 'revoke_requested' });
   });
 
-  return r;
+  return { router: r, decide, loadRequest };
 }
+
+export type DecideFn = (
+  row: AccessRequest,
+  approverId: string,
+  body: { decision: 'approve' | 'reject'; comment?: string | undefined },
+  opts?: { stage?: number },
+) => Promise<{ status: string }>;
 
 export { HttpError };
 

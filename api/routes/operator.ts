@@ -49,7 +49,8 @@ export function approvalRoutes(db: Db): Router {
       .from(approvals)
       .innerJoin(accessRequests, eq(accessRequests.id, approvals.requestId))
       .innerJoin(entitlements, eq(entitlements.id, accessRequests.entitlementId))
-      .where(and(eq(approvals.approverId, me), eq(approvals.status, 'pending'), eq(accessRequests.status, 'pending_approval')))
+      // 'active' too: an extension that policy sends back for approval.
+      .where(and(eq(approvals.approverId, me), eq(approvals.status, 'pending'), inArray(accessRequests.status, ['pending_approval', 'active'])))
       .orderBy(approvals.dueAt);
     res.json({ items: rows });
   });

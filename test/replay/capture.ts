@@ -28,7 +28,8 @@ const decide = (id: string, decision: string) => s.call('POST', `/v1/access-requ
 async function save(name: string, id: string) {
   // The CLI writes the canonical JSON form that historyFromJSON reads.
   const { stdout } = await promisify(execFile)(binary, ['workflow', 'show', '--address', server.address, '-w', `access-request/${id}`, '-o', 'json'], { maxBuffer: 64 << 20 });
-  await writeFile(path.join(out, `${name}.json`), stdout);
+  // v1-* are histories from before policy stages and notifications; new captures are v2-*.
+  await writeFile(path.join(out, `v2-${name}.json`), stdout);
   console.log(`captured ${name}`);
 }
 
@@ -61,6 +62,42 @@ try {
   await s.slapd.start();
   await s.waitForStatus(id, ['revoked']);
   await save('revocation-unverified-then-verified', id);
+
+  // Policy shapes: two stages with a quorum, escalation, and an extension sent back for approval.
+  const group = await s.call('POST', '/v1/groups', tok.operator, { name: 'replay-leads', memberIds: [s.catalog.identities.bob, s.catalog.identities.carol, s.catalog.identities.dave] });
+  const publish = (doc: unknown) => s.call('PUT', '/v1/policies', tok.operator, JSON.stringify(doc), { 'content-type': 'application/json' });
+  await publish({
+    apiVersion: 'accessloop/v1',
+    policies: [
+      {
+        name: 'default',
+        stages: [
+          { name: 'manager', approvers: ['manager'], escalateAfterSeconds: 1, timeoutSeconds: 600 },
+          { name: 'leads', approvers: [group.body.ref], quorum: 2 },
+        ],
+        extendRequiresApproval: true,
+      },
+    ],
+  });
+  const r = await s.call('POST', '/v1/access-requests', tok.alice, { entitlementId: e.engineering!, durationSeconds: 600, justification: 'captured for replay tests' });
+  id = r.body.id;
+  await waitFor(async () => (await s.call('GET', `/v1/access-requests/${id}`, tok.operator)).body.timeline.some((t: { action: string }) => t.action === 'approval.escalated'), 'escalation');
+  await s.call('POST', `/v1/access-requests/${id}/decision`, tok.carol, { decision: 'approve' });
+  await waitFor(async () => (await s.call('GET', '/v1/approvals/pending', tok.bob)).body.items?.some((i: { requestId: string }) => i.requestId === id), 'stage 2');
+  await s.call('POST', `/v1/access-requests/${id}/decision`, tok.bob, { decision: 'approve' });
+  const daveToken = (await s.call('POST', '/v1/tokens', tok.operator, { principalId: s.catalog.identities.dave, roles: ['approver'] })).body.token;
+  await s.call('POST', `/v1/access-requests/${id}/decision`, daveToken, { decision: 'approve' });
+  await s.waitForStatus(id, ['active']);
+  await s.call('POST', `/v1/access-requests/${id}/extend`, tok.alice, { durationSeconds: 1200, justification: 'captured extension' });
+  await waitFor(async () => (await s.call('GET', '/v1/approvals/pending', tok.carol)).body.items?.some((i: { requestId: string }) => i.requestId === id), 'extension stage');
+  await s.call('POST', `/v1/access-requests/${id}/decision`, tok.carol, { decision: 'approve' });
+  await waitFor(async () => (await s.call('GET', '/v1/approvals/pending', tok.bob)).body.items?.some((i: { requestId: string }) => i.requestId === id), 'extension stage 2');
+  await s.call('POST', `/v1/access-requests/${id}/decision`, tok.bob, { decision: 'approve' });
+  await s.call('POST', `/v1/access-requests/${id}/decision`, daveToken, { decision: 'approve' });
+  await waitFor(async () => (await s.call('GET', `/v1/access-requests/${id}`, tok.operator)).body.timeline.some((t: { action: string }) => t.action === 'grant.extended'), 'extension');
+  await s.call('POST', `/v1/access-requests/${id}/revoke`, tok.operator, { reason: 'manual' });
+  await s.waitForStatus(id, ['revoked']);
+  await save('two-stages-escalation-extension', id);
 } finally {
   await s.stop();
   await server.stop();

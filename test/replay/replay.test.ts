@@ -22,11 +22,12 @@ async function replayAll(bundle: Awaited<ReturnType<typeof workflowBundle>>) {
 
 describe('replay of captured accessRequestWorkflow histories', () => {
   it('has histories of every lifecycle shape', () => {
+    const shapes = ['approved-expired', 'extended-then-revoked', 'rejected', 'revocation-unverified-then-verified'];
+    // v1: recorded before policy stages and notifications (they must keep replaying: patched()).
+    // v2: the current shapes, including multi-stage quorum, escalation and extension re-approval.
     expect(histories.map((h) => h.workflowId)).toEqual([
-      'approved-expired.json',
-      'extended-then-revoked.json',
-      'rejected.json',
-      'revocation-unverified-then-verified.json',
+      ...shapes.map((n) => `v1-${n}.json`),
+      ...[...shapes, 'two-stages-escalation-extension'].sort().map((n) => `v2-${n}.json`),
     ]);
   });
 

@@ -1,0 +1,104 @@
+import { createHash, createHmac } from 'node:crypto';
+import { ApplicationFailure } from '@temporalio/activity';
+import { eq } from 'drizzle-orm';
+import type { Db } from '../db/client.js';
+import { accessRequests, entitlements, notifications } from '../db/schema.js';
+import type { Logger } from '../temporal/logger.js';
+import { mintActionLink } from './action-links.js';
+
+export type NotificationEvent = 'approval.requested' | 'approval.reminder' | 'approval.escalated' | 'revocation.unverified';
+
+export interface NotifierOptions {
+  /** JSON POST target (a chat or e-mail bridge); unset: notifications are recorded, not sent. */
+  webhookUrl?: string | undefined;
+  /** Standard Webhooks signing secret (`whsec_<base64>` or plain text). */
+  webhookSecret?: string | undefined;
+  /** Base URL the action links point at (the API as approvers reach it). */
+  publicUrl: string;
+  linkSecret: Buffer;
+  linkTtlSeconds: number;
+  timeoutMs?: number;
+}
+
+export interface NotifyInput {
+  event: NotificationEvent;
+  requestId: string;
+  stage?: number | undefined;
+  recipientIds: string[];
+  /** Stable per transition: a retried activity is the same message (same webhook-id). */
+  idempotencyKey: string;
+}
+
+function signingKey(secret: string): Buffer {
+  return secret.startsWith('whsec_') ? Buffer.from(secret.slice('whsec_'.length), 'base64') : Buffer.from(secret, 'utf8');
+}
+
+/** Standard Webhooks signature: base64(HMAC-SHA256(key, `${id}.${timestamp}.${body}`)). */
+export function signWebhook(secret: string, id: string, timestamp: number, body: string): string {
+  return `v1,${createHmac('sha256', signingKey(secret)).update(`${id}.${timestamp}.${body}`).digest('base64')}`;
+}
+
+export function createNotifier(opts: NotifierOptions, db: Db, log: Logger) {
+  return {
+    async send(input: NotifyInput): Promise<{ status: 'sent' | 'recorded' | 'duplicate' }> {
+      const [done] = await db.select({ status: notifications.status }).from(notifications).where(eq(notifications.idempotencyKey, input.idempotencyKey));
+      if (done?.status === 'sent') return { status: 'duplicate' };
+      const [req] = await db
+        .select({ id: accessRequests.id, subjectId: accessRequests.subjectId, requesterId: accessRequests.requesterId, justification: accessRequests.justification, ticketRef: accessRequests.ticketRef, entitlementId: entitlements.id, entitlementName: entitlements.name, riskTier: entitlements.riskTier })
+        .from(accessRequests)
+        .innerJoin(entitlements, eq(entitlements.id, accessRequests.entitlementId))
+        .where(eq(accessRequests.id, input.requestId));
+      if (!req) throw ApplicationFailure.nonRetryable('request not found', 'NotFound');
+
+      const withLinks = input.event !== 'revocation.unverified' && input.stage !== undefined;
+      const recipients = input.recipientIds.map((identityId) => {
+        if (!withLinks) return { identityId };
+        const { token, claims } = mintActionLink(opts.linkSecret, { rid: input.requestId, st: input.stage!, ap: identityId }, opts.linkTtlSeconds);
+        return { identityId, actionUrl: `${opts.publicUrl.replace(/\/$/, '')}/v1/approvals/actions/${token}`, expiresAt: new Date(claims.exp * 1000).toISOString() };
+      });
+      const messageId = `msg_${createHash('sha256').update(input.idempotencyKey).digest('hex').slice(0, 24)}`;
+      const body = JSON.stringify({
+        type: input.event,
+        timestamp: new Date().toISOString(),
+        data: {
+          requestId: req.id,
+          stage: input.stage ?? null,
+          entitlement: { id: req.entitlementId, name: req.entitlementName, riskTier: req.riskTier },
+          subjectId: req.subjectId,
+          requesterId: req.requesterId,
+          justification: req.justification,
+          ticketRef: req.ticketRef,
+          recipients,
+        },
+      });
+      const record = { idempotencyKey: input.idempotencyKey, event: input.event, requestId: input.requestId, stage: input.stage ?? null, recipientIds: input.recipientIds, channel: opts.webhookUrl ? 'webhook' : 'none' };
+      await db.insert(notifications).values({ ...record, status: 'pending' }).onConflictDoNothing();
+
+      if (!opts.webhookUrl) {
+        await db.update(notifications).set({ status: 'recorded' }).where(eq(notifications.idempotencyKey, input.idempotencyKey));
+        log.info({ event: input.event, requestId: input.requestId, recipients: input.recipientIds.length }, 'notification recorded (no webhook configured)');
+        return { status: 'recorded' };
+      }
+      const ts = Math.floor(Date.now() / 1000);
+      const headers: Record<string, string> = { 'content-type': 'application/json', 'webhook-id': messageId, 'webhook-timestamp': String(ts) };
+      if (opts.webhookSecret) headers['webhook-signature'] = signWebhook(opts.webhookSecret, messageId, ts, body);
+      let res: Response;
+      try {
+        res = await fetch(opts.webhookUrl, { method: 'POST', headers, body, signal: AbortSignal.timeout(opts.timeoutMs ?? 5000) });
+      } catch (e) {
+        await db.update(notifications).set({ status: 'failed', lastError: (e as Error).name }).where(eq(notifications.idempotencyKey, input.idempotencyKey));
+        throw ApplicationFailure.retryable(`webhook unreachable: ${(e as Error).name}`, 'NotifierUnavailable');
+      }
+      if (!res.ok) {
+        await db.update(notifications).set({ status: 'failed', lastError: `HTTP ${res.status}` }).where(eq(notifications.idempotencyKey, input.idempotencyKey));
+        // 4xx other than 408/429 is the receiver refusing this message: retrying will not help.
+        const retryable = res.status >= 500 || res.status === 408 || res.status === 429;
+        throw retryable ? ApplicationFailure.retryable(`webhook answered ${res.status}`, 'NotifierUnavailable') : ApplicationFailure.nonRetryable(`webhook refused with ${res.status}`, 'NotifierRefused');
+      }
+      await db.update(notifications).set({ status: 'sent', deliveredAt: new Date() }).where(eq(notifications.idempotencyKey, input.idempotencyKey));
+      return { status: 'sent' };
+    },
+  };
+}
+
+export type Notifier = ReturnType<typeof createNotifier>;
