@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { createDelegationBody, createGroupBody, setMembersBody } from './routes/policies.js';
 import { createAccessRequestBody, createEntitlementBody, createIdentityBody, createSystemBody, createTokenBody, decisionBody, extendBody, revokeBody } from './schemas.js';
 
 const body = (s: z.ZodType) => ({ required: true, content: { 'application/json': { schema: z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }) } } });
@@ -49,6 +50,28 @@ export function openApiDocument(): unknown {
       '/v1/systems': { post: op('Register a target system (non-secret config + secret env refs)', 'operator', { requestBody: body(createSystemBody) }) },
       '/v1/entitlements': { post: op('Add a catalog item', 'operator', { requestBody: body(createEntitlementBody) }), get: op('List the catalog', 'any role') },
       '/v1/tokens': { post: op('Issue an API token (shown once, stored hashed)', 'operator', { requestBody: body(createTokenBody) }) },
+      '/v1/policies': { put: op('Publish an approval policy (YAML or JSON body; 400 lists line:column problems)', 'operator') },
+      '/v1/policies/active': { get: op('The active policy document and version', 'operator, auditor') },
+      '/v1/policies/{entitlementId}/explain': {
+        get: op('Dry run: the stages, approvers and rules a request would get', 'requester (self, reports), approver, operator, auditor', {
+          parameters: [
+            { name: 'entitlementId', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } },
+            { name: 'subjectId', in: 'query', required: false, schema: { type: 'string', format: 'uuid' } },
+          ],
+        }),
+      },
+      '/v1/groups': { post: op('Create an approver group', 'operator', { requestBody: body(createGroupBody) }) },
+      '/v1/groups/{id}/members': { put: op('Replace a group’s members', 'operator', { parameters: idPath, requestBody: body(setMembersBody) }) },
+      '/v1/delegations': { post: op('Delegate approval tasks for a period', 'approver (own), operator', { requestBody: body(createDelegationBody) }) },
+      '/v1/approvals/actions/{token}': {
+        post: {
+          summary: 'Approve or reject through a signed, single-use action link (chat/e-mail buttons)',
+          description: 'The link is the credential. 401 tampered, 410 expired, 409 used or wrong stage, 403 another approver.',
+          parameters: [{ name: 'token', in: 'path', required: true, schema: { type: 'string' } }],
+          requestBody: body(decisionBody),
+          responses: { '200': { description: 'decided' }, ...errorResponses, '410': { description: 'link expired' } },
+        },
+      },
       '/healthz': { get: { summary: 'Liveness', responses: { '200': { description: 'ok' } } } },
       '/readyz': { get: { summary: 'Readiness (database and Temporal)', responses: { '200': { description: 'ready' }, '503': { description: 'not ready' } } } },
       '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'text exposition format' } } } },

@@ -68,6 +68,8 @@ export const policyRule = z.strictObject({
   appliesTo: selector,
   stages: z.array(stageSchema).max(5).default([{ name: 'owner', approvers: ['entitlement_owner'], quorum: 1 }]),
   maxDurationSeconds: seconds.optional(),
+  /** Used when a request names no duration (capped by every maximum that applies). */
+  defaultDurationSeconds: seconds.optional(),
   /** Contractors get at most this, and their sponsor must approve. */
   contractorMaxDurationSeconds: seconds.optional(),
   /** Whether an extension needs a fresh approval (the stages run again). */

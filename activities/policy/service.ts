@@ -13,7 +13,7 @@ import {
   type Identity,
   type System,
 } from '../../db/schema.js';
-import { CompiledPolicy, DEFAULT_POLICY, type FiredRule, type PolicyContext, type PolicyDecision } from './evaluate.js';
+import { CompiledPolicy, DEFAULT_POLICY, selectPolicy, type FiredRule, type PolicyContext, type PolicyDecision } from './evaluate.js';
 import { loadPolicyText, policyVersionOfDocument, type PolicyProblem } from './load.js';
 import type { ApproverSpec, PolicyDocument } from './schema.js';
 
@@ -250,6 +250,14 @@ export function createPolicyService(db: Db) {
       if (current.version === r.version) return { version: r.version, changed: false };
       await db.insert(policyVersions).values({ version: r.version, document: r.document as unknown as Record<string, unknown>, source, createdBy });
       return { version: r.version, changed: true };
+    },
+
+    /** The duration a request gets when it names none: the policy's default, else the catalog item's. */
+    async defaultDuration(entitlementId: string): Promise<number | undefined> {
+      const [ent] = await db.select().from(entitlements).where(eq(entitlements.id, entitlementId));
+      if (!ent) return undefined;
+      const policy = selectPolicy((await active()).document, { id: ent.id, risk_tier: ent.riskTier, system_id: ent.systemId, max_duration_seconds: ent.maxDurationSeconds });
+      return Math.min(policy?.defaultDurationSeconds ?? ent.defaultDurationSeconds, ent.maxDurationSeconds);
     },
 
     /**

@@ -122,7 +122,7 @@ export function accessRequestRoutes({ db, temporal, config, policies }: RouteDep
     if (!ent) throw notFound('entitlement');
     const e = ent.e;
     if (!e.requestable) throw badRequest('not_requestable', 'this entitlement cannot be requested');
-    const durationSeconds = body.durationSeconds ?? e.defaultDurationSeconds;
+    const durationSeconds = body.durationSeconds ?? (await policies.defaultDuration(e.id)) ?? e.defaultDurationSeconds;
     if (durationSeconds > e.maxDurationSeconds) {
       throw badRequest('outside_policy', `durationSeconds exceeds the entitlement's maximum of ${e.maxDurationSeconds}`);
     }

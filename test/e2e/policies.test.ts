@@ -250,4 +250,30 @@ describe('policy-routed approvals', () => {
     expect(await s.ldapMembers('finance-readers')).toContain(s.userDn('alice'));
     await finish(req.body.id);
   });
+
+  it('refuses a malformed ACCESSLOOP_POLICY_FILE at start with file:line:column, leaving the active policy', async () => {
+    const { mkdtemp, writeFile } = await import('node:fs/promises');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const { loadConfig } = await import('../../temporal/config.js');
+    const { createLogger } = await import('../../temporal/logger.js');
+    const { startRuntime } = await import('../../temporal/runtime.js');
+    const active = (await s.call('GET', '/v1/policies/active', tok.operator)).body.version;
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'accessloop-policy-'));
+    const file = path.join(dir, 'policy.yaml');
+    await writeFile(file, 'apiVersion: accessloop/v1\npolicies:\n  - name: x\n    appliesTo: { riskTiers: [extreme] }\n');
+    const config = loadConfig({ ...s.workerEnv, PORT: '0', ACCESSLOOP_POLICY_FILE: file });
+    const err = await startRuntime({ config, log: createLogger('silent'), api: false, worker: false, say: () => {} }).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toContain(`${file}:4:`);
+    expect((err as Error).message).toContain('policies.0.appliesTo.riskTiers.0');
+    expect((await s.call('GET', '/v1/policies/active', tok.operator)).body.version).toBe(active);
+
+    // The policy's default duration applies when a request names none.
+    await publish({ apiVersion: 'accessloop/v1', policies: [{ name: 'default', defaultDurationSeconds: 1200, stages: [{ name: 'owner', approvers: ['entitlement_owner'] }] }] });
+    const req = await request(tok.alice, { entitlementId: ent.engineering });
+    expect(req.status).toBe(202);
+    expect((await s.call('GET', `/v1/access-requests/${req.body.id}`, tok.alice)).body.durationSeconds).toBe(1200);
+    await finish(req.body.id);
+  });
 });
