@@ -160,20 +160,8 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
         pendingExtension = { actorId: args.actorId, durationSeconds: args.durationSeconds, justification: args.justification };
         return { expiresAt: state.expiresAt!, pendingApproval: true };
       }
-      const newExpiry = Date.now() + args.durationSeconds * MS;
-      await book.recordExtension({
-        requestId,
-        grantId,
-        actorId: args.actorId,
-        justification: args.justification,
-        expiresAt: new Date(newExpiry).toISOString(),
-        idempotencyKey: nextKey('extended'),
-      });
-      expiresAtMs = newExpiry;
-      state.expiresAt = new Date(newExpiry).toISOString();
-      upsertSearchAttributes([{ key: AccessExpiresAtKey, value: new Date(newExpiry) }]);
-      setCurrentDetails(renderDetails(state));
-      return { expiresAt: state.expiresAt };
+      await moveExpiry(args);
+      return { expiresAt: state.expiresAt! };
     },
     {
       validator: (args) => {
@@ -442,6 +430,11 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
       setCurrentDetails(renderDetails(state, `extension not approved (${why || 'not approved'})`));
       return;
     }
+    await moveExpiry(ext);
+  }
+
+  /** Records the new expiry first, then moves the lease's timer (the lease loop wakes on the change). */
+  async function moveExpiry(ext: { actorId: string; durationSeconds: number; justification: string }): Promise<void> {
     const newExpiry = Date.now() + ext.durationSeconds * MS;
     await book.recordExtension({
       requestId,
