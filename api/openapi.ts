@@ -38,7 +38,10 @@ export function openApiDocument(): unknown {
       },
     },
     paths: {
-      '/v1/access-requests': { post: op('Request access (202, a workflow starts)', 'requester', { requestBody: body(createAccessRequestBody) }) },
+      '/v1/access-requests': {
+        post: op('Request access (202, a workflow starts)', 'requester', { requestBody: body(createAccessRequestBody) }),
+        get: op('List requests (newest first; ?status, subjectId, entitlementId, limit, before=nextCursor)', 'operator/auditor: all; others: their own and those assigned to them'),
+      },
       '/v1/access-requests/{id}': { get: op('Request status, stages, grant and timeline', 'requester (own), assigned approver, operator, auditor', { parameters: idPath }) },
       '/v1/access-requests/{id}/decision': { post: op('Approve or reject', 'approver (assigned, never the requester)', { parameters: idPath, requestBody: body(decisionBody) }) },
       '/v1/access-requests/{id}/extend': { post: op('Extend an active lease within policy', 'requester (own), operator', { parameters: idPath, requestBody: body(extendBody) }) },

@@ -23,6 +23,15 @@ export const createAccessRequestBody = z.strictObject({
     .optional(),
 });
 
+export const listRequestsQuery = z.strictObject({
+  status: z.enum(['pending_approval', 'rejected', 'expired_unapproved', 'cancelled', 'scheduled', 'granting', 'active', 'revoking', 'revocation_unverified', 'revoked', 'failed']).optional(),
+  subjectId: z.uuid().optional(),
+  entitlementId: z.uuid().optional(),
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+  /** Opaque cursor from the previous page (createdAt|id of its last row). */
+  before: z.string().regex(/^[0-9TZ:.+-]+\|[0-9a-f-]{36}$/i, 'use nextCursor from the previous page').optional(),
+});
+
 export const decisionBody = z.strictObject({
   decision: z.enum(['approve', 'reject']),
   comment: z.string().trim().max(2000).optional(),

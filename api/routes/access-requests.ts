@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { and, asc, eq, inArray } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, lt, or } from 'drizzle-orm';
 import { Router } from 'express';
 import type { Db } from '../../db/client.js';
 import { accessRequests, approvals, auditEvents, entitlements, grants, identities, systems, type AccessRequest } from '../../db/schema.js';
@@ -26,7 +26,7 @@ import {
 } from '../../workflows/search-attributes.js';
 import { actorRef, hasRole, identityOf, principalOf, requireRole, type Principal } from '../auth.js';
 import { HttpError, badRequest, conflict, forbidden, notFound } from '../errors.js';
-import { createAccessRequestBody, decisionBody, extendBody, idParam, revokeBody } from '../schemas.js';
+import { createAccessRequestBody, decisionBody, extendBody, idParam, listRequestsQuery, revokeBody } from '../schemas.js';
 import { valid, validate } from '../validate.js';
 
 export interface RouteDeps {
@@ -197,6 +197,38 @@ export function accessRequestRoutes({ db, temporal, config, policies }: RouteDep
       });
     });
     res.status(202).location(`/v1/access-requests/${id}`).json({ id, status: 'pending_approval', workflowId });
+  });
+
+  // Operators and auditors see everything; others see requests they are party to or assigned to decide.
+  r.get('/', validate({ query: listRequestsQuery }), async (req, res) => {
+    const p = principalOf(req);
+    const { query } = valid(res, { query: listRequestsQuery });
+    const filters = [
+      query.status ? eq(accessRequests.status, query.status) : undefined,
+      query.subjectId ? eq(accessRequests.subjectId, query.subjectId) : undefined,
+      query.entitlementId ? eq(accessRequests.entitlementId, query.entitlementId) : undefined,
+    ];
+    if (query.before) {
+      const [at, id] = query.before.split('|') as [string, string];
+      filters.push(or(lt(accessRequests.createdAt, new Date(at)), and(eq(accessRequests.createdAt, new Date(at)), lt(accessRequests.id, id))));
+    }
+    if (!hasRole(p, 'operator', 'auditor')) {
+      const me = identityOf(p);
+      const assigned = db.select({ id: approvals.requestId }).from(approvals).where(eq(approvals.approverId, me));
+      filters.push(or(eq(accessRequests.requesterId, me), eq(accessRequests.subjectId, me), hasRole(p, 'approver') ? inArray(accessRequests.id, assigned) : undefined));
+    }
+    const rows = await db
+      .select()
+      .from(accessRequests)
+      .where(and(...filters))
+      .orderBy(desc(accessRequests.createdAt), desc(accessRequests.id))
+      .limit(query.limit + 1);
+    const page = rows.slice(0, query.limit);
+    const last = page[page.length - 1];
+    res.json({
+      items: page.map((r) => ({ id: r.id, status: r.status, subjectId: r.subjectId, requesterId: r.requesterId, entitlementId: r.entitlementId, ticketRef: r.ticketRef, createdAt: r.createdAt, decidedAt: r.decidedAt })),
+      nextCursor: rows.length > query.limit && last ? `${last.createdAt.toISOString()}|${last.id}` : null,
+    });
   });
 
   r.get('/:id', validate({ params: idParam }), async (req, res) => {

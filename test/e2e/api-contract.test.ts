@@ -139,4 +139,32 @@ describe('API contract: authentication, validation, error shape', () => {
     expect(Object.keys(spec.body.paths)).toContain('/v1/access-requests/{id}/decision');
     expect(spec.body.paths['/v1/access-requests'].post.requestBody.content['application/json'].schema.required).toContain('justification');
   });
+
+  it('lists requests by visibility, with filters and cursor paging', async () => {
+    const ents = [s.catalog.entitlements.engineering, s.catalog.entitlements['finance-readers']];
+    const made: string[] = [];
+    for (const e of ents) {
+      const r = await s.call('POST', '/v1/access-requests', tok.alice, { entitlementId: e, durationSeconds: 60, justification: 'listing check request' });
+      expect(r.status).toBe(202);
+      made.push(r.body.id);
+    }
+    const mine = await s.call('GET', '/v1/access-requests?limit=200', tok.alice);
+    expect(mine.status).toBe(200);
+    expect(mine.body.items.map((i: { id: string }) => i.id)).toEqual(expect.arrayContaining(made));
+    expect(mine.body.items.every((i: { requesterId: string; subjectId: string }) => i.requesterId === s.catalog.identities.alice || i.subjectId === s.catalog.identities.alice)).toBe(true);
+    // Dave is party to none of them.
+    const dave = await s.call('POST', '/v1/tokens', tok.operator, { principalId: s.catalog.identities.dave, roles: ['requester'] });
+    expect((await s.call('GET', '/v1/access-requests', dave.body.token)).body.items.map((i: { id: string }) => i.id)).not.toEqual(expect.arrayContaining([made[0]]));
+    // Paging: one at a time, newest first, no repeats.
+    const p1 = await s.call('GET', `/v1/access-requests?limit=1&subjectId=${s.catalog.identities.alice}`, tok.operator);
+    const p2 = await s.call('GET', `/v1/access-requests?limit=1&subjectId=${s.catalog.identities.alice}&before=${encodeURIComponent(p1.body.nextCursor)}`, tok.operator);
+    expect(p1.body.items).toHaveLength(1);
+    expect(p2.body.items).toHaveLength(1);
+    expect(p2.body.items[0].id).not.toBe(p1.body.items[0].id);
+    expect(Date.parse(p2.body.items[0].createdAt)).toBeLessThanOrEqual(Date.parse(p1.body.items[0].createdAt));
+    expect((await s.call('GET', '/v1/access-requests?status=bogus', tok.operator)).status).toBe(400);
+    for (const id of made) await s.call('POST', `/v1/access-requests/${id}/revoke`, tok.operator, { reason: 'manual' });
+    for (const id of made) await s.waitForStatus(id, ['cancelled', 'revoked']);
+  });
 });
+
