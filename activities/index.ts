@@ -16,6 +16,7 @@ import {
 } from '../db/schema.js';
 import type { Logger } from '../temporal/logger.js';
 import { appendAudit, canonicalJson } from './audit.js';
+import { createHrActivities } from './hr.js';
 import type { ConnectorRegistry } from './connectors/registry.js';
 import { ConnectorError, type Connector, type Membership } from './connectors/types.js';
 import type { Metrics } from './metrics.js';
@@ -35,7 +36,8 @@ interface Keyed {
   idempotencyKey: string;
 }
 interface LeaseRef {
-  requestId: string;
+  /** Absent for birthright grants (no request: the HR rule is the justification). */
+  requestId?: string | undefined;
   grantId: string;
   subjectId: string;
   entitlementId: string;
@@ -99,11 +101,14 @@ export function createActivities(deps: ActivityDeps) {
     }
   }
 
-  async function setRequestStatus(tx: Pick<Db, 'update'>, requestId: string, status: RequestStatus, extra: Partial<typeof accessRequests.$inferInsert> = {}) {
+  async function setRequestStatus(tx: Pick<Db, 'update'>, requestId: string | undefined, status: RequestStatus, extra: Partial<typeof accessRequests.$inferInsert> = {}) {
+    if (!requestId) return;
     await tx.update(accessRequests).set({ status, updatedAt: new Date(), ...extra }).where(eq(accessRequests.id, requestId));
   }
 
   return {
+    ...createHrActivities({ db, policies: deps.policies, connectors, onTarget }),
+
     /**
      * Routes the request by the active policy: deny, auto-approve, or stages of resolved
      * approvers. The policy version and the rules that fired go into history and evidence.
@@ -393,7 +398,7 @@ export function createActivities(deps: ActivityDeps) {
       });
     },
 
-    async beginRevocation(input: Keyed & { requestId: string; grantId: string; reason: RevokeReason; actorId: string; comment?: string | undefined; requestedAt: string }) {
+    async beginRevocation(input: Keyed & { requestId?: string | undefined; grantId: string; reason: RevokeReason; actorId: string; comment?: string | undefined; requestedAt: string }) {
       await db.transaction(async (tx) => {
         await tx
           .update(grants)
@@ -446,7 +451,7 @@ export function createActivities(deps: ActivityDeps) {
     },
 
     /** The alert: a revocation that missed its verification deadline. Retries continue in the workflow. */
-    async markRevocationUnverified(input: Keyed & { requestId: string; grantId: string; error: string; errorType?: string }) {
+    async markRevocationUnverified(input: Keyed & { requestId?: string | undefined; grantId: string; error: string; errorType?: string }) {
       metrics.revocationsUnverified.inc();
       // Only the stable failure type goes to the log: connector messages can name accounts (PII).
       // The full message is in the audit event and the workflow's details, behind access control.
@@ -465,7 +470,7 @@ export function createActivities(deps: ActivityDeps) {
       });
     },
 
-    async completeRevocation(input: Keyed & { requestId: string; grantId: string; changed: boolean; retainedBy?: string | undefined; verifiedAt: string }) {
+    async completeRevocation(input: Keyed & { requestId?: string | undefined; grantId: string; changed: boolean; retainedBy?: string | undefined; verifiedAt: string }) {
       const verifiedAt = new Date(input.verifiedAt);
       await db.transaction(async (tx) => {
         const [g] = await tx.select().from(grants).where(eq(grants.id, input.grantId));

@@ -12,6 +12,7 @@ import { openApiDocument } from './openapi.js';
 import { accessRequestRoutes } from './routes/access-requests.js';
 import { actionLinkRoutes } from './routes/action-links.js';
 import { approvalRoutes, catalogRoutes, identityRoutes, tokenRoutes } from './routes/operator.js';
+import { hrRoutes } from './routes/hr.js';
 import { delegationRoutes, groupRoutes, policyRoutes } from './routes/policies.js';
 
 export interface AppDeps {
@@ -63,6 +64,8 @@ export function createApp(deps: AppDeps): Express {
   v1.use(authenticate(db));
   // Policies arrive as YAML/JSON text (line-precise errors need the original), so before JSON parsing.
   v1.use('/policies', policyRoutes(db, policies, config.ACCESSLOOP_BODY_LIMIT));
+  // HR events are verified over the raw bytes (Standard Webhooks), so also before JSON parsing.
+  v1.use('/hr', hrRoutes({ db, temporal, config }));
   v1.use(express.json({ limit: config.ACCESSLOOP_BODY_LIMIT, strict: true }));
   v1.use('/access-requests', requests.router);
   v1.use('/groups', groupRoutes(db));

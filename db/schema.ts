@@ -71,6 +71,11 @@ export const identities = pgTable(
     ownerId: uuid('owner_id'),
     sponsorId: uuid('sponsor_id'),
     endDate: ts('end_date'),
+    /** Job code from HR (birthright rules can use it). */
+    jobCode: text('job_code'),
+    /** Highest HR event sequence applied: older (out-of-order) events are ignored. */
+    hrSequence: bigint('hr_sequence', { mode: 'number' }),
+    terminatedAt: ts('terminated_at'),
     attributes: jsonb('attributes').$type<Record<string, unknown>>().notNull().default({}),
     createdAt: createdAt(),
     updatedAt: ts('updated_at').notNull().defaultNow(),
@@ -344,6 +349,33 @@ export const delegations = pgTable(
     check('approval_delegation_period', sql`${t.startsAt} < ${t.endsAt}`),
     check('approval_delegation_not_self', sql`${t.delegatorId} <> ${t.delegateId}`),
   ],
+);
+
+export const hrEventType = pgEnum('hr_event_type', ['joiner', 'mover', 'leaver', 'rehire', 'update']);
+
+/** The HR inbox: every signed event is stored (deduplicated by webhook-id) before it is acted on. */
+export const hrEvents = pgTable(
+  'hr_event',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    webhookId: text('webhook_id').notNull(),
+    sourceClient: text('source_client').notNull(),
+    type: hrEventType('type').notNull(),
+    workerId: text('worker_id').notNull(),
+    sequence: bigint('sequence', { mode: 'number' }).notNull(),
+    effectiveAt: ts('effective_at').notNull(),
+    payload: jsonb('payload').$type<Record<string, unknown>>().notNull(),
+    identityId: uuid('identity_id')
+      .notNull()
+      .references(() => identities.id),
+    receivedAt: ts('received_at').notNull().defaultNow(),
+    processedAt: ts('processed_at'),
+    /** applied, stale (older sequence), ignored (e.g. a mover for a terminated worker). */
+    outcome: text('outcome'),
+    /** Leavers: when the last removal was verified (time to revoke = this − receivedAt). */
+    completedAt: ts('completed_at'),
+  },
+  (t) => [uniqueIndex('hr_event_webhook_uq').on(t.webhookId), index('hr_event_identity_idx').on(t.identityId)],
 );
 
 /** Messages to approvers and operators; action-link tokens are never stored, only who got one. */

@@ -50,6 +50,8 @@ export const configSchema = z
     /** HMAC key of approval action links; unset → generated once into the data dir (set it when running several processes). */
     ACCESSLOOP_ACTION_LINK_SECRET: optionalString.refine((v) => v === undefined || v.length >= 32, { message: 'ACCESSLOOP_ACTION_LINK_SECRET must be at least 32 characters' }),
     ACCESSLOOP_ACTION_LINK_TTL_SECONDS: seconds(24 * 3600),
+    /** Standard Webhooks secrets HR events are signed with (comma-separated: several during rotation). */
+    ACCESSLOOP_HR_WEBHOOK_SECRETS: optionalString,
     /** YAML/JSON approval policy published at start when it differs from the active version. */
     ACCESSLOOP_POLICY_FILE: optionalString,
     ACCESSLOOP_BODY_LIMIT: z.string().default('64kb'),

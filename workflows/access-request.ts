@@ -1,5 +1,4 @@
 import {
-  ActivityFailure,
   ApplicationFailure,
   allHandlersFinished,
   condition,
@@ -9,7 +8,6 @@ import {
   proxyActivities,
   setCurrentDetails,
   setHandler,
-  sleep,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -27,6 +25,7 @@ import {
   revokeSignal,
   stateQuery,
 } from './messages.js';
+import { describeFailure, removeUntilVerified } from './removal.js';
 import { AccessExpiresAtKey, AccessStateKey } from './search-attributes.js';
 
 type Activities = ReturnType<typeof createActivities>;
@@ -273,7 +272,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   } catch (err) {
     if (isCancellation(err)) throw err;
     // A grant we could not complete must not leave half-access behind: remove and verify, then fail.
-    state.lastError = describe(err);
+    state.lastError = describeFailure(err);
     await removeVerified('manual', { closeLease: false });
     setStatus('failed', state.lastError);
     await book.markFailed({ requestId, grantId, reason: state.lastError, idempotencyKey: nextKey('failed') });
@@ -407,7 +406,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     if (recipientIds.length === 0) return;
     notifier
       .notify({ event, requestId, stage: stageNumber, recipientIds, idempotencyKey: nextKey(event) })
-      .catch((err) => log.warn('notification not delivered', { event, requestId, error: describe(err) }));
+      .catch((err) => log.warn('notification not delivered', { event, requestId, error: describeFailure(err) }));
   }
 
   /** Re-approval of an extension (policy `extendRequiresApproval`): the lease stays active meanwhile. */
@@ -457,40 +456,20 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
    */
   async function removeVerified(why: RevokeReason, opts = { closeLease: true }): Promise<void> {
     const deadline = timing.revokeVerifyDeadlineSeconds;
-    const firstPhase = proxyActivities<Activities>({
-      startToCloseTimeout: '30s',
-      scheduleToCloseTimeout: `${deadline}s`,
-      retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: `${Math.max(1, Math.min(10, Math.ceil(deadline / 4)))}s` },
+    const result = await removeUntilVerified(lease, why, timing, {
+      attempt: () => void state.removalAttempts++,
+      unverified: async (error, errorType) => {
+        state.lastError = error;
+        log.warn('revocation not verified within deadline', { grantId, deadlineSeconds: deadline });
+        setStatus('revocation_unverified', `removal not verified after ${deadline}s: ${error}; retrying`);
+        await book.markRevocationUnverified({ requestId, grantId, error, errorType, idempotencyKey: nextKey('revocation-unverified') });
+      },
+      // The operator sees the error in the details and the alert; retries continue.
+      stillFailing: (error) => {
+        state.lastError = error;
+        setCurrentDetails(renderDetails(state, `removal still unverified: ${error}; retrying`));
+      },
     });
-    const overdue = proxyActivities<Activities>({
-      startToCloseTimeout: '30s',
-      retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: `${timing.verifyMaxIntervalSeconds}s` },
-    });
-    const attempt = { ...lease, reason: why };
-    let result: Awaited<ReturnType<Activities['removeAndVerify']>> | undefined;
-    try {
-      state.removalAttempts++;
-      result = await firstPhase.removeAndVerify(attempt);
-    } catch (err) {
-      if (isCancellation(err)) throw err;
-      state.lastError = describe(err);
-      log.warn('revocation not verified within deadline', { grantId, deadlineSeconds: deadline });
-      setStatus('revocation_unverified', `removal not verified after ${deadline}s: ${state.lastError}; retrying`);
-      await book.markRevocationUnverified({ requestId, grantId, error: state.lastError, errorType: failureType(err), idempotencyKey: nextKey('revocation-unverified') });
-    }
-    while (!result) {
-      try {
-        state.removalAttempts++;
-        result = await overdue.removeAndVerify(attempt);
-      } catch (err) {
-        if (isCancellation(err)) throw err;
-        // Non-retryable target errors (e.g. PermissionDenied) still must not close the lease:
-        // wait, then try again; the operator sees the error in the details and the alert.
-        state.lastError = describe(err);
-        setCurrentDetails(renderDetails(state, `removal still unverified: ${state.lastError}; retrying`));
-        await sleep(`${timing.verifyMaxIntervalSeconds}s`);
-      }
-    }
     state.removalVerifiedAt = result.verifiedAt;
     if (!opts.closeLease) return; // a failed grant: the caller records the failure
     await book.completeRevocation({
@@ -504,6 +483,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     state.lastError = undefined;
     setStatus('revoked');
   }
+
 }
 
 interface ApprovalStage {
@@ -533,19 +513,6 @@ function stagesOf(p: PolicyResult & { approverIds?: string[]; approvalTimeoutSec
 async function finish(state: RequestStateView): Promise<RequestStateView> {
   await condition(allHandlersFinished);
   return state;
-}
-
-function failureType(err: unknown): string {
-  let e: unknown = err;
-  while (e instanceof ActivityFailure && e.cause) e = e.cause;
-  return e instanceof ApplicationFailure ? (e.type ?? 'ApplicationFailure') : e instanceof Error ? e.name : 'unknown';
-}
-
-function describe(err: unknown): string {
-  let e: unknown = err;
-  while (e instanceof ActivityFailure && e.cause) e = e.cause;
-  if (e instanceof ApplicationFailure) return `${e.type ?? 'Error'}: ${e.message}`;
-  return e instanceof Error ? e.message : String(e);
 }
 
 /** Markdown shown as "current details" in the Temporal UI. Opaque ids only. */

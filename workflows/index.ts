@@ -1,2 +1,3 @@
 // The only workflowsPath: every workflow type the worker registers is exported here.
 export { accessRequestWorkflow } from './access-request.js';
+export { identityWorkflow } from './identity.js';

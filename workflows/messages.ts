@@ -102,3 +102,41 @@ export const UpdateRejection = {
 } as const;
 
 export const accessRequestWorkflowId = (requestId: string) => `access-request/${requestId}`;
+
+// ---- identity lifecycle (HR joiner-mover-leaver) ------------------------------------------------
+
+export type HrEventType = 'joiner' | 'mover' | 'leaver' | 'rehire' | 'update';
+
+/** What the workflow learns of an HR event: ids and ordering only; the payload stays in the inbox. */
+export interface HrEventRef {
+  eventId: string;
+  type: HrEventType;
+  sequence: number;
+  effectiveAt: string;
+}
+
+export interface IdentityInput {
+  version: 1;
+  identityId: string;
+  timing: LifecycleTiming;
+  /** Carried across continue-as-new: events not yet due, ids already handled, timers. */
+  pending?: HrEventRef[];
+  seen?: string[];
+  reconcileAt?: number;
+  contractEndAt?: number;
+}
+
+export interface IdentityStateView {
+  identityId: string;
+  status: 'unknown' | 'active' | 'terminated' | 'suspended';
+  pendingEvents: HrEventRef[];
+  processed: number;
+  lastEvent?: { eventId: string; type: HrEventType; outcome: string };
+  birthrightReconcileAt?: string;
+  contractEndAt?: string;
+  leaver?: { eventId: string; phase: 'revoking' | 'verifying' | 'done'; grants: number };
+}
+
+export const hrEventSignal = defineSignal<[HrEventRef]>('hrEvent');
+export const identityStateQuery = defineQuery<IdentityStateView>('identityState');
+export const identityWorkflowId = (identityId: string) => `identity/${identityId}`;

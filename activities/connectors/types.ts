@@ -31,6 +31,12 @@ export interface Connector {
   check(m: Membership): Promise<CheckResult>;
   /** Every account holding `resource`, for reconciliation. */
   list(resource: string): Promise<string[]>;
+  /** Locks the account so it can no longer authenticate (leavers). Idempotent. */
+  disableAccount?(account: string): Promise<ChangeResult>;
+  /** Reverses disableAccount (rehire). Idempotent. */
+  enableAccount?(account: string): Promise<ChangeResult>;
+  /** Reads the target's truth about the account lock. */
+  accountDisabled?(account: string): Promise<{ disabled: boolean; exists: boolean }>;
   close(): Promise<void>;
 }
 

@@ -62,6 +62,29 @@ export class CompiledPolicy {
   ) {
     this.env = celEnvironment();
     for (const p of document.policies) for (const c of p.conditions) this.programs.set(c.when, this.env.parse(c.when));
+    for (const b of document.birthright) this.programs.set(b.when, this.env.parse(b.when));
+  }
+
+  /**
+   * The birthright entitlements a worker's attributes justify. A rule that cannot be evaluated
+   * for this worker grants nothing (fails closed) and is reported.
+   */
+  birthright(subject: PolicyContext['subject']): { entitlementIds: Set<string>; rules: string[]; errors: string[] } {
+    const out = new Set<string>();
+    const rules: string[] = [];
+    const errors: string[] = [];
+    const vars = { subject, requester: subject, entitlement: {}, system: {}, request: {} };
+    for (const b of this.document.birthright) {
+      try {
+        if (this.programs.get(b.when)!(vars) === true) {
+          rules.push(b.name);
+          for (const id of b.entitlementIds) out.add(id);
+        }
+      } catch (e) {
+        errors.push(`${b.name}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+    return { entitlementIds: out, rules, errors };
   }
 
   evaluate(ctx: PolicyContext, facts: PolicyFacts): PolicyDecision {
@@ -137,6 +160,8 @@ export class CompiledPolicy {
 /** Behaviour before any policy is loaded: one stage, the entitlement owner, as issue 2 shipped. */
 export const DEFAULT_POLICY: PolicyDocument = {
   apiVersion: 'accessloop/v1',
+  birthright: [],
+  moverGraceSeconds: 86400,
   policies: [{ name: 'default', appliesTo: {}, stages: [{ name: 'owner', approvers: ['entitlement_owner'], quorum: 1 }], extendRequiresApproval: false, conditions: [] }],
   sod: [],
 };

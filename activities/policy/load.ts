@@ -68,6 +68,15 @@ export function loadPolicyText(text: string): LoadResult {
       }
     }),
   );
+  parsed.data.birthright.forEach((b, bi) => {
+    const path = ['birthright', bi, 'when'];
+    try {
+      const checked = env.check(b.when);
+      if (!checked.valid) throw checked.error ?? new Error('invalid expression');
+    } catch (e) {
+      problems.push({ ...at(offsetOf(doc, path)), path: path.join('.'), message: `CEL: ${(e as Error).message.split('\n')[0]}` });
+    }
+  });
   const names = new Set<string>();
   parsed.data.policies.forEach((p, i) => {
     if (names.has(p.name)) problems.push({ ...at(offsetOf(doc, ['policies', i, 'name'])), path: `policies.${i}.name`, message: `duplicate policy name ${p.name}` });

@@ -91,8 +91,20 @@ export const sodRule = z
   .refine((r) => r.effect !== 'exception' || r.exceptionApprover, { message: 'an exception rule needs exceptionApprover', path: ['exceptionApprover'] });
 export type SodRule = z.infer<typeof sodRule>;
 
+export const birthrightRule = z.strictObject({
+  name: z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, 'lower-case rule name'),
+  /** CEL over `subject` (the worker as HR describes them): department, location, employment_type, job_code, kind. */
+  when: z.string().min(1).max(2000),
+  entitlementIds: z.array(uuid).min(1).max(100),
+});
+export type BirthrightRule = z.infer<typeof birthrightRule>;
+
 export const policyDocument = z.strictObject({
   apiVersion: z.literal('accessloop/v1'),
+  /** Access everyone matching a rule holds while the rule matches (joiners, movers); no approval. */
+  birthright: z.array(birthrightRule).max(1000).default([]),
+  /** How long a mover keeps birthright the new attributes no longer justify. */
+  moverGraceSeconds: z.number().int().min(0).max(90 * 86400).default(86400),
   /** The group whose members act as `security_team` (and receive escalations). */
   securityTeam: z.string().regex(/^group:[0-9a-f-]{36}$/i, 'group:<uuid>').optional(),
   policies: z.array(policyRule).min(1).max(2000),

@@ -57,7 +57,7 @@ export interface RequestFacts {
 const OPEN_REQUEST = ['pending_approval', 'scheduled', 'granting'] as const;
 const MAX_MANAGER_HOPS = 3;
 
-function identityVars(i: Identity) {
+export function identityVars(i: Identity) {
   return {
     id: i.id,
     kind: i.kind,
@@ -65,6 +65,7 @@ function identityVars(i: Identity) {
     department: i.department,
     location: i.location,
     employment_type: i.employmentType,
+    job_code: i.jobCode,
     manager_id: i.managerId,
     owner_id: i.ownerId,
     sponsor_id: i.sponsorId,

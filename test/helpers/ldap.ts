@@ -42,6 +42,22 @@ export function parseLdifValues(ldif: string, attr: string): string[] {
   return out;
 }
 
+/**
+ * Whether a simple bind as `dn` with `password` succeeds, checked with `ldapwhoami -x`:
+ * true on exit 0, false on invalidCredentials (exit 49, which is also what a
+ * ppolicy-locked account gets). Any other failure (connection refused, ...) rejects.
+ */
+export async function ldapBindWorks(url: string, dn: string, password: string): Promise<boolean> {
+  try {
+    await execFileAsync('ldapwhoami', ['-x', '-H', url, '-D', dn, '-w', password]);
+    return true;
+  } catch (err) {
+    const e = err as { code?: unknown; stderr?: string; message: string };
+    if (e.code === 49) return false;
+    throw new Error(`ldapwhoami failed (exit ${String(e.code)}): ${(e.stderr ?? e.message).trim()}`, { cause: err });
+  }
+}
+
 /** Applies an LDIF change record with `ldapmodify -x` (LDIF on stdin); resolves with stdout. */
 export function ldapModify(h: LdapAdminHandle, ldif: string): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -11,11 +11,18 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLdapConnector, ldapAccountFor, type LdapSystemConfig } from '../../activities/connectors/ldap/connector.js';
 import { canonicalDn, escapeDnValue, escapeFilterValue, normalizeDn, parseDn, renderAccountDn } from '../../activities/connectors/ldap/dn.js';
-import { DEMO_PLACEHOLDER_DN, DEMO_SUFFIX, demoGroupDn, demoSeedLdif, demoUserDn } from '../../activities/connectors/ldap/seed.js';
+import {
+  DEMO_PLACEHOLDER_DN,
+  DEMO_SUFFIX,
+  DEMO_USER_PASSWORD,
+  demoGroupDn,
+  demoSeedLdif,
+  demoUserDn,
+} from '../../activities/connectors/ldap/seed.js';
 import { startSlapd, type SlapdHandle } from '../../activities/connectors/ldap/slapd.js';
 import { ConnectorError, type Connector } from '../../activities/connectors/types.js';
 import { describeConnectorContract, expectConnectorError } from '../helpers/connector-contract.js';
-import { countMemberModifications, ldapModify, ldapsearchMembers } from '../helpers/ldap.js';
+import { countMemberModifications, ldapBindWorks, ldapModify, ldapsearchMembers } from '../helpers/ldap.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -364,5 +371,101 @@ describe('ldap connector specifics', () => {
       expect(caught).toBeInstanceOf(ConnectorError);
       expect((caught as ConnectorError).type).toBe('InvalidConfig');
     }
+  });
+});
+
+describe('ldap account disable (ppolicy pwdAccountLockedTime)', () => {
+  /** The connector's optional account methods, asserted present. */
+  function accounts(c: Connector) {
+    const { disableAccount, enableAccount, accountDisabled } = c;
+    if (!disableAccount || !enableAccount || !accountDisabled) throw new Error('LDAP connector lacks account disable/enable');
+    return {
+      disable: (a: string) => disableAccount.call(c, a),
+      enable: (a: string) => enableAccount.call(c, a),
+      disabled: (a: string) => accountDisabled.call(c, a),
+    };
+  }
+
+  /** pwdAccountLockedTime as stored, read with the CLI (operational: requested by name). */
+  const lockValues = (dn: string) => ldapsearchMembers(slapd, dn, 'pwdAccountLockedTime');
+
+  it('disable locks the account (bind fails, checked with ldapwhoami); enable unlocks it; both idempotent', async () => {
+    const c = accounts(connector());
+    const user = demoUserDn(SUFFIX, 'bob');
+    const other = demoUserDn(SUFFIX, 'carol');
+    expect(await ldapBindWorks(slapd.url, user, DEMO_USER_PASSWORD)).toBe(true);
+    expect(await ldapBindWorks(slapd.url, user, 'not-the-password')).toBe(false);
+    expect(await c.disabled(user)).toEqual({ exists: true, disabled: false });
+
+    const start = await logMarker();
+    expect(await c.disable(user)).toEqual({ changed: true });
+    expect(await c.disable(user)).toEqual({ changed: false });
+    const mid = await logMarker();
+    expect(countMemberModifications(slapd.logLines().slice(start.index, mid.index), user)).toBe(1);
+
+    expect(await lockValues(user)).toEqual(['000001010000Z']);
+    expect(await ldapBindWorks(slapd.url, user, DEMO_USER_PASSWORD)).toBe(false);
+    expect(await c.disabled(user)).toEqual({ exists: true, disabled: true });
+    // only that account: others still bind, the root DN still works (through the connector too)
+    expect(await ldapBindWorks(slapd.url, other, DEMO_USER_PASSWORD)).toBe(true);
+    expect(await c.disabled(other)).toEqual({ exists: true, disabled: false });
+    expect(await ldapBindWorks(slapd.url, ROOT_DN, ROOT_PASSWORD)).toBe(true);
+
+    expect(await c.enable(user)).toEqual({ changed: true });
+    expect(await c.enable(user)).toEqual({ changed: false });
+    const end = await logMarker();
+    expect(countMemberModifications(slapd.logLines().slice(mid.index, end.index), user)).toBe(1);
+
+    expect(await lockValues(user)).toEqual([]);
+    expect(await ldapBindWorks(slapd.url, user, DEMO_USER_PASSWORD)).toBe(true);
+    expect(await c.disabled(user)).toEqual({ exists: true, disabled: false });
+  });
+
+  it('turns a lock set behind its back with another value into the administrative lock', async () => {
+    const c = accounts(connector());
+    const user = demoUserDn(SUFFIX, 'dave');
+    await ldapModify(slapd, `dn: ${user}\nchangetype: modify\nreplace: pwdAccountLockedTime\npwdAccountLockedTime: 20200101000000Z\n`);
+    expect(await c.disabled(user)).toEqual({ exists: true, disabled: false });
+    expect(await c.disable(user)).toEqual({ changed: true });
+    expect(await lockValues(user)).toEqual(['000001010000Z']);
+    expect(await c.enable(user)).toEqual({ changed: true });
+    expect(await lockValues(user)).toEqual([]);
+    expect(await ldapBindWorks(slapd.url, user, DEMO_USER_PASSWORD)).toBe(true);
+  });
+
+  it('a missing account is NoSuchAccount for disable/enable and exists=false for accountDisabled', async () => {
+    const c = accounts(connector());
+    const missing = ldapAccountFor(config, { username: `gone-${randomUUID().slice(0, 8)}` });
+    for (const call of [() => c.disable(missing), () => c.enable(missing)]) {
+      const err = await expectConnectorError(call(), 'NoSuchAccount');
+      expect(err.retryable).toBe(false);
+    }
+    // missing parent too
+    const orphan = `uid=x,ou=nowhere-${randomUUID().slice(0, 8)},${SUFFIX}`;
+    await expectConnectorError(c.disable(orphan), 'NoSuchAccount');
+    expect(await c.disabled(missing)).toEqual({ exists: false, disabled: false });
+    expect(await c.disabled(orphan)).toEqual({ exists: false, disabled: false });
+  });
+
+  it('hostile or out-of-tree account DNs are refused before any network call', async () => {
+    const conn = connector(); // fresh: not connected yet
+    const c = accounts(conn);
+    const start = await logMarker();
+    for (const account of [
+      `uid=a\0,ou=people,${SUFFIX}`,
+      'x'.repeat(5000),
+      `uid=a,ou=people,${SUFFIX}`.padEnd(1025, 'x'),
+      '',
+      '(uid=*)',
+      'uid=alice,ou=people,dc=elsewhere,dc=test',
+    ]) {
+      await expectConnectorError(c.disable(account), 'InvalidInput');
+      await expectConnectorError(c.enable(account), 'InvalidInput');
+      await expectConnectorError(c.disabled(account), 'InvalidInput');
+    }
+    const end = await logMarker();
+    const between = slapd.logLines().slice(start.index + 1, end.index);
+    const foreign = between.filter((l) => /conn=\d+/.test(l) && !l.includes(`conn=${start.conn} `) && !l.includes(`conn=${end.conn} `));
+    expect(foreign).toEqual([]);
   });
 });

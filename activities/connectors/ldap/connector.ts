@@ -4,6 +4,12 @@
  * `resource` is the group DN, `account` the member DN. Every mutation reads first so
  * that repeated grants/revokes report changed=false without touching the directory,
  * and the typeOrValueExists / noSuchAttribute races are treated as "already done".
+ *
+ * Account disable/enable (leavers/rehires) uses the OpenLDAP ppolicy overlay:
+ * `pwdAccountLockedTime: 000001010000Z` locks the entry until the attribute is removed
+ * (binds as it fail with invalidCredentials). The server needs the ppolicy overlay with a
+ * policy of `pwdLockout: TRUE` applying to the account (see slapd.ts), and the bind DN
+ * needs write access to that operational attribute (the root DN has it).
  */
 import { Change, Attribute, Client, ResultCodeError } from 'ldapts';
 import { z } from 'zod';
@@ -11,6 +17,11 @@ import { ConnectorError, type ChangeResult, type CheckResult, type Connector, ty
 import { canonicalDn, isDnWithin, normalizeDn, parseDn, renderAccountDn } from './dn.js';
 
 export const MAX_DN_LENGTH = 1024;
+
+/** ppolicy operational attribute holding the lock; not returned unless requested by name. */
+const LOCK_ATTRIBUTE = 'pwdAccountLockedTime';
+/** pwdAccountLockedTime value meaning "locked by an administrator until removed". */
+export const ADMIN_LOCK_TIME = '000001010000Z';
 
 export const ldapSystemConfigSchema = z.object({
   url: z
@@ -297,6 +308,42 @@ export function createLdapConnector(config: LdapSystemConfig, secrets: LdapSecre
     }
   };
 
+  const validateAccount = (account: unknown): string => {
+    const dn = validateDn('account', account);
+    if (!isDnWithin(dn, cfg.baseDn)) {
+      throw new ConnectorError('InvalidInput', `account DN is not a valid DN under ${cfg.baseDn}`);
+    }
+    return dn;
+  };
+
+  const isNoSuchObject = (err: unknown): boolean => {
+    const cause = err instanceof ConnectorError ? err.cause : err;
+    return cause instanceof ResultCodeError && cause.code === RC.noSuchObject;
+  };
+
+  /** pwdAccountLockedTime values of the account; undefined when the entry does not exist. */
+  const readLock = async (account: string): Promise<string[] | undefined> => {
+    try {
+      return await run(`LDAP read of ${LOCK_ATTRIBUTE} on ${account}`, async (client) => {
+        const { searchEntries } = await client.search(account, {
+          scope: 'base',
+          filter: '(objectClass=*)',
+          // operational: only returned when asked for by name
+          attributes: [LOCK_ATTRIBUTE],
+          sizeLimit: 1,
+        });
+        const entry = searchEntries[0];
+        return entry ? valuesOf(entry, LOCK_ATTRIBUTE) : undefined;
+      });
+    } catch (err) {
+      if (isNoSuchObject(err)) return undefined;
+      throw err;
+    }
+  };
+
+  const noSuchAccount = (account: string, cause?: unknown) =>
+    new ConnectorError('NoSuchAccount', `LDAP account ${account} not found`, cause === undefined ? undefined : { cause });
+
   const findMember = async (m: { account: string; resource: string }): Promise<string | undefined> => {
     const wanted = normalizeDn(m.account);
     const members = await readMembers(m.resource);
@@ -359,6 +406,53 @@ export function createLdapConnector(config: LdapSystemConfig, secrets: LdapSecre
       // canonical spelling: slapd returns e.g. `uid=a\2Cb,...`; we return `uid=a\,b,...`,
       // which is what ldapAccountFor renders. Compare with normalizeDn for case.
       return members.filter((v) => placeholder === undefined || normalizeDn(v) !== placeholder).map(canonicalDn);
+    },
+
+    async disableAccount(input: string): Promise<ChangeResult> {
+      const account = validateAccount(input);
+      const lock = await readLock(account);
+      if (lock === undefined) throw noSuchAccount(account);
+      // any other value is an automatic (possibly expiring) lockout: make it permanent
+      if (lock.length === 1 && lock[0] === ADMIN_LOCK_TIME) return { changed: false };
+      try {
+        await run(`LDAP lock of ${account}`, (client) =>
+          client.modify(
+            account,
+            new Change({ operation: 'replace', modification: new Attribute({ type: LOCK_ATTRIBUTE, values: [ADMIN_LOCK_TIME] }) }),
+          ),
+        );
+      } catch (err) {
+        if (isNoSuchObject(err)) throw noSuchAccount(account, err instanceof ConnectorError ? err.cause : err);
+        throw err;
+      }
+      return { changed: true };
+    },
+
+    async enableAccount(input: string): Promise<ChangeResult> {
+      const account = validateAccount(input);
+      const lock = await readLock(account);
+      if (lock === undefined) throw noSuchAccount(account);
+      if (lock.length === 0) return { changed: false };
+      try {
+        await run(`LDAP unlock of ${account}`, (client) =>
+          client.modify(account, new Change({ operation: 'delete', modification: new Attribute({ type: LOCK_ATTRIBUTE }) })),
+        );
+      } catch (err) {
+        if (isNoSuchObject(err)) throw noSuchAccount(account, err instanceof ConnectorError ? err.cause : err);
+        const cause = err instanceof ConnectorError ? err.cause : undefined;
+        // removed concurrently: already in the wanted state
+        if (cause instanceof ResultCodeError && cause.code === RC.noSuchAttribute) return { changed: false };
+        throw err;
+      }
+      return { changed: true };
+    },
+
+    /** disabled = locked by an administrator (ADMIN_LOCK_TIME), i.e. what disableAccount sets. */
+    async accountDisabled(input: string): Promise<{ disabled: boolean; exists: boolean }> {
+      const account = validateAccount(input);
+      const lock = await readLock(account);
+      if (lock === undefined) return { exists: false, disabled: false };
+      return { exists: true, disabled: lock.includes(ADMIN_LOCK_TIME) };
     },
 
     async close(): Promise<void> {

@@ -2,6 +2,8 @@
  * Seed data for the demo directory (and the integration tests): the suffix entry,
  * ou=people with four users and ou=groups with three groupOfNames groups that each
  * hold only the placeholder member (groupOfNames requires at least one member).
+ * Every demo user has the password DEMO_USER_PASSWORD so that binds (and account
+ * disable) can be tried out.
  */
 import { parseDn } from './dn.js';
 
@@ -16,6 +18,12 @@ export function placeholderMemberDn(suffix: string): string {
 export const DEMO_PLACEHOLDER_DN = placeholderMemberDn(DEMO_SUFFIX);
 
 export const DEMO_USERS = ['alice', 'bob', 'carol', 'dave'] as const;
+
+/**
+ * Password of every demo user. DEMO ONLY: it is public, and stored in cleartext by the
+ * seed (slapadd bypasses ppolicy_hash_cleartext). Never use this seed for a real directory.
+ */
+export const DEMO_USER_PASSWORD = 'demo-password';
 export const DEMO_GROUPS = ['engineering', 'finance-readers', 'prod-admins'] as const;
 
 export function demoPeopleDn(suffix: string): string {
@@ -68,6 +76,7 @@ export function demoSeedLdif(suffix: string = DEMO_SUFFIX): string {
         'sn: Example',
         `givenName: ${capitalise(uid)}`,
         `mail: ${uid}@accessloop.test`,
+        `userPassword: ${DEMO_USER_PASSWORD}`,
       ].join('\n'),
     );
   }
