@@ -13,6 +13,7 @@ import { accessRequestRoutes } from './routes/access-requests.js';
 import { actionLinkRoutes } from './routes/action-links.js';
 import { approvalRoutes, catalogRoutes, identityRoutes, tokenRoutes } from './routes/operator.js';
 import { hrRoutes } from './routes/hr.js';
+import { kpiRoutes } from './routes/kpis.js';
 import { delegationRoutes, groupRoutes, policyRoutes } from './routes/policies.js';
 
 export interface AppDeps {
@@ -70,6 +71,7 @@ export function createApp(deps: AppDeps): Express {
   v1.use('/access-requests', requests.router);
   v1.use('/groups', groupRoutes(db));
   v1.use('/delegations', delegationRoutes(db));
+  v1.use('/metrics', kpiRoutes(db));
   v1.use('/approvals', approvalRoutes(db));
   v1.use('/identities', identityRoutes(db));
   const catalog = catalogRoutes(db);

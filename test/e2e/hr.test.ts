@@ -194,5 +194,22 @@ describe('HR joiner-mover-leaver', () => {
     expect(await ldapBindWorks(url, dave, DEMO_USER_PASSWORD)).toBe(true);
     expect((await identityByWorker('HR-DAVE'))!.status).toBe('active');
   });
+
+  it('reports time to revoke per leaver and the share of automated, verified removals', async () => {
+    expect((await s.call('GET', '/v1/metrics/kpis', tok.alice)).status).toBe(403);
+    const k = await s.call('GET', '/v1/metrics/kpis?windowDays=1', tok.operator);
+    expect(k.status).toBe(200);
+    const leavers = await s.tdb.db.select().from(hrEvents).where(eq(hrEvents.type, 'leaver'));
+    const done = leavers.filter((l) => l.completedAt);
+    expect(k.body.timeToRevoke.perLeaver.n).toBe(done.length);
+    const worst = Math.max(...done.map((l) => l.completedAt!.getTime() - l.receivedAt.getTime()));
+    expect(Math.abs(k.body.timeToRevoke.perLeaver.maxMs - worst)).toBeLessThanOrEqual(1);
+    const revoked = await s.tdb.db.select().from(grants).where(eq(grants.status, 'revoked'));
+    expect(k.body.removals.total).toBe(revoked.length);
+    expect(k.body.removals.automated).toBe(revoked.filter((g) => ['expired', 'leaver', 'mover', 'reconciliation'].includes(g.revokeReason ?? '')).length);
+    expect(k.body.removals.verifiedShare).toBe(revoked.filter((g) => g.removalVerifiedAt).length / revoked.length);
+    expect(k.body.orphanedAccess.activeGrantsOfInactiveIdentities).toBe(0);
+    expect((await s.call('GET', '/v1/metrics/kpis?windowDays=0', tok.operator)).status).toBe(400);
+  });
 });
 
