@@ -221,6 +221,15 @@ export function createHrActivities({ db, policies, connectors, onTarget }: HrDep
       return onAccounts(input.identityId, 'enable');
     },
 
+    /** A mover's requested (non-birthright) leases, to be re-approved by the new manager. */
+    async moverReviewTargets(input: { identityId: string }) {
+      const rows = await db
+        .select({ workflowId: accessRequests.workflowId })
+        .from(accessRequests)
+        .where(and(eq(accessRequests.subjectId, input.identityId), eq(accessRequests.status, 'active')));
+      return { requestWorkflowIds: rows.map((r) => r.workflowId) };
+    },
+
     /** Everything a leaver holds or has asked for: request workflows to signal, birthright grants to revoke. */
     async leaverTargets(input: { identityId: string }) {
       const requests = await db

@@ -190,6 +190,12 @@ export function createActivities(deps: ActivityDeps) {
       });
     },
 
+    /** The one-stage review of a mover's requested access: the subject's manager (with the usual substitutions). */
+    async reviewStages(input: { requestId: string; subjectId: string; requesterId: string; deadlineSeconds: number }) {
+      const stage = await deps.policies.reviewStage(input.requestId, input.deadlineSeconds);
+      return stage ? [{ name: stage.name, quorum: 1, timeoutSeconds: input.deadlineSeconds, requireComment: false, approverIds: stage.approverIds, onBehalfOf: stage.onBehalfOf }] : [];
+    },
+
     async recordAutoApproval(input: Keyed & { requestId: string; policyVersion: string; reason: string; fired: string[] }) {
       await db.transaction(async (tx) => {
         await setRequestStatus(tx, input.requestId, 'granting', { decidedAt: new Date(), policyVersion: input.policyVersion });
@@ -214,8 +220,8 @@ export function createActivities(deps: ActivityDeps) {
         onBehalfOf?: Record<string, string>;
         policyVersion: string;
         dueAt: string;
-        /** Extension re-approval: the request stays `active` meanwhile. */
-        purpose?: 'request' | 'extension';
+        /** Extension re-approval or a mover's review: the request stays `active` meanwhile. */
+        purpose?: 'request' | 'extension' | 'review';
       },
     ) {
       await db.transaction(async (tx) => {
@@ -233,11 +239,11 @@ export function createActivities(deps: ActivityDeps) {
             })),
           )
           .onConflictDoNothing();
-        if (input.purpose !== 'extension') await setRequestStatus(tx, input.requestId, 'pending_approval', { policyVersion: input.policyVersion });
+        if (!input.purpose || input.purpose === 'request') await setRequestStatus(tx, input.requestId, 'pending_approval', { policyVersion: input.policyVersion });
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
           ...BY_WORKFLOW,
-          action: input.purpose === 'extension' ? 'extension.stage_opened' : 'approval.stage_opened',
+          action: input.purpose && input.purpose !== 'request' ? `${input.purpose}.stage_opened` : 'approval.stage_opened',
           requestId: input.requestId,
           policyVersion: input.policyVersion,
           data: { stage: input.stage, stageName: input.stageName ?? 'owner', approverIds: input.approverIds, onBehalfOf: input.onBehalfOf ?? {}, dueAt: input.dueAt },
@@ -256,10 +262,10 @@ export function createActivities(deps: ActivityDeps) {
         /** Quorum reached (or rejected): the stage's other open tasks close. */
         stageComplete?: boolean;
         finalStage?: boolean;
-        purpose?: 'request' | 'extension';
+        purpose?: 'request' | 'extension' | 'review';
       },
     ) {
-      const forExtension = input.purpose === 'extension';
+      const forExtension = !!input.purpose && input.purpose !== 'request';
       const stageComplete = input.stageComplete ?? true;
       const finalStage = input.finalStage ?? true;
       const now = new Date();
@@ -282,7 +288,7 @@ export function createActivities(deps: ActivityDeps) {
           actorType: 'identity',
           actorId: input.approverId,
           action: forExtension
-            ? `extension.${input.decision === 'reject' ? 'rejected' : 'approval_recorded'}`
+            ? `${input.purpose}.${input.decision === 'reject' ? 'rejected' : 'approval_recorded'}`
             : input.decision === 'reject'
               ? 'request.rejected'
               : stageComplete && finalStage

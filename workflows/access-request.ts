@@ -20,8 +20,10 @@ import {
   type RevokeArgs,
   type RevokeReason,
   UpdateRejection,
+  type ReviewArgs,
   decideUpdate,
   extendUpdate,
+  reviewSignal,
   revokeSignal,
   stateQuery,
 } from './messages.js';
@@ -69,7 +71,8 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   /** The open stage's approval rows are committed; decisions are recorded only after that. */
   let stageRecorded = false;
   /** Stages run for the initial request or, while active, to approve an extension. */
-  let stagePurpose: 'request' | 'extension' = 'request';
+  let stagePurpose: 'request' | 'extension' | 'review' = 'request';
+  let pendingReview: ReviewArgs | undefined;
   let extendRequiresApproval = false;
   let pendingExtension: { actorId: string; durationSeconds: number; justification: string } | undefined;
   let noQuorumReason = '';
@@ -116,10 +119,10 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
         policyVersion: state.policyVersion ?? 'unknown',
         stageComplete: complete,
         finalStage: index === stageCount,
-        ...(stagePurpose === 'extension' ? { purpose: 'extension' as const } : {}),
+        ...(stagePurpose !== 'request' ? { purpose: stagePurpose } : {}),
         idempotencyKey: nextKey(`decision-${args.decision}`),
       });
-      if (stagePurpose === 'extension') return { status: rejected ? 'active' : complete && index === stageCount ? 'active' : 'pending_approval' };
+      if (stagePurpose !== 'request') return { status: rejected ? 'active' : complete && index === stageCount ? 'active' : 'pending_approval' };
       if (rejected) return { status: 'rejected' };
       return { status: complete && index === stageCount ? 'granting' : 'pending_approval' };
     },
@@ -182,6 +185,10 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
       },
     },
   );
+
+  setHandler(reviewSignal, (args) => {
+    if (!pendingReview && state.status === 'active') pendingReview = args;
+  });
 
   setHandler(revokeSignal, (args) => {
     // First revoke wins; later ones (a second click, a leaver after a manual revoke) change nothing.
@@ -287,13 +294,19 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   for (;;) {
     const seenExpiry = expiresAtMs;
     const woke = await condition(
-      () => revokeRequest !== undefined || expiresAtMs !== seenExpiry || pendingExtension !== undefined,
+      () => revokeRequest !== undefined || expiresAtMs !== seenExpiry || pendingExtension !== undefined || pendingReview !== undefined,
       Math.max(0, expiresAtMs - Date.now()),
     );
     if (revokeRequest !== undefined) break;
     if (pendingExtension) {
       await approveExtension(pendingExtension);
       pendingExtension = undefined;
+      if (revokeRequest !== undefined) break;
+      continue;
+    }
+    if (pendingReview) {
+      await review(pendingReview);
+      pendingReview = undefined;
       if (revokeRequest !== undefined) break;
       continue;
     }
@@ -352,13 +365,13 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
         onBehalfOf: next.onBehalfOf,
         policyVersion,
         dueAt,
-        ...(stagePurpose === 'extension' ? { purpose: 'extension' as const } : {}),
+        ...(stagePurpose !== 'request' ? { purpose: stagePurpose } : {}),
         idempotencyKey: nextKey('stage-opened'),
       });
       stageRecorded = true;
       const label = list.length > 1 ? `stage ${stageIndex}/${list.length} (${next.name}): ${next.quorum} approval(s) needed` : 'waiting for the entitlement owner';
       if (stagePurpose === 'request') setStatus('pending_approval', label);
-      else setCurrentDetails(renderDetails(state, `extension waiting for approval, ${label}`));
+      else setCurrentDetails(renderDetails(state, `${stagePurpose} waiting for approval, ${label}`));
       if (patched('notify-approvers')) notifyApprovers('approval.requested', eligible);
 
       const current = stage;
@@ -407,6 +420,20 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     notifier
       .notify({ event, requestId, stage: stageNumber, recipientIds, idempotencyKey: nextKey(event) })
       .catch((err) => log.warn('notification not delivered', { event, requestId, error: describeFailure(err) }));
+  }
+
+  /** A mover's access reviewed by their (new) manager; not approved in time → revoked as `mover`. */
+  async function review(args: ReviewArgs): Promise<void> {
+    const stages = await book.reviewStages({ requestId, subjectId: input.subjectId, requesterId: input.requesterId, deadlineSeconds: args.deadlineSeconds });
+    stagePurpose = 'review';
+    approvedBy.clear(); // a new decision about the same access
+    const outcome = stages.length ? await runStages(stages, 'review', expiresAtMs) : 'no_quorum';
+    stage = undefined;
+    stageNumber = 0;
+    stagePurpose = 'request';
+    if (outcome === 'approved' || outcome === 'withdrawn') return;
+    await book.closeExtension({ requestId, grantId, outcome: 'refused', reason: `mover review ${outcome === 'no_quorum' ? 'had no eligible reviewer' : outcome}`, idempotencyKey: nextKey('review-refused') });
+    revokeRequest ??= { reason: 'mover', actorId: 'review', comment: `not re-approved after a move (${outcome})` };
   }
 
   /** Re-approval of an extension (policy `extendRequiresApproval`): the lease stays active meanwhile. */

@@ -17,6 +17,7 @@ import {
   type RevokeReason,
   hrEventSignal,
   identityStateQuery,
+  reviewSignal,
   revokeSignal,
 } from './messages.js';
 import { describeFailure, removeUntilVerified } from './removal.js';
@@ -133,21 +134,33 @@ export async function identityWorkflow(input: IdentityInput): Promise<void> {
     details(`${e.type} #${e.sequence} applied`);
     // A rehire starts clean: accounts unlocked, birthright recomputed from the new attributes.
     if (e.type === 'rehire' || e.type === 'joiner') await target.enableAccounts({ identityId });
-    await reconcileBirthright(e.type === 'joiner' || e.type === 'rehire');
+    const graceSeconds = await reconcileBirthright(e.type === 'joiner' || e.type === 'rehire');
+    if (e.type === 'mover') {
+      // Requested access was justified by the old role: the new manager re-approves it within the grace period.
+      const { requestWorkflowIds } = await book.moverReviewTargets({ identityId });
+      await Promise.all(
+        requestWorkflowIds.map((id) =>
+          getExternalWorkflowHandle(id)
+            .signal(reviewSignal, { reason: 'mover', deadlineSeconds: Math.max(1, graceSeconds) })
+            .catch((err) => log.warn('request workflow not signalled for review', { workflowId: id, error: describeFailure(err) })),
+        ),
+      );
+    }
   }
 
   /** Grants what the attributes justify now; revokes what they no longer do (now, or after the mover grace). */
-  async function reconcileBirthright(revokeNow: boolean): Promise<void> {
+  async function reconcileBirthright(revokeNow: boolean): Promise<number> {
     const plan = await book.planBirthright({ identityId });
     if (plan.errors.length) log.warn('birthright rules could not be evaluated', { identityId, errors: plan.errors });
     await Promise.all(plan.grant.map((g) => target.grantBirthright({ identityId, entitlementId: g.entitlementId, grantId: g.grantId, rules: plan.rules, policyVersion: plan.policyVersion })));
-    if (plan.revoke.length === 0) return;
+    if (plan.revoke.length === 0) return plan.graceSeconds;
     if (revokeNow || plan.graceSeconds === 0) {
       await Promise.all(plan.revoke.map((g) => revokeBirthright(g, 'mover')));
-      return;
+      return plan.graceSeconds;
     }
     // Movers keep the old access for the grace period; the plan is recomputed when it ends.
     reconcileAt = Date.now() + plan.graceSeconds * 1000;
+    return plan.graceSeconds;
   }
 
   async function revokeBirthright(g: { grantId: string; entitlementId: string }, reason: RevokeReason): Promise<void> {

@@ -90,6 +90,14 @@ export interface RequestStateView {
 export const decideUpdate = defineUpdate<DecisionResult, [DecisionArgs]>('decide');
 export const extendUpdate = defineUpdate<ExtendResult, [ExtendArgs]>('extend');
 export const revokeSignal = defineSignal<[RevokeArgs]>('revoke');
+
+/** A mover's requested access goes back to the subject's (new) manager; unapproved by the deadline, it is revoked. */
+export interface ReviewArgs {
+  reason: 'mover';
+  /** Seconds the reviewer has before the lease is revoked. */
+  deadlineSeconds: number;
+}
+export const reviewSignal = defineSignal<[ReviewArgs]>('review');
 export const stateQuery = defineQuery<RequestStateView>('state');
 
 /** Stable failure types raised by update validators; the API maps them to HTTP statuses. */

@@ -253,6 +253,19 @@ export function createPolicyService(db: Db) {
       return { version: r.version, changed: true };
     },
 
+    /** The reviewer of a mover's requested access: the subject's manager, resolved like any stage. */
+    async reviewStage(requestId: string, timeoutSeconds: number): Promise<ResolvedStage | undefined> {
+      const [req] = await db.select().from(accessRequests).where(eq(accessRequests.id, requestId));
+      if (!req) return undefined;
+      const policy = await active();
+      const { subject, requester, ent, system } = await load({ requesterId: req.requesterId, subjectId: req.subjectId, entitlementId: req.entitlementId, durationSeconds: 0, justification: '' });
+      const stage = await resolveStage(
+        { name: 'manager-review', quorum: 1, timeoutSeconds, requireComment: false, approvers: ['manager'] },
+        { subject, requester: { ...requester, id: requester.id === subject.id ? '' : requester.id } as Identity, ent, system, doc: policy.document, now: new Date() },
+      );
+      return stage.approverIds.length ? stage : undefined;
+    },
+
     /** The duration a request gets when it names none: the policy's default, else the catalog item's. */
     async defaultDuration(entitlementId: string): Promise<number | undefined> {
       const [ent] = await db.select().from(entitlements).where(eq(entitlements.id, entitlementId));

@@ -211,5 +211,32 @@ describe('HR joiner-mover-leaver', () => {
     expect(k.body.orphanedAccess.activeGrantsOfInactiveIdentities).toBe(0);
     expect((await s.call('GET', '/v1/metrics/kpis?windowDays=0', tok.operator)).status).toBe(400);
   });
+
+  it('sends a mover’s requested access to the new manager: re-approved stays, the rest is revoked as mover', async () => {
+    const leases: string[] = [];
+    for (const e of [ent.engineering, ent['prod-admins']]) {
+      const r = await s.call('POST', '/v1/access-requests', tok.alice, { entitlementId: e, durationSeconds: 3600, justification: 'held before the move' });
+      await waitFor(async () => (await s.call('POST', `/v1/access-requests/${r.body.id}/decision`, tok.bob, { decision: 'approve' })).status === 200, 'approval');
+      await s.waitForStatus(r.body.id, ['active']);
+      leases.push(r.body.id);
+    }
+    const m = await send('mover', { id: 'HR-ALICE', department: 'finance', managerId: 'HR-BOB' }, { sequence: 1 });
+    await processed(m.body.eventId);
+    // The review tasks reach the new manager while both leases stay active.
+    await waitFor(async () => {
+      const items = (await s.call('GET', '/v1/approvals/pending', tok.bob)).body.items.map((i: { requestId: string }) => i.requestId);
+      return leases.every((id) => items.includes(id));
+    }, 'review tasks for bob');
+    expect((await s.call('POST', `/v1/access-requests/${leases[0]}/decision`, tok.bob, { decision: 'approve', comment: 'still needed in finance' })).status).toBe(200);
+    const revoked = await s.waitForStatus(leases[1]!, ['revoked'], 20_000);
+    expect(revoked.grant.revokeReason).toBe('mover');
+    expect(await s.ldapMembers('prod-admins')).not.toContain(s.userDn('alice'));
+    const kept = (await s.call('GET', `/v1/access-requests/${leases[0]}`, tok.operator)).body;
+    expect(kept.status).toBe('active');
+    expect(kept.timeline.map((t: { action: string }) => t.action)).toEqual(expect.arrayContaining(['review.stage_opened', 'review.approval_recorded']));
+    expect(await s.ldapMembers('engineering')).toContain(s.userDn('alice'));
+    await s.call('POST', `/v1/access-requests/${leases[0]}/revoke`, tok.operator, { reason: 'manual' });
+    await s.waitForStatus(leases[0]!, ['revoked']);
+  });
 });
 
