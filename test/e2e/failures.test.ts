@@ -1,4 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { eq } from 'drizzle-orm';
+import { grants, hrEvents } from '../../db/schema.js';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { demoGroupDn, DEMO_SUFFIX } from '../../activities/connectors/ldap/seed.js';
@@ -6,6 +9,8 @@ import { countMemberModifications } from '../helpers/ldap.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
 
 // The worker runs as a child process here, so it can be SIGKILLed like a crashed pod.
+const hrKey = randomBytes(24);
+const HR_SECRET = `whsec_${hrKey.toString('base64')}`;
 let s: Stack;
 let tok: Record<string, string>;
 const children = new Set<ChildProcess>();
@@ -41,7 +46,7 @@ async function kill(child: ChildProcess, signal: NodeJS.Signals) {
 }
 
 beforeAll(async () => {
-  s = await startStack({ worker: false });
+  s = await startStack({ worker: false, env: { ACCESSLOOP_HR_WEBHOOK_SECRETS: HR_SECRET } });
   tok = Object.fromEntries(Object.entries(s.catalog.tokens).map(([k, v]) => [k, v.token]));
 });
 afterEach(async () => {
@@ -119,4 +124,46 @@ describe('failure drills', () => {
     const grantEvents = done.timeline.filter((t: { action: string }) => t.action === 'grant.applied' || t.action === 'grant.removal_verified');
     expect(grantEvents.map((t: { data: { changed: boolean } }) => t.data.changed)).toEqual([true, true]);
   });
+
+  it('finishes a leaver after the worker is SIGKILLed mid-revocation, leaving nothing behind', async () => {
+    const ent = s.catalog.entitlements;
+    await s.call('PUT', '/v1/policies', tok.operator, JSON.stringify({
+      apiVersion: 'accessloop/v1',
+      birthright: [{ name: 'ops', when: 'subject.department == "ops"', entitlementIds: [ent.engineering, ent['finance-readers'], ent['prod-admins']] }],
+      policies: [{ name: 'default', stages: [{ name: 'owner', approvers: ['entitlement_owner'] }] }],
+    }), { 'content-type': 'application/json' });
+    const hrToken = (await s.call('POST', '/v1/tokens', tok.operator, { principalId: 'client:hr', roles: ['hr_system'] })).body.token;
+    const send = (body: object) => {
+      const raw = JSON.stringify(body);
+      const id = `msg_${randomUUID()}`;
+      const ts = Math.floor(Date.now() / 1000);
+      const sig = createHmac('sha256', hrKey).update(`${id}.${ts}.${raw}`).digest('base64');
+      return s.call('POST', '/v1/hr/events', hrToken, raw, { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': String(ts), 'webhook-signature': `v1,${sig}` });
+    };
+    const groups = ['engineering', 'finance-readers', 'prod-admins'] as const;
+    const first = await startWorkerProcess();
+    const joiner = await send({ type: 'joiner', sequence: 1, worker: { id: 'HR-CAROL', department: 'ops' } });
+    expect(joiner.status, JSON.stringify(joiner.body)).toBe(202);
+    for (const g of groups) await waitFor(async () => (await s.ldapMembers(g)).includes(s.userDn('carol')), `carol in ${g}`);
+    const before = Object.fromEntries(groups.map((g) => [g, countMemberModifications(s.slapd.logLines(), demoGroupDn(DEMO_SUFFIX, g))]));
+
+    // Directory down, leaver in: removals start and cannot finish while this worker lives.
+    await s.slapd.stop();
+    const leaver = await send({ type: 'leaver', sequence: 2, worker: { id: 'HR-CAROL' } });
+    expect(leaver.status).toBe(202);
+    await waitFor(async () => (await s.tdb.db.select().from(grants).where(eq(grants.identityId, joiner.body.identityId))).every((g) => g.status === 'revoking' || g.status === 'revocation_unverified'), 'removals in flight');
+    await kill(first, 'SIGKILL');
+    await s.slapd.start();
+    await startWorkerProcess();
+
+    const completed = await waitFor(async () => (await s.tdb.db.select().from(hrEvents).where(eq(hrEvents.id, leaver.body.eventId)))[0]?.completedAt, 'leaver completed after restart', 60_000);
+    expect(completed).toBeInstanceOf(Date);
+    for (const g of groups) expect(await s.ldapMembers(g)).not.toContain(s.userDn('carol'));
+    const rows = await s.tdb.db.select().from(grants).where(eq(grants.identityId, joiner.body.identityId));
+    expect(rows.map((g) => [g.status, g.revokeReason, g.removalVerifiedAt !== null])).toEqual(groups.map(() => ['revoked', 'leaver', true]));
+    // Exactly one delete per group in slapd's own log, despite the crash and the retries.
+    await waitFor(async () => groups.every((g) => countMemberModifications(s.slapd.logLines(), demoGroupDn(DEMO_SUFFIX, g)) - before[g]! >= 1), 'deletes logged', 5_000);
+    for (const g of groups) expect(countMemberModifications(s.slapd.logLines(), demoGroupDn(DEMO_SUFFIX, g)) - before[g]!).toBe(1);
+  });
 });
+
