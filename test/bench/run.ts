@@ -18,9 +18,10 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { NativeConnection, Worker, bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
 import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm';
-import { approvals, entitlements, grants, identities } from '../../db/schema.js';
+import { approvals, auditEvents, entitlements, grants, identities } from '../../db/schema.js';
 import { resolveTemporalBinary, startDevServer } from '../../temporal/dev-server.js';
 import { startStackAt, waitFor } from '../helpers/stack-core.js';
+import { HR_BENCH_SECRET, benchLeavers } from './leavers.js';
 import { minimalApprove, minimalState } from './minimal-workflow.js';
 
 const LEASES = Number(process.env.BENCH_LEASES ?? 200);
@@ -54,7 +55,11 @@ async function pool<T>(items: T[], n: number, fn: (item: T, i: number) => Promis
 const binary = await resolveTemporalBinary({ cliPath: process.env.TEMPORAL_CLI_PATH, say });
 const serverVersion = (await promisify(execFile)(binary, ['--version'])).stdout.trim();
 const server = await startDevServer({ binary, logDir: await mkdtemp(path.join(os.tmpdir(), 'accessloop-bench-')) });
-const s = await startStackAt({ temporalAddress: server.address });
+// Production timing: the test stack's 3 s verification deadline would flag slow-but-fine removals under load.
+const s = await startStackAt({
+  temporalAddress: server.address,
+  env: { ACCESSLOOP_HR_WEBHOOK_SECRETS: HR_BENCH_SECRET, ACCESSLOOP_REVOKE_VERIFY_DEADLINE_SECONDS: '300', ACCESSLOOP_VERIFY_MAX_INTERVAL_SECONDS: '60' },
+});
 const tok = Object.fromEntries(Object.entries(s.catalog.tokens).map(([k, v]) => [k, v.token])) as Record<string, string>;
 const ent = s.catalog.entitlements;
 const groups = ['engineering', 'finance-readers', 'prod-admins'] as const;
@@ -260,6 +265,10 @@ try {
   }
   const decideS = summary(decideMs);
 
+  // ---- 5. leavers (issue 4)
+  const leaverSection = await benchLeavers(s, say);
+
+  const unverifiedCount = await s.rt.db.$count(auditEvents, eq(auditEvents.action, 'grant.revocation_unverified'));
   const thr = { accessloop: LEASES / accessloopSeconds, minimal: LEASES / minimalSeconds };
   const lagS = summary(lag);
   const alS = summary(alLat);
@@ -278,6 +287,7 @@ comes from one run, on one private Temporal dev server, Postgres database and sl
 - machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}
 - Temporal: \`${serverVersion.replace(/\n/g, ' ')}\` (dev server, in-memory SQLite)
 - Postgres ${pgVersion}; OpenLDAP slapd (mdb); one worker in the bench process (100 activity slots)
+- production timing: verification deadline 300 s; revocations flagged unverified in this run: ${unverifiedCount}
 
 ## End-to-end request throughput (create → approve → grant verified)
 
@@ -341,6 +351,7 @@ mix employees, contractors, self-service and on-behalf requests.
 
 Outcomes of the pure evaluations: ${Object.entries(effects).map(([k, v]) => `${k} ${v}`).join(', ')}.
 
+${leaverSection}
 ## Reading the numbers
 
 - The throughput ratio prices what a real lease adds over a bare workflow of the same shape.

@@ -238,5 +238,23 @@ describe('HR joiner-mover-leaver', () => {
     await s.call('POST', `/v1/access-requests/${leases[0]}/revoke`, tok.operator, { reason: 'manual' });
     await s.waitForStatus(leases[0]!, ['revoked']);
   });
+
+  it('keeps a membership two grants justify until the last ends; a leaver ends them all', async () => {
+    const j = await send('joiner', { id: 'HR-JUNO', username: 'juno', department: 'engineering' }, { sequence: 1 });
+    await processed(j.body.eventId);
+    await waitFor(async () => (await s.ldapMembers('engineering')).includes(userDn('juno')), 'juno birthright');
+    const junoToken = (await s.call('POST', '/v1/tokens', tok.operator, { principalId: j.body.identityId, roles: ['requester'] })).body.token;
+    const req = await s.call('POST', '/v1/access-requests', junoToken, { entitlementId: ent.engineering, durationSeconds: 600, justification: 'same group, requested as well' });
+    await waitFor(async () => (await s.call('POST', `/v1/access-requests/${req.body.id}/decision`, tok.bob, { decision: 'approve' })).status === 200, 'approval');
+    await s.waitForStatus(req.body.id, ['active']);
+    await s.call('POST', `/v1/access-requests/${req.body.id}/revoke`, junoToken, { reason: 'manual' });
+    const ended = await s.waitForStatus(req.body.id, ['revoked']);
+    // The request's lease ended, but birthright still justifies the membership: it stays.
+    expect(ended.timeline.at(-1).action).toBe('grant.ended_membership_retained');
+    expect(await s.ldapMembers('engineering')).toContain(userDn('juno'));
+    const l = await send('leaver', { id: 'HR-JUNO' }, { sequence: 2 });
+    await waitFor(async () => (await s.tdb.db.select().from(hrEvents).where(eq(hrEvents.id, l.body.eventId)))[0]?.completedAt, 'juno leaver done');
+    expect(await s.ldapMembers('engineering')).not.toContain(userDn('juno'));
+  });
 });
 
