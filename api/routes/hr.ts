@@ -2,6 +2,7 @@ import type { Client } from '@temporalio/client';
 import { eq } from 'drizzle-orm';
 import express, { Router } from 'express';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
+import { canonicalJson } from '../../activities/audit.js';
 import { hrEventBody, type HrEventBody } from '../../activities/hr.js';
 import type { Db } from '../../db/client.js';
 import { hrEvents, identities } from '../../db/schema.js';
@@ -10,7 +11,7 @@ import { lifecycleTiming } from '../../temporal/config.js';
 import { hrEventSignal, identityWorkflowId, type HrEventRef, type IdentityInput } from '../../workflows/messages.js';
 import { IdentityRefKey } from '../../workflows/search-attributes.js';
 import { principalOf, requireRole } from '../auth.js';
-import { HttpError, badRequest, zodDetails } from '../errors.js';
+import { HttpError, badRequest, conflict, zodDetails } from '../errors.js';
 
 /**
  * `POST /v1/hr/events`: joiner/mover/leaver/rehire/update from an HR system. Order of work:
@@ -53,7 +54,11 @@ export function hrRoutes(deps: { db: Db; temporal: Client; config: Config }): Ro
 
     const stored = await db.transaction(async (tx) => {
       const [dupe] = await tx.select().from(hrEvents).where(eq(hrEvents.webhookId, headers['webhook-id']));
-      if (dupe) return { event: dupe, duplicate: true };
+      if (dupe) {
+        // The same delivery again is fine; a different event under a used id is refused, not silently dropped.
+        if (canonicalJson(dupe.payload) !== canonicalJson(body)) throw conflict('webhook_id_reused', 'this webhook-id was already used for a different event');
+        return { event: dupe, duplicate: true };
+      }
       const identityId = await identityFor(tx as unknown as Db, body);
       const [event] = await tx
         .insert(hrEvents)

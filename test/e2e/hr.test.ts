@@ -138,6 +138,14 @@ describe('HR joiner-mover-leaver', () => {
     expect(again.body.duplicate).toBe(true);
     const stale = await processed(again.body.eventId);
     expect(stale.outcome).toBe('stale');
+    // The same id reused for a different (validly signed) event is refused, and nothing is stored.
+    const before = await hrRows();
+    const other = JSON.stringify({ type: 'rehire', sequence: seq + 5, worker: { id: 'HR-ERIN' } });
+    const reused = await s.call('POST', '/v1/hr/events', hrToken, other, signed(other, newKey, { id: h['webhook-id'] }));
+    expect(reused.status).toBe(409);
+    expect(reused.body.error.code).toBe('webhook_id_reused');
+    expect(await hrRows()).toBe(before);
+    expect((await identityByWorker('HR-ERIN'))!.status).toBe('terminated');
   });
 
   it('keeps a leaver that arrives before its joiner, and ignores a mover after a leaver', async () => {
