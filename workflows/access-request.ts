@@ -157,6 +157,11 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   setHandler(
     extendUpdate,
     async (args) => {
+      // The API may see the grant verified (the DB row) a moment before this workflow does.
+      await condition(() => state.status !== 'granting');
+      if (state.status !== 'active' || revokeRequest) {
+        throw ApplicationFailure.nonRetryable(`request is ${state.status}, not active`, UpdateRejection.NotActive);
+      }
       if (extendRequiresApproval) {
         // Policy wants a fresh approval: the lease loop runs the stages; the expiry moves only if approved.
         pendingExtension = { actorId: args.actorId, durationSeconds: args.durationSeconds, justification: args.justification };
@@ -167,10 +172,10 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     },
     {
       validator: (args) => {
-        if (state.status !== 'active' || revokeRequest) {
+        if ((state.status !== 'active' && state.status !== 'granting') || revokeRequest) {
           throw ApplicationFailure.nonRetryable(`request is ${state.status}, not active`, UpdateRejection.NotActive);
         }
-        if (pendingExtension || stage) {
+        if (pendingExtension || (stage && state.status === 'active')) {
           throw ApplicationFailure.nonRetryable('an extension is already waiting for approval', UpdateRejection.NotActive);
         }
         if (!Number.isInteger(args.durationSeconds) || args.durationSeconds <= 0 || args.durationSeconds > maxDurationSeconds) {
