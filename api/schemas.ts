@@ -71,7 +71,7 @@ export const createIdentityBody = z
 
 export const createSystemBody = z.strictObject({
   name: z.string().trim().min(1).max(128),
-  kind: z.enum(['ldap']),
+  kind: z.enum(['ldap', 'postgres']),
   config: z.record(z.string(), z.unknown()),
   secretRefs: z.record(z.string(), z.string().regex(/^[A-Z][A-Z0-9_]{0,127}$/, 'must be an environment variable name')).default({}),
   ownerId: z.uuid(),

@@ -3,6 +3,7 @@ import { eq } from 'drizzle-orm';
 import type { Db } from '../../db/client.js';
 import { systems, type Identity, type System } from '../../db/schema.js';
 import { createLdapConnector, ldapAccountFor, ldapSystemConfigSchema } from './ldap/connector.js';
+import { createPostgresConnector, postgresAccountFor, postgresSystemConfigSchema } from './postgres/connector.js';
 import { ConnectorError, type Connector } from './types.js';
 
 /**
@@ -28,6 +29,12 @@ export const connectorKinds: Record<string, ConnectorKind> = {
     secrets: ['bindPassword'],
     create: (c, s) => createLdapConnector(ldapSystemConfigSchema.parse(c), { bindPassword: s.bindPassword ?? '' }),
     accountFor: (c, i) => ldapAccountFor(ldapSystemConfigSchema.parse(c), { username: i.username }),
+  },
+  postgres: {
+    parseConfig: (c) => postgresSystemConfigSchema.parse(c),
+    secrets: ['password'],
+    create: (c, s) => createPostgresConnector(postgresSystemConfigSchema.parse(c), { password: s.password ?? '' }),
+    accountFor: (c, i) => postgresAccountFor(postgresSystemConfigSchema.parse(c), { username: i.username }),
   },
 };
 

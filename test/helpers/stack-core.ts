@@ -36,6 +36,8 @@ export interface Stack {
 
 export interface StackOptions {
   temporalAddress: string;
+  /** Extra ACCESSLOOP_SECRET_* values the connectors may resolve (other targets). */
+  secrets?: Record<string, string>;
   /** Run the worker in this process (default) or leave it to a child process. */
   worker?: boolean;
   env?: Record<string, string>;
@@ -78,7 +80,7 @@ export async function startStackAt(opts: StackOptions): Promise<Stack> {
     ...opts.env,
   };
   const config = loadConfig({ ...baseEnv, PORT: '0' });
-  const secrets = { [LDAP_SECRET_ENV]: rootPassword };
+  const secrets = { [LDAP_SECRET_ENV]: rootPassword, ...opts.secrets };
   const rt = await startRuntime({ config, log: createLogger(process.env.TEST_LOG_LEVEL ?? 'error'), api: true, worker: opts.worker ?? true, env: secrets, say: () => {} });
   // The demo catalog without the demo policy: tests start from the built-in default (one owner stage).
   const catalog = await seedDemo(rt.db, { url: slapd.url, bindDn: rootDn, suffix: DEMO_SUFFIX, placeholderDn: DEMO_PLACEHOLDER_DN, secretEnv: LDAP_SECRET_ENV }, undefined, { policy: false });
