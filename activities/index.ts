@@ -17,6 +17,7 @@ import {
 import type { Logger } from '../temporal/logger.js';
 import { appendAudit, canonicalJson } from './audit.js';
 import { createHrActivities } from './hr.js';
+import { createReconciliationActivities } from './reconciliation.js';
 import type { ConnectorRegistry } from './connectors/registry.js';
 import { ConnectorError, type Connector, type Membership } from './connectors/types.js';
 import type { Metrics } from './metrics.js';
@@ -108,6 +109,7 @@ export function createActivities(deps: ActivityDeps) {
 
   return {
     ...createHrActivities({ db, policies: deps.policies, connectors, onTarget }),
+    ...createReconciliationActivities({ db, connectors, policies: deps.policies }),
 
     /**
      * Routes the request by the active policy: deny, auto-approve, or stages of resolved

@@ -5,6 +5,7 @@ import type { Metrics } from '../activities/metrics.js';
 import type { PolicyService } from '../activities/policy/service.js';
 import type { Db } from '../db/client.js';
 import type { Config } from '../temporal/config.js';
+import { ensureReconcileSchedule } from '../temporal/schedules.js';
 import type { Logger } from '../temporal/logger.js';
 import { authenticate } from './auth.js';
 import { errorHandler, notFoundHandler } from './errors.js';
@@ -14,6 +15,7 @@ import { actionLinkRoutes } from './routes/action-links.js';
 import { approvalRoutes, catalogRoutes, identityRoutes, tokenRoutes } from './routes/operator.js';
 import { hrRoutes } from './routes/hr.js';
 import { kpiRoutes } from './routes/kpis.js';
+import { reconciliationRoutes } from './routes/reconciliation.js';
 import { delegationRoutes, groupRoutes, policyRoutes } from './routes/policies.js';
 
 export interface AppDeps {
@@ -72,9 +74,11 @@ export function createApp(deps: AppDeps): Express {
   v1.use('/groups', groupRoutes(db));
   v1.use('/delegations', delegationRoutes(db));
   v1.use('/metrics', kpiRoutes(db));
+  v1.use('/reconciliation', reconciliationRoutes({ db, temporal, config }));
   v1.use('/approvals', approvalRoutes(db));
   v1.use('/identities', identityRoutes(db));
-  const catalog = catalogRoutes(db);
+  // Every registered system gets its reconciliation schedule.
+  const catalog = catalogRoutes(db, { onSystemCreated: (id) => ensureReconcileSchedule(temporal, config, id) });
   v1.use('/systems', catalog.systems);
   v1.use('/entitlements', catalog.entitlements);
   v1.use('/tokens', tokenRoutes(db));

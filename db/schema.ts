@@ -378,6 +378,38 @@ export const hrEvents = pgTable(
   (t) => [uniqueIndex('hr_event_webhook_uq').on(t.webhookId), index('hr_event_identity_idx').on(t.identityId)],
 );
 
+export const findingKind = pgEnum('finding_kind', ['orphaned_account', 'unauthorized_access', 'failed_revocation', 'missing_grant']);
+export const findingStatus = pgEnum('finding_status', ['open', 'remediated', 'resolved']);
+
+/** What reconciliation found on a target that the lifecycle did not explain. */
+export const reconciliationFindings = pgTable(
+  'reconciliation_finding',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    runId: text('run_id').notNull(),
+    systemId: uuid('system_id')
+      .notNull()
+      .references(() => systems.id),
+    entitlementId: uuid('entitlement_id')
+      .notNull()
+      .references(() => entitlements.id),
+    kind: findingKind('kind').notNull(),
+    /** The target-side account (a DN, a role name). */
+    account: text('account').notNull(),
+    identityId: uuid('identity_id').references(() => identities.id),
+    grantId: uuid('grant_id').references(() => grants.id),
+    status: findingStatus('status').notNull().default('open'),
+    detail: text('detail'),
+    detectedAt: ts('detected_at').notNull().defaultNow(),
+    remediatedAt: ts('remediated_at'),
+  },
+  (t) => [
+    index('reconciliation_finding_system_idx').on(t.systemId, t.status),
+    // One open finding per (entitlement, account, kind): reruns refresh rather than duplicate.
+    uniqueIndex('reconciliation_finding_open_uq').on(t.entitlementId, t.account, t.kind).where(sql`status = 'open'`),
+  ],
+);
+
 /** Messages to approvers and operators; action-link tokens are never stored, only who got one. */
 export const notifications = pgTable(
   'notification',

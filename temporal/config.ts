@@ -52,6 +52,8 @@ export const configSchema = z
     ACCESSLOOP_ACTION_LINK_TTL_SECONDS: seconds(24 * 3600),
     /** Standard Webhooks secrets HR events are signed with (comma-separated: several during rotation). */
     ACCESSLOOP_HR_WEBHOOK_SECRETS: optionalString,
+    /** How often each system is reconciled (a Temporal Schedule per system). */
+    ACCESSLOOP_RECONCILE_INTERVAL_MINUTES: z.coerce.number().int().min(1).max(7 * 24 * 60).default(60),
     /** YAML/JSON approval policy published at start when it differs from the active version. */
     ACCESSLOOP_POLICY_FILE: optionalString,
     ACCESSLOOP_BODY_LIMIT: z.string().default('64kb'),

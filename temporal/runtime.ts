@@ -17,6 +17,8 @@ import { connectClient, connectWorkerConnection, ensureSearchAttributes } from '
 import type { Config } from './config.js';
 import { freePort, resolveTemporalBinary, startDevServer, type DevServer } from './dev-server.js';
 import type { Logger } from './logger.js';
+import { systems } from '../db/schema.js';
+import { ensureReconcileSchedule } from './schedules.js';
 import { createWorker, installTemporalRuntime } from './worker.js';
 
 export interface RuntimeOptions {
@@ -135,6 +137,8 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     );
 
     const connectors = createConnectorRegistry({ db, env: connectorEnv });
+    // Reconciliation schedules for every system already registered (new ones get theirs on creation).
+    for (const s of await db.select({ id: systems.id }).from(systems)) await ensureReconcileSchedule(temporal, config, s.id);
     stops.push(() => connectors.close());
 
     // ---- Worker

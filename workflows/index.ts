@@ -1,3 +1,4 @@
 // The only workflowsPath: every workflow type the worker registers is exported here.
 export { accessRequestWorkflow } from './access-request.js';
 export { identityWorkflow } from './identity.js';
+export { reconciliationWorkflow } from './reconciliation.js';

@@ -3,6 +3,7 @@ import { eq } from 'drizzle-orm';
 import type { Db } from '../../db/client.js';
 import { systems, type Identity, type System } from '../../db/schema.js';
 import { createLdapConnector, ldapAccountFor, ldapSystemConfigSchema } from './ldap/connector.js';
+import { normalizeDn } from './ldap/dn.js';
 import { createPostgresConnector, postgresAccountFor, postgresSystemConfigSchema } from './postgres/connector.js';
 import { ConnectorError, type Connector } from './types.js';
 
@@ -21,6 +22,8 @@ interface ConnectorKind {
   create(config: unknown, secrets: Record<string, string>): Connector;
   /** The target-side account for an identity on this system. */
   accountFor(config: unknown, identity: Pick<Identity, 'username'>): string;
+  /** Comparable form of an account as `list` returns it (DNs compare case-insensitively). */
+  normalizeAccount(account: string): string;
 }
 
 export const connectorKinds: Record<string, ConnectorKind> = {
@@ -29,12 +32,15 @@ export const connectorKinds: Record<string, ConnectorKind> = {
     secrets: ['bindPassword'],
     create: (c, s) => createLdapConnector(ldapSystemConfigSchema.parse(c), { bindPassword: s.bindPassword ?? '' }),
     accountFor: (c, i) => ldapAccountFor(ldapSystemConfigSchema.parse(c), { username: i.username }),
+    normalizeAccount: (a) => normalizeDn(a),
   },
   postgres: {
     parseConfig: (c) => postgresSystemConfigSchema.parse(c),
     secrets: ['password'],
     create: (c, s) => createPostgresConnector(postgresSystemConfigSchema.parse(c), { password: s.password ?? '' }),
     accountFor: (c, i) => postgresAccountFor(postgresSystemConfigSchema.parse(c), { username: i.username }),
+    // Role names are case-sensitive once quoted: compare them as they are.
+    normalizeAccount: (a) => a,
   },
 };
 

@@ -103,6 +103,15 @@ export const policyDocument = z.strictObject({
   apiVersion: z.literal('accessloop/v1'),
   /** Access everyone matching a rule holds while the rule matches (joiners, movers); no approval. */
   birthright: z.array(birthrightRule).max(1000).default([]),
+  /** What reconciliation fixes by itself; anything else stays an open finding for the owner. */
+  reconciliation: z
+    .strictObject({
+      /** Remove members no grant explains: on privileged entitlements only, everywhere, or never. */
+      removeUnauthorized: z.enum(['privileged', 'all', 'none']).default('privileged'),
+      /** Re-drive removals the lifecycle ended but the target still shows. */
+      redriveFailedRevocations: z.boolean().default(true),
+    })
+    .default({ removeUnauthorized: 'privileged', redriveFailedRevocations: true }),
   /** How long a mover keeps birthright the new attributes no longer justify. */
   moverGraceSeconds: z.number().int().min(0).max(90 * 86400).default(86400),
   /** The group whose members act as `security_team` (and receive escalations). */

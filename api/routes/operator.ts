@@ -124,7 +124,7 @@ export function identityRoutes(db: Db): Router {
   return r;
 }
 
-export function catalogRoutes(db: Db): { systems: Router; entitlements: Router } {
+export function catalogRoutes(db: Db, hooks: { onSystemCreated?: (systemId: string) => Promise<void> } = {}): { systems: Router; entitlements: Router } {
   const sys = Router();
   sys.post('/', requireRole('operator'), validate({ body: createSystemBody }), async (req, res) => {
     const { body } = valid(res, { body: createSystemBody });
@@ -149,6 +149,7 @@ export function catalogRoutes(db: Db): { systems: Router; entitlements: Router }
       .values({ name: body.name, kind: body.kind, config: config as Record<string, unknown>, secretRefs: body.secretRefs, ownerId: body.ownerId })
       .returning()
       .catch(onUnique('a system with this name'));
+    await hooks.onSystemCreated?.(row!.id);
     res.status(201).json(row);
   });
 
