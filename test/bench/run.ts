@@ -22,6 +22,7 @@ import { approvals, auditEvents, entitlements, grants, identities } from '../../
 import { resolveTemporalBinary, startDevServer } from '../../temporal/dev-server.js';
 import { startStackAt, waitFor } from '../helpers/stack-core.js';
 import { HR_BENCH_SECRET, benchLeavers } from './leavers.js';
+import { benchReconciliation } from './reconcile.js';
 import { minimalApprove, minimalState } from './minimal-workflow.js';
 
 const LEASES = Number(process.env.BENCH_LEASES ?? 200);
@@ -267,6 +268,8 @@ try {
 
   // ---- 5. leavers (issue 4)
   const leaverSection = await benchLeavers(s, say);
+  // ---- 6. reconciliation (issue 5)
+  const reconcileSection = await benchReconciliation(s, say);
 
   const unverifiedCount = await s.rt.db.$count(auditEvents, eq(auditEvents.action, 'grant.revocation_unverified'));
   const thr = { accessloop: LEASES / accessloopSeconds, minimal: LEASES / minimalSeconds };
@@ -351,7 +354,7 @@ mix employees, contractors, self-service and on-behalf requests.
 
 Outcomes of the pure evaluations: ${Object.entries(effects).map(([k, v]) => `${k} ${v}`).join(', ')}.
 
-${leaverSection}
+${leaverSection}${reconcileSection}
 ## Reading the numbers
 
 - The throughput ratio prices what a real lease adds over a bare workflow of the same shape.
