@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adminUrl } from '../helpers/db.js';
-import { psqlCreateRole, psqlDropRolesWithPrefix, psqlRoleMembers } from '../helpers/postgres.js';
+import { psql, psqlCreateRole, psqlDropRolesWithPrefix, psqlRoleMembers } from '../helpers/postgres.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
 
 // Roles are cluster-wide in PostgreSQL: everything this file creates carries a per-run prefix.
@@ -10,6 +10,7 @@ const PG_SECRET = 'ACCESSLOOP_SECRET_TEST_PG';
 let s: Stack;
 let tok: Record<string, string>;
 let entitlementId: string;
+let systemId: string;
 
 beforeAll(async () => {
   s = await startStack({ secrets: { [PG_SECRET]: 'unused-under-trust-auth' } });
@@ -24,6 +25,7 @@ beforeAll(async () => {
     ownerId: s.catalog.identities.carol,
   });
   expect(sys.status, JSON.stringify(sys.body)).toBe(201);
+  systemId = sys.body.id;
   const e = await s.call('POST', '/v1/entitlements', tok.operator, {
     systemId: sys.body.id,
     name: 'Warehouse readers',
@@ -66,4 +68,22 @@ describe('a lease on a PostgreSQL role', () => {
     expect(r.status).toBe(400);
     expect(r.body.error.code).toBe('invalid_secret_ref');
   });
+
+  it('reconciles role memberships granted behind our back with psql', async () => {
+    await psqlCreateRole(adminUrl, `${prefix}bob`, { login: true });
+    await psqlCreateRole(adminUrl, `${prefix}ghost`, { login: true });
+    for (const r of [`${prefix}bob`, `${prefix}ghost`]) {
+      await psql(adminUrl, `select format('GRANT %I TO %I', :'g', :'r') \\gexec\n`, { g: `${prefix}readers`, r });
+    }
+    const run = await s.call('POST', '/v1/reconciliation/run', tok.operator, { systemId });
+    expect(run.status).toBe(202);
+    const counts = await s.rt.temporal.workflow.getHandle(run.body.workflowId).result();
+    expect(counts).toMatchObject({ memberships: 2, unauthorized_access: 1, orphaned_account: 1 });
+    const f = (await s.call('GET', `/v1/reconciliation/findings?systemId=${systemId}`, tok.operator)).body.items;
+    expect(f.map((x: { kind: string; account: string }) => [x.kind, x.account]).sort()).toEqual([
+      ['orphaned_account', `${prefix}ghost`],
+      ['unauthorized_access', `${prefix}bob`],
+    ]);
+  });
 });
+
