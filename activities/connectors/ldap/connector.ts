@@ -14,6 +14,7 @@
 import { Change, Attribute, Client, ResultCodeError } from 'ldapts';
 import { z } from 'zod';
 import { ConnectorError, type ChangeResult, type CheckResult, type Connector, type ConnectorErrorType, type Membership } from '../types.js';
+import { NETWORK_ERROR_CODES } from '../network.js';
 import { canonicalDn, isDnWithin, normalizeDn, parseDn, renderAccountDn } from './dn.js';
 
 export const MAX_DN_LENGTH = 1024;
@@ -131,22 +132,7 @@ const CODE_TYPES = new Map<number, ConnectorErrorType>([
   [RC.sizeLimitExceeded, 'Throttled'],
 ]);
 
-const NETWORK_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ECONNABORTED',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'EHOSTDOWN',
-  'ENETUNREACH',
-  'ENETDOWN',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'ENOTCONN',
-  'ERR_SOCKET_CLOSED',
-  'ERR_STREAM_DESTROYED',
-  'ERR_STREAM_WRITE_AFTER_END',
-]);
+const NETWORK_CODES = NETWORK_ERROR_CODES;
 
 function redact(message: string, secret: string): string {
   return secret ? message.split(secret).join('***') : message;

@@ -25,6 +25,7 @@
 import postgres from 'postgres';
 import { z } from 'zod';
 import { ConnectorError, type ChangeResult, type CheckResult, type Connector, type ConnectorErrorType, type Membership } from '../types.js';
+import { NETWORK_ERROR_CODES } from '../network.js';
 
 /** NAMEDATALEN - 1: longer identifiers are silently truncated by the server. */
 export const MAX_ROLE_NAME_BYTES = 63;
@@ -109,27 +110,8 @@ export function postgresAccountFor(config: Pick<PostgresSystemConfigInput, 'acco
 // ---------------------------------------------------------------------------------------
 // Error classification
 
-const NETWORK_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ECONNABORTED',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'EHOSTDOWN',
-  'ENETUNREACH',
-  'ENETDOWN',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'ENOTCONN',
-  'ENOENT', // unix socket path missing: server not running
-  'ERR_SOCKET_CLOSED',
-  'ERR_STREAM_DESTROYED',
-  'ERR_STREAM_WRITE_AFTER_END',
-  // postgres.js
-  'CONNECTION_CLOSED',
-  'CONNECTION_DESTROYED',
-  'CONNECTION_ENDED',
-]);
+// A unix socket path that is missing means the server is not running.
+const NETWORK_CODES: ReadonlySet<string> = new Set([...NETWORK_ERROR_CODES, 'ENOENT']);
 
 const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'CONNECT_TIMEOUT']);
 
