@@ -27,23 +27,14 @@ import {
   revokeSignal,
   stateQuery,
 } from './messages.js';
+import { BOOKKEEPING, TARGET_WRITE } from './activity-options.js';
 import { describeFailure, removeUntilVerified } from './removal.js';
 import { AccessExpiresAtKey, AccessStateKey } from './search-attributes.js';
 
 type Activities = ReturnType<typeof createActivities>;
 
-// Bookkeeping in our own database: fast, idempotent, retried until it lands.
-const book = proxyActivities<Activities>({
-  startToCloseTimeout: '15s',
-  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
-});
-
-// A write to the target system: idempotent by contract, bounded so a dead target fails the grant.
-const targetWrite = proxyActivities<Activities>({
-  startToCloseTimeout: '30s',
-  scheduleToCloseTimeout: '10m',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
-});
+const book = proxyActivities<Activities>(BOOKKEEPING);
+const targetWrite = proxyActivities<Activities>(TARGET_WRITE);
 
 // Notifications never hold up a lease: bounded retries, not awaited by the lifecycle.
 const notifier = proxyActivities<Activities>({

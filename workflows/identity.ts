@@ -20,19 +20,13 @@ import {
   reviewSignal,
   revokeSignal,
 } from './messages.js';
+import { BOOKKEEPING, TARGET_WRITE } from './activity-options.js';
 import { describeFailure, removeUntilVerified } from './removal.js';
 
 type Activities = ReturnType<typeof createActivities>;
 
-const book = proxyActivities<Activities>({
-  startToCloseTimeout: '15s',
-  retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
-});
-const target = proxyActivities<Activities>({
-  startToCloseTimeout: '30s',
-  scheduleToCloseTimeout: '10m',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
-});
+const book = proxyActivities<Activities>(BOOKKEEPING);
+const target = proxyActivities<Activities>(TARGET_WRITE);
 // A leaver is done only when every removal is verified: this read is retried until it is.
 const untilRemoved = proxyActivities<Activities>({
   startToCloseTimeout: '15s',

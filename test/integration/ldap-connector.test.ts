@@ -22,6 +22,7 @@ import {
 import { startSlapd, type SlapdHandle } from '../../activities/connectors/ldap/slapd.js';
 import { ConnectorError, type Connector } from '../../activities/connectors/types.js';
 import { describeConnectorContract, expectConnectorError } from '../helpers/connector-contract.js';
+import { withSilentServer } from '../helpers/silent-server.js';
 import { countMemberModifications, ldapBindWorks, ldapModify, ldapsearchMembers } from '../helpers/ldap.js';
 
 const execFileAsync = promisify(execFile);
@@ -339,25 +340,13 @@ describe('ldap connector specifics', () => {
   });
 
   it('maps a server that accepts TCP but never answers to Timeout within the configured timeout', async () => {
-    const net = await import('node:net');
-    const sockets = new Set<import('node:net').Socket>();
-    const server = net.createServer((s) => {
-      sockets.add(s);
-      s.on('error', () => undefined);
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    try {
-      const addr = server.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
+    await withSilentServer(async (port) => {
       const c = connector({ url: `ldap://127.0.0.1:${port}`, timeoutMs: 300 });
       const started = Date.now();
       const err = await expectConnectorError(c.check({ account: demoUserDn(SUFFIX, 'alice'), resource: FINANCE }), 'Timeout');
       expect(err.retryable).toBe(true);
       expect(Date.now() - started).toBeLessThan(300 + 2000);
-    } finally {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(() => r(undefined)));
-    }
+    });
   });
 
   it('rejects an invalid configuration', () => {

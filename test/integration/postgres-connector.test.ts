@@ -21,6 +21,7 @@ import {
 } from '../../activities/connectors/postgres/connector.js';
 import { ConnectorError, type Connector } from '../../activities/connectors/types.js';
 import { describeConnectorContract, expectConnectorError } from '../helpers/connector-contract.js';
+import { withSilentServer } from '../helpers/silent-server.js';
 import {
   loginUrl,
   psql,
@@ -377,15 +378,7 @@ describe('postgres connector', () => {
   });
 
   it('a server that accepts TCP but never answers is Timeout within the configured timeout', async () => {
-    const sockets = new Set<net.Socket>();
-    const server = net.createServer((s) => {
-      sockets.add(s);
-      s.on('error', () => undefined);
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    try {
-      const addr = server.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
+    await withSilentServer(async (port) => {
       const c = connector({ port, timeoutMs: 300 });
       for (const call of [() => c.check({ account: `${PREFIX}x`, resource: READERS }), () => c.list(READERS)]) {
         const started = Date.now();
@@ -393,10 +386,7 @@ describe('postgres connector', () => {
         expect(err.retryable).toBe(true);
         expect(Date.now() - started).toBeLessThan(300 + 2000);
       }
-    } finally {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(() => r(undefined)));
-    }
+    });
   });
 
   it('a statement blocked past the timeout is a retryable Timeout, and the connector recovers', async () => {
