@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/activity';
-import { and, eq, inArray, ne } from 'drizzle-orm';
+import { and, eq, inArray, ne, sql } from 'drizzle-orm';
 import { ZodError } from 'zod';
 import type { Db } from '../db/client.js';
 import {
@@ -10,7 +10,10 @@ import {
   entitlements,
   grants,
   identities,
+  credentials,
   type Entitlement,
+  type Identity,
+  type System,
   type RequestStatus,
   type RevokeReason,
 } from '../db/schema.js';
@@ -19,7 +22,8 @@ import { appendAudit, canonicalJson } from './audit.js';
 import { createHrActivities } from './hr.js';
 import { createReconciliationActivities } from './reconciliation.js';
 import type { ConnectorRegistry } from './connectors/registry.js';
-import { ConnectorError, type Connector, type Membership } from './connectors/types.js';
+import { ConnectorError, type Connector, type IssuedCredential, type Membership } from './connectors/types.js';
+import { endCredentials, storeCredential, type CredentialRef, type CredentialVault } from './credentials.js';
 import type { Metrics } from './metrics.js';
 import type { Notifier, NotifyInput } from './notifications.js';
 import type { PolicyService } from './policy/service.js';
@@ -31,6 +35,8 @@ export interface ActivityDeps {
   connectors: ConnectorRegistry;
   log: Logger;
   metrics: Metrics;
+  /** Seals issued credentials until their owner reads them once. */
+  vault: CredentialVault;
 }
 
 interface Keyed {
@@ -60,6 +66,31 @@ function toFailure(err: unknown): unknown {
   return err;
 }
 
+/**
+ * Whether a grant of this entitlement issues a credential: SSH CA grants are certificates;
+ * a PostgreSQL entitlement with `attributes.credential = "password"` makes the subject (a
+ * service account) a login role with a generated password for the lease.
+ */
+export function credentialModeOf(system: Pick<System, 'kind'>, entitlement: Pick<Entitlement, 'attributes'>): 'password' | 'certificate' | undefined {
+  if (system.kind === 'ssh_ca') return 'certificate';
+  if (entitlement.attributes?.credential === 'password') return 'password';
+  return undefined;
+}
+
+/** The subject's registered SSH public key (PUT /v1/identities/:id/ssh-public-key). */
+function sshPublicKeyOf(identity: Pick<Identity, 'attributes'>): string | undefined {
+  const key = identity.attributes?.sshPublicKey;
+  return typeof key === 'string' && key.length > 0 ? key : undefined;
+}
+
+interface LeaseContext {
+  connector: Connector;
+  m: Membership;
+  identity: Identity;
+  entitlement: Entitlement;
+  system: System;
+}
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** API actors are identity ids or `client:<name>`; the workflow itself is `system`; anything else came from a Temporal UI signal. */
@@ -76,7 +107,7 @@ export function policyVersionOf(e: Pick<Entitlement, 'id' | 'approvalPolicy' | '
 }
 
 export function createActivities(deps: ActivityDeps) {
-  const { db, connectors, log, metrics } = deps;
+  const { db, connectors, log, metrics, vault } = deps;
 
   async function loadLease(l: Pick<LeaseRef, 'subjectId' | 'entitlementId'>) {
     const [identity] = await db.select().from(identities).where(eq(identities.id, l.subjectId));
@@ -86,20 +117,66 @@ export function createActivities(deps: ActivityDeps) {
     return { identity, entitlement };
   }
 
-  /** Resolves the connector and the membership for a lease, then runs one target operation. */
-  async function onTarget<T>(l: Pick<LeaseRef, 'subjectId' | 'entitlementId'>, op: string, fn: (c: Connector, m: Membership) => Promise<T>): Promise<T> {
+  /** Resolves the connector, the membership and the catalog rows for a lease, then runs target operations. */
+  async function onLease<T>(l: Pick<LeaseRef, 'subjectId' | 'entitlementId'>, op: string, fn: (ctx: LeaseContext) => Promise<T>): Promise<T> {
     const { identity, entitlement } = await loadLease(l);
     let kind = 'unknown';
     try {
       const { connector, accountFor, system } = await connectors.forSystem(entitlement.systemId);
       kind = system.kind;
-      const result = await fn(connector, { account: accountFor(identity), resource: entitlement.resource });
+      const result = await fn({ connector, m: { account: accountFor(identity), resource: entitlement.resource }, identity, entitlement, system });
       metrics.targetCalls.inc({ kind, op, outcome: 'ok' });
       return result;
     } catch (err) {
       metrics.targetCalls.inc({ kind, op, outcome: err instanceof ConnectorError ? err.type : 'error' });
       throw toFailure(err);
     }
+  }
+
+  /** One target operation on a lease's membership. */
+  function onTarget<T>(l: Pick<LeaseRef, 'subjectId' | 'entitlementId'>, op: string, fn: (c: Connector, m: Membership) => Promise<T>): Promise<T> {
+    return onLease(l, op, ({ connector, m }) => fn(connector, m));
+  }
+
+  /**
+   * Issues (or re-issues) the lease's credential on the target. A password is a new login
+   * secret for the account; a certificate is a new grant of the principal for the subject's key
+   * (the previous certificate, if any, goes to the KRL first).
+   */
+  async function issueOnTarget(ctx: LeaseContext, notAfter: Date, opts: { replace: boolean }): Promise<{ changed: boolean; issued: IssuedCredential | undefined }> {
+    const { connector, m, system, entitlement, identity } = ctx;
+    const mode = credentialModeOf(system, entitlement);
+    if (mode === 'password') {
+      if (!connector.issueCredential) throw new ConnectorError('InvalidConfig', `${system.kind} systems cannot issue password credentials`);
+      return { changed: true, issued: await connector.issueCredential(m.account, { notAfter }) };
+    }
+    if (mode === 'certificate') {
+      const publicKey = sshPublicKeyOf(identity);
+      if (!publicKey) throw new ConnectorError('NoSuchAccount', 'the subject has no SSH public key registered (PUT /v1/identities/:id/ssh-public-key)');
+      if (opts.replace) await connector.revoke(m);
+      const g = await connector.grant(m, { notAfter, publicKey });
+      return { changed: g.changed, issued: g.credential };
+    }
+    return { changed: false, issued: undefined };
+  }
+
+  /** Another live grant of the same identity that also relies on its login credential on this system. */
+  async function otherPasswordGrant(identityId: string, systemId: string, grantId: string): Promise<string | undefined> {
+    const [row] = await db
+      .select({ id: grants.id })
+      .from(grants)
+      .innerJoin(entitlements, eq(entitlements.id, grants.entitlementId))
+      .where(
+        and(
+          eq(grants.identityId, identityId),
+          eq(entitlements.systemId, systemId),
+          ne(grants.id, grantId),
+          inArray(grants.status, ['granting', 'active']),
+          sql`${entitlements.attributes}->>'credential' = 'password'`,
+        ),
+      )
+      .limit(1);
+    return row?.id;
   }
 
   async function setRequestStatus(tx: Pick<Db, 'update'>, requestId: string | undefined, status: RequestStatus, extra: Partial<typeof accessRequests.$inferInsert> = {}) {
@@ -343,7 +420,21 @@ export function createActivities(deps: ActivityDeps) {
         .insert(grants)
         .values({ id: input.grantId, identityId: input.subjectId, entitlementId: input.entitlementId, requestId: input.requestId, source: 'request', status: 'granting' })
         .onConflictDoNothing();
-      const { changed } = await onTarget(input, 'grant', (c, m) => c.grant(m));
+      // A credential issued for the lease ends with it (the workflow revokes at expiry anyway;
+      // this bounds the credential if the workflow could not).
+      const [request] = input.requestId
+        ? await db.select({ seconds: accessRequests.requestedDurationSeconds }).from(accessRequests).where(eq(accessRequests.id, input.requestId))
+        : [];
+      const notAfter = new Date(Date.now() + (request?.seconds ?? 86_400) * 1000);
+      const { changed, issued, identity } = await onLease(input, 'grant', async (ctx) => {
+        // A login credential first: the role must exist before it can be granted anything.
+        const mode = credentialModeOf(ctx.system, ctx.entitlement);
+        const pre = mode === 'password' ? await issueOnTarget(ctx, notAfter, { replace: false }) : undefined;
+        const post = mode === 'certificate' ? await issueOnTarget(ctx, notAfter, { replace: false }) : undefined;
+        const membership = mode === 'certificate' ? { changed: post!.changed } : await ctx.connector.grant(ctx.m);
+        return { changed: membership.changed, issued: pre?.issued ?? post?.issued, identity: ctx.identity };
+      });
+      let credential: CredentialRef | undefined;
       await db.transaction(async (tx) => {
         // Only the first successful call records whether we changed the target; a retry that finds
         // the membership already present must not overwrite it.
@@ -351,6 +442,7 @@ export function createActivities(deps: ActivityDeps) {
         if (row?.grantedAt == null) {
           await tx.update(grants).set({ grantedAt: new Date(), targetChanged: changed }).where(eq(grants.id, input.grantId));
         }
+        if (issued) credential = await storeCredential(tx, vault, { grantId: input.grantId, identity, issued });
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
           ...BY_WORKFLOW,
@@ -358,17 +450,81 @@ export function createActivities(deps: ActivityDeps) {
           requestId: input.requestId,
           grantId: input.grantId,
           identityId: input.subjectId,
-          data: { changed },
+          data: { changed, ...(credential ? { credentialId: credential.id, credentialKind: credential.kind, credentialNotAfter: credential.notAfter } : {}) },
         });
       });
-      return { changed };
+      // Only the reference goes back to the workflow: the material stays sealed in our database.
+      return credential ? { changed, credential } : { changed };
+    },
+
+    /**
+     * A new secret (or certificate) for an active lease; the old one stops working. The material
+     * is sealed for the owner's one-time read; the workflow gets the reference.
+     */
+    async rotateCredential(input: Keyed & LeaseRef & { actorId: string }): Promise<CredentialRef> {
+      const [g] = await db.select().from(grants).where(eq(grants.id, input.grantId));
+      if (!g || g.status !== 'active' || !g.expiresAt) throw ApplicationFailure.nonRetryable('the grant is not active', 'NotActive');
+      const notAfter = g.expiresAt;
+      const { issued, identity } = await onLease(input, 'rotate', async (ctx) => ({ ...(await issueOnTarget(ctx, notAfter, { replace: true })), identity: ctx.identity }));
+      if (!issued) throw ApplicationFailure.nonRetryable('this grant has no credential to rotate', 'NoCredential');
+      return db.transaction(async (tx) => {
+        const ref = await storeCredential(tx, vault, { grantId: input.grantId, identity, issued });
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          actorType: actorTypeOf(input.actorId),
+          actorId: input.actorId,
+          action: 'credential.rotated',
+          requestId: input.requestId,
+          grantId: input.grantId,
+          identityId: input.subjectId,
+          data: { credentialId: ref.id, credentialKind: ref.kind, credentialNotAfter: ref.notAfter },
+        });
+        return ref;
+      });
+    },
+
+    /**
+     * Follows an extended lease: a password's VALID UNTIL moves; a certificate's validity is
+     * fixed, so a new one is issued (delivered like the first) and the old one revoked.
+     */
+    async renewCredential(input: Keyed & LeaseRef & { notAfter: string }): Promise<CredentialRef | undefined> {
+      const notAfter = new Date(input.notAfter);
+      const outcome = await onLease(input, 'renew', async (ctx) => {
+        const mode = credentialModeOf(ctx.system, ctx.entitlement);
+        if (mode === 'password') {
+          if (!ctx.connector.extendCredential) throw new ConnectorError('InvalidConfig', `${ctx.system.kind} systems cannot extend credentials`);
+          await ctx.connector.extendCredential(ctx.m.account, { notAfter });
+          return { identity: ctx.identity, issued: undefined, mode };
+        }
+        return { identity: ctx.identity, mode, ...(await issueOnTarget(ctx, notAfter, { replace: true })) };
+      });
+      return db.transaction(async (tx) => {
+        let ref: CredentialRef | undefined;
+        if (outcome.issued) ref = await storeCredential(tx, vault, { grantId: input.grantId, identity: outcome.identity, issued: outcome.issued });
+        else await tx.update(credentials).set({ notAfter }).where(and(eq(credentials.grantId, input.grantId), eq(credentials.status, 'active')));
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          ...BY_WORKFLOW,
+          action: 'credential.renewed',
+          requestId: input.requestId,
+          grantId: input.grantId,
+          identityId: input.subjectId,
+          data: { credentialNotAfter: input.notAfter, ...(ref ? { credentialId: ref.id } : {}) },
+        });
+        return ref;
+      });
     },
 
     /** Reads the target back; the lease starts only once the membership is really there. */
     async verifyGranted(input: Keyed & LeaseRef & { expiresAt: string }) {
       const [row] = await db.select().from(grants).where(eq(grants.id, input.grantId));
       if (row?.grantVerifiedAt && row.expiresAt) return { verifiedAt: row.grantVerifiedAt.toISOString(), expiresAt: row.expiresAt.toISOString() };
-      const { present } = await onTarget(input, 'check', (c, m) => c.check(m));
+      const { present } = await onLease(input, 'check', async (ctx) => {
+        const { present } = await ctx.connector.check(ctx.m);
+        if (!present || credentialModeOf(ctx.system, ctx.entitlement) !== 'password' || !ctx.connector.credentialActive) return { present };
+        // A login credential is part of the grant: it must be live too.
+        return { present: (await ctx.connector.credentialActive(ctx.m.account)).active };
+      });
       if (!present) throw ApplicationFailure.retryable('membership not yet visible on the target', 'GrantNotVerified');
       const verifiedAt = new Date();
       const expiresAt = new Date(input.expiresAt);
@@ -444,17 +600,24 @@ export function createActivities(deps: ActivityDeps) {
         )
         .limit(1);
       if (other) return { changed: false, retainedBy: other.id, verifiedAt: new Date().toISOString() };
-      return onTarget(input, 'revoke', async (connector, m) => {
+      return onLease(input, 'revoke', async ({ connector, m, system, entitlement, identity }) => {
+        let changed = false;
         try {
-          const { changed } = await connector.revoke(m);
+          changed = (await connector.revoke(m)).changed;
           const { present } = await connector.check(m);
           if (present) throw new ConnectorError('TargetUnavailable', 'membership still present after revoke');
-          return { changed, retainedBy: undefined as string | undefined, verifiedAt: new Date().toISOString() };
         } catch (e) {
           // A resource that does not exist holds no members: the removal is verified as such.
-          if (e instanceof ConnectorError && e.type === 'NoSuchResource') return { changed: false, retainedBy: undefined as string | undefined, verifiedAt: new Date().toISOString() };
-          throw e;
+          if (!(e instanceof ConnectorError && e.type === 'NoSuchResource')) throw e;
         }
+        // The login credential goes with the last grant that relies on it; removal is verified
+        // only once the role can no longer log in and none of its sessions is left.
+        if (credentialModeOf(system, entitlement) === 'password' && !(await otherPasswordGrant(identity.id, system.id, input.grantId))) {
+          if (!connector.revokeCredential || !connector.credentialActive) throw new ConnectorError('InvalidConfig', `${system.kind} systems cannot revoke credentials`);
+          changed = (await connector.revokeCredential(m.account)).changed || changed;
+          if ((await connector.credentialActive(m.account)).active) throw new ConnectorError('TargetUnavailable', 'login credential still active after revoke');
+        }
+        return { changed, retainedBy: undefined as string | undefined, verifiedAt: new Date().toISOString() };
       });
     },
 
@@ -496,6 +659,7 @@ export function createActivities(deps: ActivityDeps) {
             .where(eq(grants.id, input.grantId));
           if (timeToRevokeMs !== null && !input.retainedBy) metrics.timeToRevoke.observe({ reason: g.revokeReason ?? 'unknown' }, timeToRevokeMs / 1000);
         }
+        await endCredentials(tx, input.grantId);
         await setRequestStatus(tx, input.requestId, 'revoked');
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
@@ -513,6 +677,7 @@ export function createActivities(deps: ActivityDeps) {
     async markFailed(input: Keyed & { requestId: string; grantId: string; reason: string }) {
       await db.transaction(async (tx) => {
         await tx.update(grants).set({ status: 'failed' }).where(eq(grants.id, input.grantId));
+        await endCredentials(tx, input.grantId);
         await setRequestStatus(tx, input.requestId, 'failed', { failureReason: input.reason });
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,

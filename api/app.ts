@@ -1,6 +1,7 @@
 import type { Client } from '@temporalio/client';
 import { sql } from 'drizzle-orm';
 import express, { type Express } from 'express';
+import type { CredentialVault } from '../activities/credentials.js';
 import type { Metrics } from '../activities/metrics.js';
 import type { PolicyService } from '../activities/policy/service.js';
 import type { Db } from '../db/client.js';
@@ -27,11 +28,13 @@ export interface AppDeps {
   policies: PolicyService;
   /** Verifies approval action links (minted by the notifier). */
   actionLinkSecret: Buffer;
+  /** Opens issued credentials for their one-time delivery. */
+  vault: CredentialVault;
 }
 
 /** Builds the HTTP app without listening (server.ts listens; tests use an ephemeral port). */
 export function createApp(deps: AppDeps): Express {
-  const { db, temporal, config, log, metrics, policies, actionLinkSecret } = deps;
+  const { db, temporal, config, log, metrics, policies, actionLinkSecret, vault } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
@@ -60,7 +63,7 @@ export function createApp(deps: AppDeps): Express {
   });
 
   const v1 = express.Router();
-  const requests = accessRequestRoutes({ db, temporal, config, policies });
+  const requests = accessRequestRoutes({ db, temporal, config, policies, vault });
   // Action links carry their own credential (a signed, single-use token), so they precede bearer auth.
   v1.use('/approvals/actions', express.json({ limit: '4kb', strict: true }), actionLinkRoutes({ db, secret: actionLinkSecret, decide: requests.decide, loadRequest: requests.loadRequest }));
   // Authenticate before parsing: anonymous callers never get their bodies parsed.

@@ -69,6 +69,18 @@ export const createIdentityBody = z
     path: ['ownerId'],
   });
 
+/** One OpenSSH public key line: type, base64 body, optional comment; no line breaks. */
+export const sshPublicKeyBody = z.strictObject({
+  publicKey: z
+    .string()
+    .trim()
+    .max(8192)
+    .regex(
+      /^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com|ssh-rsa) [A-Za-z0-9+/]+={0,3}( [^\r\n\0]*)?$/,
+      'publicKey must be one OpenSSH public key line (e.g. "ssh-ed25519 AAAA… comment")',
+    ),
+});
+
 export const createSystemBody = z.strictObject({
   name: z.string().trim().min(1).max(128),
   kind: z.enum(['ldap', 'postgres']),

@@ -437,6 +437,47 @@ export const actionLinkUses = pgTable('action_link_use', {
   usedAt: ts('used_at').notNull().defaultNow(),
 });
 
+export const credentialKind = pgEnum('credential_kind', ['password', 'ssh_certificate']);
+export const credentialStatus = pgEnum('credential_status', ['active', 'superseded', 'revoked']);
+
+/**
+ * A credential issued for a grant (a PostgreSQL login password, an SSH certificate). The
+ * material is sealed (AES-256-GCM) until its owner reads it once; then it is wiped and only
+ * the facts remain. Workflows see the row id, never the material.
+ */
+export const credentials = pgTable(
+  'credential',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    grantId: uuid('grant_id')
+      .notNull()
+      .references(() => grants.id),
+    /** The identity the credential authenticates (a service account, or a person's SSH key). */
+    identityId: uuid('identity_id')
+      .notNull()
+      .references(() => identities.id),
+    /** Who may read the material: the non-human identity's owner, or the person themselves. */
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => identities.id),
+    kind: credentialKind('kind').notNull(),
+    /** Target-side id: the login role, the certificate serial. Not secret. */
+    targetRef: text('target_ref').notNull(),
+    status: credentialStatus('status').notNull().default('active'),
+    /** `v1.<iv>.<ciphertext>.<tag>` (base64url) until delivered; null after. */
+    sealed: text('sealed'),
+    issuedAt: ts('issued_at').notNull().defaultNow(),
+    notAfter: ts('not_after').notNull(),
+    deliveredAt: ts('delivered_at'),
+    deliveredTo: uuid('delivered_to'),
+    endedAt: ts('ended_at'),
+  },
+  (t) => [
+    index('credential_grant_idx').on(t.grantId, t.issuedAt),
+    index('credential_owner_idx').on(t.ownerId),
+  ],
+);
+
 export type Identity = typeof identities.$inferSelect;
 export type System = typeof systems.$inferSelect;
 export type Entitlement = typeof entitlements.$inferSelect;

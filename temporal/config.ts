@@ -50,6 +50,8 @@ export const configSchema = z
     /** HMAC key of approval action links; unset → generated once into the data dir (set it when running several processes). */
     ACCESSLOOP_ACTION_LINK_SECRET: optionalString.refine((v) => v === undefined || v.length >= 32, { message: 'ACCESSLOOP_ACTION_LINK_SECRET must be at least 32 characters' }),
     ACCESSLOOP_ACTION_LINK_TTL_SECONDS: seconds(24 * 3600),
+    /** AES-256 key (64 hex characters) sealing issued credentials until their owner reads them; unset → generated once into the data dir. */
+    ACCESSLOOP_CREDENTIAL_KEY: optionalString.refine((v) => v === undefined || /^[0-9a-fA-F]{64}$/.test(v), { message: 'ACCESSLOOP_CREDENTIAL_KEY must be 64 hex characters (32 bytes)' }),
     /** Standard Webhooks secrets HR events are signed with (comma-separated: several during rotation). */
     ACCESSLOOP_HR_WEBHOOK_SECRETS: optionalString,
     /** How often each system is reconciled (a Temporal Schedule per system). */

@@ -36,6 +36,17 @@ if ! { [ -x /usr/sbin/slapd ] || command -v slapd >/dev/null; } || ! command -v 
   fi
 fi
 
+# OpenSSH server for the SSH certificate authority's end-to-end login test (tests only; the
+# tests run their own sshd on 127.0.0.1, never the system service).
+if [ "$purpose" = test ] && [ ! -x /usr/sbin/sshd ]; then
+  if command -v apt-get >/dev/null && as_root true 2>/dev/null; then
+    say "installing OpenSSH (apt-get install openssh-server openssh-client)"
+    apt_install openssh-server openssh-client
+  else
+    echo "sshd missing and cannot install it: apt-get install -y openssh-server" >&2; exit 1
+  fi
+fi
+
 # 3. Postgres for the integration tests (TEST_DATABASE_URL, default the local cluster)
 if [ "$purpose" = test ]; then
   url="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"

@@ -7,6 +7,7 @@ import type { NativeConnection, Worker } from '@temporalio/worker';
 import { createConnectorRegistry, type ConnectorRegistry } from '../activities/connectors/registry.js';
 import { createMetrics, type Metrics } from '../activities/metrics.js';
 import { createNotifier } from '../activities/notifications.js';
+import { createCredentialVault } from '../activities/credentials.js';
 import { formatProblems } from '../activities/policy/load.js';
 import { createPolicyService, PolicyError, type PolicyService } from '../activities/policy/service.js';
 import { createApp } from '../api/app.js';
@@ -124,6 +125,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     }
 
     const actionLinkSecret = await loadActionLinkSecret(config);
+    const vault = createCredentialVault(await loadCredentialKey(config));
     const notifier = createNotifier(
       {
         webhookUrl: config.ACCESSLOOP_NOTIFY_WEBHOOK_URL,
@@ -152,7 +154,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
         connection: workerConn,
         namespace: config.TEMPORAL_NAMESPACE,
         taskQueue: config.TEMPORAL_TASK_QUEUE,
-        deps: { db, connectors, log, metrics, policies, notifier },
+        deps: { db, connectors, log, metrics, policies, notifier, vault },
       });
       workerDone = worker.run();
       workerDone.catch((e) => log.error({ err: e }, 'worker stopped with an error'));
@@ -166,7 +168,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     let server: Server | undefined;
     let apiUrl: string | undefined;
     if (opts.api) {
-      const app = createApp({ db, temporal, config, log, metrics, policies, actionLinkSecret });
+      const app = createApp({ db, temporal, config, log, metrics, policies, actionLinkSecret, vault });
       server = await new Promise<Server>((resolve, reject) => {
         const s = app.listen(config.PORT, config.HOST, () => resolve(s));
         s.on('error', reject);
@@ -240,7 +242,17 @@ async function startDemo(config: Config, db: Db, env: Record<string, string | un
 /** The action-link HMAC key: configured, or generated once per data dir (API and worker share it there). */
 async function loadActionLinkSecret(config: Config): Promise<Buffer> {
   if (config.ACCESSLOOP_ACTION_LINK_SECRET) return Buffer.from(config.ACCESSLOOP_ACTION_LINK_SECRET, 'utf8');
-  const file = path.join(config.ACCESSLOOP_DATA_DIR, 'action-link.key');
+  return dataDirKey(config, 'action-link.key');
+}
+
+/** The AES-256 key sealing issued credentials until delivery: configured, or generated once per data dir. */
+async function loadCredentialKey(config: Config): Promise<Buffer> {
+  if (config.ACCESSLOOP_CREDENTIAL_KEY) return Buffer.from(config.ACCESSLOOP_CREDENTIAL_KEY, 'hex');
+  return dataDirKey(config, 'credential.key');
+}
+
+async function dataDirKey(config: Config, name: string): Promise<Buffer> {
+  const file = path.join(config.ACCESSLOOP_DATA_DIR, name);
   const existing = await readFile(file, 'utf8').catch(() => undefined);
   if (existing?.trim()) return Buffer.from(existing.trim(), 'hex');
   const key = randomBytes(32);

@@ -25,6 +25,7 @@ import {
   extendUpdate,
   reviewSignal,
   revokeSignal,
+  rotateCredentialUpdate,
   stateQuery,
 } from './messages.js';
 import { BOOKKEEPING, TARGET_WRITE } from './activity-options.js';
@@ -49,6 +50,7 @@ type StageOutcome = 'approved' | 'rejected' | 'expired' | 'withdrawn' | 'no_quor
 
 export async function accessRequestWorkflow(input: AccessRequestInput): Promise<RequestStateView> {
   const { requestId, grantId, timing } = input;
+  const lease = { requestId, grantId, subjectId: input.subjectId, entitlementId: input.entitlementId };
   const state: RequestStateView = { requestId, status: 'pending_approval', removalAttempts: 0 };
 
   /** The open stage: who may decide and how many approvals it needs. */
@@ -182,6 +184,25 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     },
   );
 
+  setHandler(
+    rotateCredentialUpdate,
+    async (args) => {
+      const rotated = await targetWrite.rotateCredential({ ...lease, actorId: args.actorId, idempotencyKey: nextKey('credential-rotated') });
+      state.credential = rotated;
+      setCurrentDetails(renderDetails(state, 'credential rotated'));
+      return rotated;
+    },
+    {
+      validator: (args) => {
+        if (!args?.actorId) throw ApplicationFailure.nonRetryable('actorId is required', UpdateRejection.NotEligible);
+        if (state.status !== 'active' || revokeRequest) {
+          throw ApplicationFailure.nonRetryable(`request is ${state.status}, not active`, UpdateRejection.NotActive);
+        }
+        if (!state.credential) throw ApplicationFailure.nonRetryable('this lease has no credential to rotate', UpdateRejection.NoCredential);
+      },
+    },
+  );
+
   setHandler(reviewSignal, (args) => {
     if (!pendingReview && state.status === 'active') pendingReview = args;
   });
@@ -261,9 +282,9 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
 
   // ---- grant and verify --------------------------------------------------------------------
   setStatus('granting');
-  const lease = { requestId, grantId, subjectId: input.subjectId, entitlementId: input.entitlementId };
   try {
-    await targetWrite.grantAccess({ ...lease, idempotencyKey: nextKey('granted') });
+    const granted = await targetWrite.grantAccess({ ...lease, idempotencyKey: nextKey('granted') });
+    if (granted.credential) state.credential = granted.credential;
     expiresAtMs = Date.now() + input.durationSeconds * MS;
     const verified = await targetWrite.verifyGranted({
       ...lease,
@@ -458,6 +479,11 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   /** Records the new expiry first, then moves the lease's timer (the lease loop wakes on the change). */
   async function moveExpiry(ext: { actorId: string; durationSeconds: number; justification: string }): Promise<void> {
     const newExpiry = Date.now() + ext.durationSeconds * MS;
+    if (state.credential) {
+      // The credential must not end before the lease it belongs to (nor outlive it).
+      const renewed = await targetWrite.renewCredential({ ...lease, notAfter: new Date(newExpiry).toISOString(), idempotencyKey: nextKey('credential-renewed') });
+      state.credential = renewed ?? { ...state.credential, notAfter: new Date(newExpiry).toISOString() };
+    }
     await book.recordExtension({
       requestId,
       grantId,
@@ -547,5 +573,6 @@ function renderDetails(s: RequestStateView, note?: string): string {
   if (s.revokeReason) lines.push(`revoke reason: ${s.revokeReason}`);
   if (s.removalAttempts) lines.push(`removal attempts: ${s.removalAttempts}`);
   if (s.removalVerifiedAt) lines.push(`removal verified ${s.removalVerifiedAt}`);
+  if (s.credential && (s.status === 'active' || s.status === 'revoking')) lines.push(`${s.credential.kind} credential until ${s.credential.notAfter}`);
   return lines.join('\n\n');
 }

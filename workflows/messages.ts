@@ -85,11 +85,25 @@ export interface RequestStateView {
   removalVerifiedAt?: string;
   removalAttempts: number;
   lastError?: string;
+  /** The lease's current credential (password, SSH certificate): a reference, never the material. */
+  credential?: CredentialView;
+}
+
+export interface CredentialView {
+  id: string;
+  kind: 'password' | 'ssh_certificate';
+  notAfter: string;
+}
+
+export interface RotateArgs {
+  actorId: string;
 }
 
 export const decideUpdate = defineUpdate<DecisionResult, [DecisionArgs]>('decide');
 export const extendUpdate = defineUpdate<ExtendResult, [ExtendArgs]>('extend');
 export const revokeSignal = defineSignal<[RevokeArgs]>('revoke');
+/** A new secret for the lease's credential; the old one stops working. */
+export const rotateCredentialUpdate = defineUpdate<CredentialView, [RotateArgs]>('rotateCredential');
 
 /** A mover's requested access goes back to the subject's (new) manager; unapproved by the deadline, it is revoked. */
 export interface ReviewArgs {
@@ -107,6 +121,7 @@ export const UpdateRejection = {
   SelfApproval: 'SelfApproval',
   NotActive: 'NotActive',
   OutsidePolicy: 'OutsidePolicy',
+  NoCredential: 'NoCredential',
 } as const;
 
 export const accessRequestWorkflowId = (requestId: string) => `access-request/${requestId}`;

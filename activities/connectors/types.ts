@@ -21,10 +21,36 @@ export interface CheckResult {
   present: boolean;
 }
 
+/** Lease facts for connectors whose grants are time-bound credentials (SSH certificates). */
+export interface GrantOptions {
+  /** End of the lease: a credential issued for the grant must not outlive it. */
+  notAfter?: Date;
+  /** The subject's public key, for connectors that certify keys (SSH CA). */
+  publicKey?: string;
+}
+
+/**
+ * A credential a grant or an issue call produced. `material` is the secret (a password) or the
+ * certificate text: the activity stores it for one-time delivery to the owner and never returns
+ * it to the workflow (history) or writes it to a log.
+ */
+export interface IssuedCredential {
+  kind: 'password' | 'ssh_certificate';
+  /** Target-side id (a role name, a certificate serial): not secret, safe for history and audit. */
+  credentialId: string;
+  material: string;
+  notAfter: Date;
+}
+
+export interface GrantResult extends ChangeResult {
+  /** Set by connectors whose grant is a credential (SSH CA): also when changed=false (a retry). */
+  credential?: IssuedCredential;
+}
+
 export interface Connector {
   readonly kind: string;
   /** Idempotent: granting an existing membership reports changed=false. */
-  grant(m: Membership): Promise<ChangeResult>;
+  grant(m: Membership, opts?: GrantOptions): Promise<GrantResult>;
   /** Idempotent: revoking an absent membership reports changed=false. */
   revoke(m: Membership): Promise<ChangeResult>;
   /** Reads the target's truth; used for verification after grant and revoke. */
@@ -37,6 +63,18 @@ export interface Connector {
   enableAccount?(account: string): Promise<ChangeResult>;
   /** Reads the target's truth about the account lock. */
   accountDisabled?(account: string): Promise<{ disabled: boolean; exists: boolean }>;
+  /**
+   * Non-human credentials: makes `account` a login that authenticates with a freshly generated
+   * secret valid until `notAfter` (creating the login if needed). Calling it again rotates: the
+   * previous secret stops working.
+   */
+  issueCredential?(account: string, opts: { notAfter: Date }): Promise<IssuedCredential>;
+  /** Moves the credential's end (an extended lease) without changing the secret. NoSuchAccount when it was revoked. */
+  extendCredential?(account: string, opts: { notAfter: Date }): Promise<ChangeResult>;
+  /** Ends the credential: the secret stops working and open sessions are terminated. Idempotent. */
+  revokeCredential?(account: string): Promise<ChangeResult>;
+  /** Reads the target's truth: could the account still authenticate with a credential? */
+  credentialActive?(account: string): Promise<{ active: boolean }>;
   close(): Promise<void>;
 }
 

@@ -15,7 +15,9 @@ import {
   decideUpdate,
   extendUpdate,
   revokeSignal,
+  rotateCredentialUpdate,
 } from '../../workflows/messages.js';
+import { deliverOnce, type CredentialVault } from '../../activities/credentials.js';
 import {
   AccessStateKey,
   EntitlementRefKey,
@@ -34,6 +36,7 @@ export interface RouteDeps {
   temporal: Client;
   config: Config;
   policies: PolicyService;
+  vault: CredentialVault;
 }
 
 const OPEN_STATES = ['pending_approval', 'scheduled', 'granting', 'active', 'revoking', 'revocation_unverified'] as const;
@@ -50,6 +53,8 @@ function fromUpdateError(err: unknown): never {
         throw conflict('not_pending', f.message);
       case UpdateRejection.NotActive:
         throw conflict('not_active', f.message);
+      case UpdateRejection.NoCredential:
+        throw conflict('no_credential', f.message);
       case UpdateRejection.OutsidePolicy:
         throw badRequest('outside_policy', f.message);
     }
@@ -58,7 +63,7 @@ function fromUpdateError(err: unknown): never {
   throw err;
 }
 
-export function accessRequestRoutes({ db, temporal, config, policies }: RouteDeps): { router: Router; decide: DecideFn; loadRequest: (id: string) => Promise<AccessRequest> } {
+export function accessRequestRoutes({ db, temporal, config, policies, vault }: RouteDeps): { router: Router; decide: DecideFn; loadRequest: (id: string) => Promise<AccessRequest> } {
   const r = Router();
 
   async function loadRequest(id: string): Promise<AccessRequest> {
@@ -110,8 +115,8 @@ export function accessRequestRoutes({ db, temporal, config, policies }: RouteDep
 
     const [subject] = await db.select().from(identities).where(eq(identities.id, subjectId));
     if (!subject) throw notFound('subject identity');
-    if (subjectId !== requesterId && subject.managerId !== requesterId && !hasRole(p, 'operator')) {
-      throw forbidden('you may request access for yourself, your direct reports, or as an operator');
+    if (subjectId !== requesterId && subject.managerId !== requesterId && subject.ownerId !== requesterId && !hasRole(p, 'operator')) {
+      throw forbidden('you may request access for yourself, your direct reports, non-human identities you own, or as an operator');
     }
     if (subject.status !== 'active') throw conflict('subject_inactive', 'the subject identity is not active');
     const [ent] = await db
@@ -324,6 +329,54 @@ export function accessRequestRoutes({ db, temporal, config, policies }: RouteDep
         throw e;
       });
     res.status(202).json({ id: row.id, status: 'revoke_requested' });
+  });
+
+  /**
+   * The lease's credential (a service account's password, an SSH certificate), to its owner
+   * only and only once: the read wipes it. Nobody else learns whether one exists (404); a second
+   * read is 410, and the owner rotates to get a fresh one.
+   */
+  r.get('/:id/credential', validate({ params: idParam }), async (req, res) => {
+    const p = principalOf(req);
+    const { params } = valid(res, { params: idParam });
+    const row = await loadRequest(params.id);
+    const [grant] = await db.select({ id: grants.id }).from(grants).where(eq(grants.requestId, row.id));
+    if (!p.identityId || !grant) throw notFound('credential');
+    const d = await deliverOnce(db, vault, { grantId: grant.id, requestId: row.id }, p.identityId);
+    switch (d.outcome) {
+      case 'none':
+      case 'not_owner':
+        throw notFound('credential');
+      case 'already_delivered':
+        throw new HttpError(410, 'already_delivered', 'this credential was delivered already and is no longer stored; rotate it to get a new one');
+      case 'ended':
+        throw new HttpError(410, 'credential_ended', `this credential is ${d.status}`);
+      case 'delivered':
+        // never cached by a proxy or the browser
+        res.set('Cache-Control', 'no-store');
+        res.json({
+          id: d.credentialId,
+          kind: d.kind,
+          ...(d.kind === 'password' ? { username: d.targetRef, password: d.material } : { serial: d.targetRef, certificate: d.material }),
+          issuedAt: d.issuedAt,
+          notAfter: d.notAfter,
+        });
+    }
+  });
+
+  r.post('/:id/credential/rotate', validate({ params: idParam }), async (req, res) => {
+    const p = principalOf(req);
+    const { params } = valid(res, { params: idParam });
+    const row = await loadRequest(params.id);
+    const [subject] = await db.select({ id: identities.id, ownerId: identities.ownerId }).from(identities).where(eq(identities.id, row.subjectId));
+    const owner = subject?.ownerId ?? subject?.id;
+    if (!hasRole(p, 'operator') && (!p.identityId || p.identityId !== owner)) throw forbidden('only the credential\'s owner or an operator may rotate it');
+    if (row.status !== 'active') throw conflict('not_active', `request is ${row.status}`);
+    const rotated = await temporal.workflow
+      .getHandle(row.workflowId)
+      .executeUpdate(rotateCredentialUpdate, { args: [{ actorId: actorRef(p) }] })
+      .catch(fromUpdateError);
+    res.json({ id: row.id, credential: rotated });
   });
 
   return { router: r, decide, loadRequest };

@@ -1,12 +1,14 @@
-import { and, desc, eq, inArray } from 'drizzle-orm';
+import { createHash } from 'node:crypto';
+import { and, desc, eq, inArray, sql } from 'drizzle-orm';
 import { Router } from 'express';
 import { ZodError } from 'zod';
 import { connectorKinds, SECRET_ENV_PREFIX } from '../../activities/connectors/registry.js';
+import { appendAudit } from '../../activities/audit.js';
 import type { Db } from '../../db/client.js';
 import { accessRequests, apiTokens, approvals, entitlements, grants, identities, systems } from '../../db/schema.js';
 import { actorRef, hasRole, hashToken, identityOf, newToken, principalOf, requireRole } from '../auth.js';
 import { badRequest, conflict, notFound, zodDetails } from '../errors.js';
-import { createEntitlementBody, createIdentityBody, createSystemBody, createTokenBody, idParam } from '../schemas.js';
+import { createEntitlementBody, createIdentityBody, createSystemBody, createTokenBody, idParam, sshPublicKeyBody } from '../schemas.js';
 import { valid, validate } from '../validate.js';
 
 /** Postgres unique violation → 409 instead of a 500. */
@@ -78,6 +80,34 @@ export function identityRoutes(db: Db): Router {
     const [row] = await db.select().from(identities).where(eq(identities.id, params.id));
     if (!row) throw notFound('identity');
     res.json(publicIdentity(row));
+  });
+
+  /**
+   * The key SSH certificates are issued for. The person themselves, the owner of a non-human
+   * identity, or an operator may set it; only the public half ever reaches us.
+   */
+  r.put('/:id/ssh-public-key', validate({ params: idParam, body: sshPublicKeyBody }), async (req, res) => {
+    const p = principalOf(req);
+    const { params, body } = valid(res, { params: idParam, body: sshPublicKeyBody });
+    const [who] = await db.select().from(identities).where(eq(identities.id, params.id));
+    const mayWrite = hasRole(p, 'operator') || (p.identityId !== null && (p.identityId === who?.id || p.identityId === who?.ownerId));
+    if (!who || !mayWrite) throw notFound('identity');
+    const fingerprint = `SHA256:${createHash('sha256').update(Buffer.from(body.publicKey.split(' ')[1]!, 'base64')).digest('base64').replace(/=+$/, '')}`;
+    await db.transaction(async (tx) => {
+      await tx
+        .update(identities)
+        .set({ attributes: sql`${identities.attributes} || ${JSON.stringify({ sshPublicKey: body.publicKey })}::jsonb`, updatedAt: new Date() })
+        .where(eq(identities.id, who.id));
+      await appendAudit(tx, {
+        idempotencyKey: `ssh-key/${who.id}/${fingerprint}/${Date.now()}`,
+        actorType: p.identityId ? 'identity' : 'client',
+        actorId: actorRef(p),
+        action: 'identity.ssh_key_set',
+        identityId: who.id,
+        data: { fingerprint },
+      });
+    });
+    res.json({ identityId: who.id, fingerprint });
   });
 
   r.get('/:id/access', validate({ params: idParam }), async (req, res) => {
@@ -156,8 +186,12 @@ export function catalogRoutes(db: Db, hooks: { onSystemCreated?: (systemId: stri
   const ents = Router();
   ents.post('/', requireRole('operator'), validate({ body: createEntitlementBody }), async (req, res) => {
     const { body } = valid(res, { body: createEntitlementBody });
-    const [system] = await db.select({ id: systems.id }).from(systems).where(eq(systems.id, body.systemId));
+    const [system] = await db.select({ id: systems.id, kind: systems.kind }).from(systems).where(eq(systems.id, body.systemId));
     if (!system) throw badRequest('unknown_reference', `systemId ${body.systemId} does not exist`);
+    // `credential` is not a free attribute: it decides what a grant issues.
+    if (body.attributes.credential !== undefined && !(body.attributes.credential === 'password' && system.kind === 'postgres')) {
+      throw badRequest('invalid_credential', 'attributes.credential must be "password", on a postgres system (SSH CA grants are always certificates)');
+    }
     await mustExist(db, body.ownerId, 'ownerId');
     const [row] = await db.insert(entitlements).values(body).returning().catch(onUnique('an entitlement for this resource on this system'));
     res.status(201).json(row);

@@ -21,10 +21,28 @@
  * account role). Note that Postgres cannot tell a disabled login role from a group role:
  * enableAccount on a group role's name would make it a login role, so account templates
  * should not be able to render group role names (e.g. use a prefix).
+ *
+ * Non-human credentials (issueCredential): the account becomes a LOGIN role with a freshly
+ * generated password and `VALID UNTIL` the lease's end. The password never reaches the server
+ * in clear: we send a SCRAM-SHA-256 verifier (what psql's \password does), so statement logs
+ * (`log_statement = all`) and pg_stat_activity never show it. Issuing again rotates (the old
+ * password stops working at once; sessions already open stay, as with any password change).
+ * revokeCredential removes the password, makes the role NOLOGIN with `VALID UNTIL '-infinity'`
+ * and terminates its sessions; credentialActive reads both facts back.
  */
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import { z } from 'zod';
-import { ConnectorError, type ChangeResult, type CheckResult, type Connector, type ConnectorErrorType, type Membership } from '../types.js';
+import {
+  ConnectorError,
+  type ChangeResult,
+  type CheckResult,
+  type Connector,
+  type ConnectorErrorType,
+  type GrantResult,
+  type IssuedCredential,
+  type Membership,
+} from '../types.js';
 import { NETWORK_ERROR_CODES } from '../network.js';
 
 /** NAMEDATALEN - 1: longer identifiers are silently truncated by the server. */
@@ -83,6 +101,28 @@ export function validateRoleName(kind: 'account' | 'resource', name: unknown): s
 /** A quoted SQL identifier: `"` around, every `"` inside doubled. Only for validated names. */
 export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
+}
+
+/**
+ * A SCRAM-SHA-256 verifier in PostgreSQL's `rolpassword` format (RFC 5802/7677 keys):
+ * `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`. Sending it instead of the
+ * password keeps the password out of the server's logs. Generated passwords are ASCII, so
+ * SASLprep leaves them unchanged.
+ */
+export function scramSha256Verifier(password: string, iterations = 4096, salt: Buffer = randomBytes(16)): string {
+  const salted = pbkdf2Sync(password, salt, iterations, 32, 'sha256');
+  const clientKey = createHmac('sha256', salted).update('Client Key').digest();
+  const storedKey = createHash('sha256').update(clientKey).digest();
+  const serverKey = createHmac('sha256', salted).update('Server Key').digest();
+  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+}
+
+/** Only these characters can appear in a verifier, so it is safe inside a SQL string literal. */
+const VERIFIER_SHAPE = /^SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$/;
+
+/** 32 characters from a 192-bit random value; URL-safe so it can go into connection strings. */
+function generatePassword(): string {
+  return randomBytes(24).toString('base64url');
 }
 
 /**
@@ -234,6 +274,38 @@ async function readLogin(sql: Tag, account: string): Promise<{ rolcanlogin: bool
   return rows[0];
 }
 
+interface CredentialState {
+  exists: boolean;
+  can_login: boolean;
+  /** VALID UNTIL not set, or later than now. */
+  unexpired: boolean;
+  sessions: number;
+}
+
+async function readCredential(sql: Tag, account: string): Promise<CredentialState> {
+  const rows = await sql<CredentialState[]>`
+    select
+      exists(select 1 from pg_catalog.pg_roles where rolname = ${account}) as exists,
+      coalesce((select rolcanlogin from pg_catalog.pg_roles where rolname = ${account}), false) as can_login,
+      coalesce((select rolvaliduntil is null or rolvaliduntil > now() from pg_catalog.pg_roles where rolname = ${account}), false) as unexpired,
+      (select count(*)::int from pg_catalog.pg_stat_activity where usename = ${account} and pid <> pg_catalog.pg_backend_pid()) as sessions`;
+  const row = rows[0];
+  if (!row) throw new ConnectorError('TargetUnavailable', 'credential read returned no row');
+  return row;
+}
+
+/** Serialises our own credential changes of one role. */
+async function lockAccount(sql: postgres.TransactionSql, account: string): Promise<void> {
+  await sql`select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('accessloop:login'), pg_catalog.hashtext(${account}))`;
+}
+
+/** A timestamptz literal for VALID UNTIL (ISO 8601 from a Date: digits, `-:.TZ` only). */
+function validUntilLiteral(notAfter: Date): string {
+  if (!(notAfter instanceof Date) || Number.isNaN(notAfter.getTime())) throw new ConnectorError('InvalidInput', 'notAfter must be a valid date');
+  if (notAfter.getTime() <= Date.now()) throw new ConnectorError('InvalidInput', 'notAfter must be in the future');
+  return `'${notAfter.toISOString()}'`;
+}
+
 export function createPostgresConnector(config: PostgresSystemConfigInput, secrets: PostgresSecrets): Connector {
   const parsed = postgresSystemConfigSchema.safeParse(config);
   if (!parsed.success) {
@@ -345,7 +417,7 @@ export function createPostgresConnector(config: PostgresSystemConfigInput, secre
   return {
     kind: 'postgres',
 
-    async grant(input: Membership): Promise<ChangeResult> {
+    async grant(input: Membership): Promise<GrantResult> {
       const m = validate(input);
       try {
         return await run(`PostgreSQL GRANT ${m.resource} TO ${m.account}`, (sql) =>
@@ -457,6 +529,66 @@ export function createPostgresConnector(config: PostgresSystemConfigInput, secre
       const role = await run(`PostgreSQL read of ${account}`, (sql) => readLogin(sql, account));
       if (!role) return { exists: false, disabled: false };
       return { exists: true, disabled: !role.rolcanlogin };
+    },
+
+    async issueCredential(input: string, opts: { notAfter: Date }): Promise<IssuedCredential> {
+      const account = validateAccount(input);
+      if (account === cfg.user) throw new ConnectorError('InvalidInput', 'refusing to issue a credential for the connector\'s own admin role');
+      const until = validUntilLiteral(opts?.notAfter);
+      const secret = generatePassword();
+      const verifier = scramSha256Verifier(secret);
+      if (!VERIFIER_SHAPE.test(verifier)) throw new ConnectorError('InvalidInput', 'unexpected verifier shape');
+      await run(`PostgreSQL credential for ${account}`, (sql) =>
+        sql.begin(async (tx) => {
+          await lockAccount(tx, account);
+          const role = await readLogin(tx, account);
+          const verb = role ? 'ALTER' : 'CREATE';
+          await tx.unsafe(`${verb} ROLE ${quoteIdent(account)} LOGIN PASSWORD '${verifier}' VALID UNTIL ${until}`);
+        }),
+      );
+      return { kind: 'password', credentialId: account, material: secret, notAfter: opts.notAfter };
+    },
+
+    async extendCredential(input: string, opts: { notAfter: Date }): Promise<ChangeResult> {
+      const account = validateAccount(input);
+      const until = validUntilLiteral(opts?.notAfter);
+      return run(`PostgreSQL credential validity of ${account}`, (sql) =>
+        sql.begin(async (tx) => {
+          await lockAccount(tx, account);
+          const state = await readCredential(tx, account);
+          // Never revive a revoked credential: only a live login gets a later end.
+          if (!state.exists || !state.can_login) throw noSuchAccount(account);
+          await tx.unsafe(`ALTER ROLE ${quoteIdent(account)} VALID UNTIL ${until}`);
+          return { changed: true };
+        }),
+      );
+    },
+
+    async revokeCredential(input: string): Promise<ChangeResult> {
+      const account = validateAccount(input);
+      if (account === cfg.user) throw new ConnectorError('InvalidInput', 'refusing to revoke the connector\'s own admin role');
+      return run(`PostgreSQL credential revoke of ${account}`, async (sql) => {
+        const flipped = await sql.begin(async (tx) => {
+          await lockAccount(tx, account);
+          const state = await readCredential(tx, account);
+          if (!state.exists) return false;
+          await tx.unsafe(`ALTER ROLE ${quoteIdent(account)} NOLOGIN PASSWORD NULL VALID UNTIL '-infinity'`);
+          return state.can_login;
+        });
+        // after commit no new session can start; end the ones already open
+        const killed = await sql<{ terminated: boolean }[]>`
+          select pg_catalog.pg_terminate_backend(pid) as terminated
+            from pg_catalog.pg_stat_activity
+           where usename = ${account} and pid <> pg_catalog.pg_backend_pid()`;
+        return { changed: flipped || killed.some((k) => k.terminated) };
+      });
+    },
+
+    /** Active while the role can log in before VALID UNTIL, or any session of it is still open. */
+    async credentialActive(input: string): Promise<{ active: boolean }> {
+      const account = validateAccount(input);
+      const state = await run(`PostgreSQL read of ${account} credential`, (sql) => readCredential(sql, account));
+      return { active: (state.can_login && state.unexpired) || state.sessions > 0 };
     },
 
     async close(): Promise<void> {
