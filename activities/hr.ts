@@ -3,7 +3,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { and, eq, inArray, isNull, max } from 'drizzle-orm';
 import { z } from 'zod';
 import type { Db } from '../db/client.js';
-import { accessRequests, grants, hrEvents, identities, systems } from '../db/schema.js';
+import { accessRequests, credentials, grants, hrEvents, identities, systems } from '../db/schema.js';
 import type { HrEventType } from '../workflows/messages.js';
 import { appendAudit } from './audit.js';
 import type { ConnectorRegistry } from './connectors/registry.js';
@@ -278,6 +278,13 @@ export function createHrActivities({ db, policies, connectors, onTarget }: HrDep
               .where(and(eq(identities.ownerId, input.identityId), inArray(identities.kind, ['service_account', 'api_key', 'workload', 'ai_agent'])))
               .returning({ id: identities.id })
           : [];
+        if (handed.length && who?.managerId) {
+          // Their live credentials follow them: the new owner reads and rotates them.
+          await tx
+            .update(credentials)
+            .set({ ownerId: who.managerId })
+            .where(and(eq(credentials.ownerId, input.identityId), inArray(credentials.identityId, handed.map((h) => h.id)), eq(credentials.status, 'active')));
+        }
         await appendAudit(tx, {
           idempotencyKey: `hr/${input.eventId}/leaver-completed`,
           ...ACTOR,

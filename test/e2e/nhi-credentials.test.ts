@@ -5,7 +5,7 @@
  * The target is a private cluster with real password checks; every effect is read with psql.
  */
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPgCluster, type PgCluster } from '../helpers/pg-cluster.js';
@@ -13,6 +13,7 @@ import { psql, psqlCanLogin, psqlCreateRole, psqlRoleMembers } from '../helpers/
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
 
 const PG_SECRET = 'ACCESSLOOP_SECRET_NHI_PG';
+const hrKey = randomBytes(24);
 let s: Stack;
 let pg: PgCluster;
 let adminUrl: string;
@@ -24,7 +25,7 @@ beforeAll(async () => {
   pg = await startPgCluster(`admin-${randomUUID()}`);
   adminUrl = pg.url('postgres', pg.adminPassword);
   await psqlCreateRole(adminUrl, 'reporting_read');
-  s = await startStack({ secrets: { [PG_SECRET]: pg.adminPassword } });
+  s = await startStack({ secrets: { [PG_SECRET]: pg.adminPassword }, env: { ACCESSLOOP_HR_WEBHOOK_SECRETS: `whsec_${hrKey.toString('base64')}` } });
   tok = Object.fromEntries(Object.entries(s.catalog.tokens).map(([k, v]) => [k, v.token]));
   const sys = await s.call('POST', '/v1/systems', tok.operator, {
     name: 'reporting-db',
@@ -184,5 +185,40 @@ describe('a service account credential on PostgreSQL', () => {
     expect(r.status).toBe(409);
     expect(r.body.error.code).toBe('no_credential');
     expect((await s.call('GET', `/v1/access-requests/${plain.body.id}/credential`, tok.alice)).status).toBe(404);
+  });
+
+  it('follows the service account to the manager when its owner leaves: the manager reads the credential, the login keeps working', async () => {
+    const owen = await s.call('POST', '/v1/identities', tok.operator, {
+      kind: 'employee',
+      username: 'owen',
+      displayName: 'Owen Owner',
+      externalId: 'HR-OWEN',
+      managerId: s.catalog.identities.carol,
+    });
+    expect(owen.status).toBe(201);
+    const owenToken = (await s.call('POST', '/v1/tokens', tok.operator, { principalId: owen.body.id, roles: ['requester'] })).body.token as string;
+    const etl = await s.call('POST', '/v1/identities', tok.operator, { kind: 'service_account', username: 'etl', displayName: 'ETL job', ownerId: owen.body.id });
+    expect(etl.status).toBe(201);
+    const req = await s.call('POST', '/v1/access-requests', owenToken, { subjectId: etl.body.id, entitlementId, durationSeconds: 3600, justification: 'etl loads the reporting views' });
+    expect(req.status, JSON.stringify(req.body)).toBe(202);
+    await waitFor(async () => (await s.call('POST', `/v1/access-requests/${req.body.id}/decision`, tok.bob, { decision: 'approve' })).status === 200, 'approval');
+    await s.waitForStatus(req.body.id, ['active']);
+    // Owen has not collected it yet; the manager cannot either while Owen owns it.
+    expect((await s.call('GET', `/v1/access-requests/${req.body.id}/credential`, tok.carol)).status).toBe(404);
+
+    const body = JSON.stringify({ type: 'leaver', sequence: 1, worker: { id: 'HR-OWEN' } });
+    const msgId = `msg_${randomUUID()}`;
+    const ts = Math.floor(Date.now() / 1000);
+    const sig = createHmac('sha256', hrKey).update(`${msgId}.${ts}.${body}`).digest('base64');
+    const hrToken = (await s.call('POST', '/v1/tokens', tok.operator, { principalId: 'client:hr', roles: ['hr_system'] })).body.token as string;
+    const sent = await s.call('POST', '/v1/hr/events', hrToken, body, { 'webhook-id': msgId, 'webhook-timestamp': String(ts), 'webhook-signature': `v1,${sig}`, 'content-type': 'application/json' });
+    expect(sent.status, JSON.stringify(sent.body)).toBe(202);
+    await waitFor(async () => (await s.call('GET', `/v1/identities/${etl.body.id}`, tok.operator)).body.ownerId === s.catalog.identities.carol, 'ownership handed to the manager');
+
+    const got = await s.call('GET', `/v1/access-requests/${req.body.id}/credential`, tok.carol);
+    expect(got.status, JSON.stringify(got.body)).toBe(200);
+    expect(got.body.username).toBe('svc_etl');
+    expect(await psqlCanLogin(pg.url('svc_etl', got.body.password))).toBe(true);
+    expect((await s.call('GET', `/v1/access-requests/${req.body.id}`, tok.operator)).body.status).toBe('active');
   });
 });
