@@ -69,6 +69,18 @@ export const createIdentityBody = z
     path: ['ownerId'],
   });
 
+/**
+ * The key blob of an OpenSSH public key line starts with its own type name (SSH wire format:
+ * uint32 length, then the name), so a line whose base64 is not a key of the named type is refused.
+ */
+function sshKeyBlobMatchesType(line: string): boolean {
+  const [type, body] = line.split(' ');
+  if (!type || !body) return false;
+  const blob = Buffer.from(body, 'base64');
+  if (blob.toString('base64').replace(/=+$/, '') !== body.replace(/=+$/, '') || blob.length < 4 + type.length) return false;
+  return blob.readUInt32BE(0) === type.length && blob.subarray(4, 4 + type.length).toString('latin1') === type;
+}
+
 /** One OpenSSH public key line: type, base64 body, optional comment; no line breaks. */
 export const sshPublicKeyBody = z.strictObject({
   publicKey: z
@@ -78,12 +90,13 @@ export const sshPublicKeyBody = z.strictObject({
     .regex(
       /^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com|ssh-rsa) [A-Za-z0-9+/]+={0,3}( [^\r\n\0]*)?$/,
       'publicKey must be one OpenSSH public key line (e.g. "ssh-ed25519 AAAA… comment")',
-    ),
+    )
+    .refine(sshKeyBlobMatchesType, 'publicKey: the base64 body is not a key of the named type'),
 });
 
 export const createSystemBody = z.strictObject({
   name: z.string().trim().min(1).max(128),
-  kind: z.enum(['ldap', 'postgres']),
+  kind: z.enum(['ldap', 'postgres', 'ssh_ca']),
   config: z.record(z.string(), z.unknown()),
   secretRefs: z.record(z.string(), z.string().regex(/^[A-Z][A-Z0-9_]{0,127}$/, 'must be an environment variable name')).default({}),
   ownerId: z.uuid(),

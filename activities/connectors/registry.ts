@@ -5,6 +5,7 @@ import { systems, type Identity, type System } from '../../db/schema.js';
 import { createLdapConnector, ldapAccountFor, ldapSystemConfigSchema } from './ldap/connector.js';
 import { normalizeDn } from './ldap/dn.js';
 import { createPostgresConnector, postgresAccountFor, postgresSystemConfigSchema } from './postgres/connector.js';
+import { createSshCaConnector, sshCaAccountFor, sshCaSystemConfigSchema } from './ssh-ca/connector.js';
 import { ConnectorError, type Connector } from './types.js';
 
 /**
@@ -40,6 +41,14 @@ export const connectorKinds: Record<string, ConnectorKind> = {
     create: (c, s) => createPostgresConnector(postgresSystemConfigSchema.parse(c), { password: s.password ?? '' }),
     accountFor: (c, i) => postgresAccountFor(postgresSystemConfigSchema.parse(c), { username: i.username }),
     // Role names are case-sensitive once quoted: compare them as they are.
+    normalizeAccount: (a) => a,
+  },
+  ssh_ca: {
+    parseConfig: (c) => sshCaSystemConfigSchema.parse(c),
+    secrets: ['caPrivateKey'],
+    create: (c, s) => createSshCaConnector(sshCaSystemConfigSchema.parse(c), { caPrivateKey: s.caPrivateKey ?? '' }),
+    accountFor: (c, i) => sshCaAccountFor(sshCaSystemConfigSchema.parse(c), { username: i.username }),
+    // The account is the certificate key id's name part, compared as issued.
     normalizeAccount: (a) => a,
   },
 };

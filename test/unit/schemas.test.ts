@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createAccessRequestBody, createSystemBody, createTokenBody } from '../../api/schemas.js';
+import { createAccessRequestBody, createSystemBody, createTokenBody, sshPublicKeyBody } from '../../api/schemas.js';
 
 const ent = '6f1c1f4e-6f2c-4b7e-9a55-0c8f3c1d2e3f';
 
@@ -24,5 +24,24 @@ describe('API schemas', () => {
     expect(createTokenBody.safeParse({ principalId: 'client:workday', roles: ['hr_system'] }).success).toBe(true);
     expect(createTokenBody.safeParse({ principalId: 'root', roles: ['operator'] }).success).toBe(false);
     expect(createTokenBody.safeParse({ principalId: ent, roles: ['superuser'] }).success).toBe(false);
+  });
+  it('accepts an SSH public key only when its blob is a key of the named type', () => {
+    // SSH wire format: string "ssh-ed25519", string <32-byte key>
+    const wire = (type: string, key: Buffer) => {
+      const t = Buffer.from(type);
+      const len = (n: number) => Buffer.from([0, 0, 0, n]);
+      return Buffer.concat([len(t.length), t, len(key.length), key]).toString('base64');
+    };
+    const good = `ssh-ed25519 ${wire('ssh-ed25519', Buffer.alloc(32, 7))} alice@laptop`;
+    expect(sshPublicKeyBody.safeParse({ publicKey: good }).success).toBe(true);
+    for (const publicKey of [
+      'ssh-ed25519 not base64!',
+      `ssh-rsa ${wire('ssh-ed25519', Buffer.alloc(32, 7))}`,
+      `ssh-ed25519 ${wire('ssh-ed25519', Buffer.alloc(32, 7))}\nssh-ed25519 AAAA`,
+      `ssh-dss ${wire('ssh-dss', Buffer.alloc(32, 7))}`,
+      'ssh-ed25519 AAAA',
+    ]) {
+      expect(sshPublicKeyBody.safeParse({ publicKey }).success, publicKey).toBe(false);
+    }
   });
 });
