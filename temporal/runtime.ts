@@ -45,11 +45,12 @@ export interface Runtime {
   server?: Server;
   apiUrl?: string;
   uiUrl?: string;
-  demo?: DemoCatalog & { ldapUrl?: string; ldapBindDn?: string; ldapPassword?: string };
+  demo?: DemoCatalog & { ldapUrl?: string; ldapBindDn?: string; ldapPassword?: string; sshCa?: { publicKeyPath: string; krlPath: string } };
   stop(): Promise<void>;
 }
 
 const DEMO_LDAP_SECRET_ENV = 'ACCESSLOOP_SECRET_DEMO_LDAP';
+const DEMO_SSH_CA_SECRET_ENV = 'ACCESSLOOP_SECRET_DEMO_SSH_CA';
 
 /**
  * Composes the process: Temporal (given address or embedded dev server), Postgres (given URL
@@ -234,9 +235,32 @@ async function startDemo(config: Config, db: Db, env: Record<string, string | un
   } catch (e) {
     say(`demo directory not started: ${(e as Error).message}`);
   }
-  const catalog = await seedDemo(db, directory, saved?.tokens);
+  const ssh = await demoSshCa(config, env, say);
+  const catalog = await seedDemo(db, directory, saved?.tokens, { ...(ssh ? { ssh: ssh.seed } : {}) });
   await writeFile(tokensFile, JSON.stringify({ tokens: catalog.tokens, ldapPassword: ldap?.ldapPassword }, null, 2), { mode: 0o600 });
-  return { ...catalog, ...(ldap ?? {}) };
+  return { ...catalog, ...(ldap ?? {}), ...(ssh ? { sshCa: { publicKeyPath: ssh.publicKeyPath, krlPath: ssh.seed.krlPath } } : {}) };
+}
+
+/**
+ * The demo's SSH certificate authority: a CA key made once in the data dir (ssh-keygen), so a
+ * server configured with `TrustedUserCAKeys <ca.pub>` and `RevokedKeys <krl>` honours the demo's
+ * just-in-time certificates. Skipped, with a note, where ssh-keygen is missing.
+ */
+async function demoSshCa(config: Config, env: Record<string, string | undefined>, say: (m: string) => void) {
+  const dir = path.join(path.resolve(config.ACCESSLOOP_DATA_DIR), 'ssh-ca');
+  try {
+    const keyPath = path.join(dir, 'ca');
+    let privateKey = await readFile(keyPath, 'utf8').catch(() => undefined);
+    if (!privateKey) {
+      const { generateCaKeyPair } = await import('../activities/connectors/ssh-ca/ca.js');
+      privateKey = (await generateCaKeyPair(dir, 'ca')).privateKey;
+    }
+    env[DEMO_SSH_CA_SECRET_ENV] = privateKey;
+    return { publicKeyPath: `${keyPath}.pub`, seed: { stateDir: path.join(dir, 'state'), krlPath: path.join(dir, 'revoked.krl'), secretEnv: DEMO_SSH_CA_SECRET_ENV } };
+  } catch (e) {
+    say(`demo SSH CA not created: ${(e as Error).message}`);
+    return undefined;
+  }
 }
 
 /** The action-link HMAC key: configured, or generated once per data dir (API and worker share it there). */

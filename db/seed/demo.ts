@@ -14,6 +14,13 @@ export interface DemoDirectory {
   secretEnv: string;
 }
 
+/** The demo SSH CA (files in the data dir; the key is in env under `secretEnv`). */
+export interface DemoSshCa {
+  stateDir: string;
+  krlPath: string;
+  secretEnv: string;
+}
+
 export interface DemoCatalog {
   identities: Record<'alice' | 'bob' | 'carol' | 'dave', string>;
   systemId?: string;
@@ -39,7 +46,7 @@ const demoTokens: Array<{ name: string; principal: 'alice' | 'bob' | 'carol' | '
  * Idempotent demo catalog: people, the demo directory and its groups, and API tokens.
  * Tokens are re-minted when `existingTokens` are missing or no longer valid.
  */
-export async function seedDemo(db: Db, dir: DemoDirectory | undefined, existingTokens?: DemoCatalog['tokens'], opts: { policy?: boolean } = {}): Promise<DemoCatalog> {
+export async function seedDemo(db: Db, dir: DemoDirectory | undefined, existingTokens?: DemoCatalog['tokens'], opts: { policy?: boolean; ssh?: DemoSshCa } = {}): Promise<DemoCatalog> {
   const ids: Record<string, string> = {};
   for (const p of people) {
     const [found] = await db.select({ id: identities.id }).from(identities).where(eq(identities.username, p.username));
@@ -121,6 +128,8 @@ export async function seedDemo(db: Db, dir: DemoDirectory | undefined, existingT
     }
   }
 
+  if (opts.ssh) ents['prod-ssh'] = await seedDemoSshCa(db, opts.ssh, ids);
+
   if (systemId && opts.policy !== false) await seedDemoPolicy(db, ids, ents);
 
   const tokens: DemoCatalog['tokens'] = {};
@@ -149,6 +158,30 @@ export async function seedDemo(db: Db, dir: DemoDirectory | undefined, existingT
     appendAudit(tx, { idempotencyKey: `seed/demo/${Object.values(tokens).map((t) => hashToken(t.token).slice(0, 8)).join('.')}`, actorType: 'system', actorId: 'seed', action: 'catalog.seeded', data: { entitlements: Object.keys(ents) } }),
   );
   return { identities: ids as DemoCatalog['identities'], ...(systemId ? { systemId } : {}), entitlements: ents, tokens };
+}
+
+/** An SSH CA for just-in-time root shells on production (principal `prod-root`). */
+async function seedDemoSshCa(db: Db, ssh: DemoSshCa, ids: Record<string, string>): Promise<string> {
+  const config = { stateDir: ssh.stateDir, krlPath: ssh.krlPath, principals: ['prod-root', 'prod-readonly'], maxValiditySeconds: 4 * 3600 };
+  let [system] = await db.select({ id: systems.id }).from(systems).where(eq(systems.name, 'demo-ssh-ca'));
+  if (system) await db.update(systems).set({ config, secretRefs: { caPrivateKey: ssh.secretEnv } }).where(eq(systems.id, system.id));
+  else [system] = await db.insert(systems).values({ name: 'demo-ssh-ca', kind: 'ssh_ca', config, secretRefs: { caPrivateKey: ssh.secretEnv }, ownerId: ids.carol! }).returning({ id: systems.id });
+  const [found] = await db.select({ id: entitlements.id }).from(entitlements).where(and(eq(entitlements.systemId, system!.id), eq(entitlements.resource, 'prod-root')));
+  if (found) return found.id;
+  const [row] = await db
+    .insert(entitlements)
+    .values({
+      systemId: system!.id,
+      name: 'Production root shell (SSH certificate)',
+      resource: 'prod-root',
+      ownerId: ids.bob!,
+      riskTier: 'privileged',
+      defaultDurationSeconds: 900,
+      maxDurationSeconds: 4 * 3600,
+      approvalPolicy: { approvalTimeoutSeconds: 3600 },
+    })
+    .returning({ id: entitlements.id });
+  return row!.id;
 }
 
 /**
