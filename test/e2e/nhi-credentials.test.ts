@@ -10,10 +10,13 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPgCluster, type PgCluster } from '../helpers/pg-cluster.js';
 import { psql, psqlCanLogin, psqlCreateRole, psqlRoleMembers } from '../helpers/postgres.js';
+import { createLogger } from '../../temporal/logger.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
 
 const PG_SECRET = 'ACCESSLOOP_SECRET_NHI_PG';
 const hrKey = randomBytes(24);
+/** Everything the product logged during this file, at debug level. */
+let logged = '';
 let s: Stack;
 let pg: PgCluster;
 let adminUrl: string;
@@ -25,7 +28,8 @@ beforeAll(async () => {
   pg = await startPgCluster(`admin-${randomUUID()}`);
   adminUrl = pg.url('postgres', pg.adminPassword);
   await psqlCreateRole(adminUrl, 'reporting_read');
-  s = await startStack({ secrets: { [PG_SECRET]: pg.adminPassword }, env: { ACCESSLOOP_HR_WEBHOOK_SECRETS: `whsec_${hrKey.toString('base64')}` } });
+  const log = createLogger('debug', { write: (line: string) => void (logged += line) });
+  s = await startStack({ log, secrets: { [PG_SECRET]: pg.adminPassword }, env: { ACCESSLOOP_HR_WEBHOOK_SECRETS: `whsec_${hrKey.toString('base64')}` } });
   tok = Object.fromEntries(Object.entries(s.catalog.tokens).map(([k, v]) => [k, v.token]));
   const sys = await s.call('POST', '/v1/systems', tok.operator, {
     name: 'reporting-db',
@@ -147,6 +151,9 @@ describe('a service account credential on PostgreSQL', () => {
     expect([...rows].every((r) => r.sealed === null)).toBe(true);
     expect(pg.log()).not.toContain(password1);
     expect(pg.log()).not.toContain(password2);
+    // …nor in our own logs, captured at debug level (which did log the activities)
+    expect(logged).toContain('grantAccess');
+    expect(logged.includes(password1) || logged.includes(password2)).toBe(false);
 
     // Revoke: the open session is terminated and the login refused, verified before the lease closes.
     const session = spawn('psql', [pg.url('svc_billing', password2), '-X', '-c', 'select pg_sleep(120)'], { stdio: ['ignore', 'pipe', 'pipe'] });

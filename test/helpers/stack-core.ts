@@ -6,7 +6,7 @@ import { DEMO_PLACEHOLDER_DN, DEMO_SUFFIX, demoGroupDn, demoSeedLdif } from '../
 import { startSlapd, type SlapdHandle } from '../../activities/connectors/ldap/slapd.js';
 import { seedDemo, type DemoCatalog } from '../../db/seed/demo.js';
 import { loadConfig, type Config } from '../../temporal/config.js';
-import { createLogger } from '../../temporal/logger.js';
+import { createLogger, type Logger } from '../../temporal/logger.js';
 import { startRuntime, type Runtime } from '../../temporal/runtime.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 import { ldapsearchMembers } from './ldap.js';
@@ -41,6 +41,8 @@ export interface StackOptions {
   /** Run the worker in this process (default) or leave it to a child process. */
   worker?: boolean;
   env?: Record<string, string>;
+  /** The runtime's logger (default: level TEST_LOG_LEVEL or error, to stdout). */
+  log?: Logger;
 }
 
 /** Polls until `fn` returns a truthy value; fails with the last value seen. */
@@ -81,7 +83,7 @@ export async function startStackAt(opts: StackOptions): Promise<Stack> {
   };
   const config = loadConfig({ ...baseEnv, PORT: '0' });
   const secrets = { [LDAP_SECRET_ENV]: rootPassword, ...opts.secrets };
-  const rt = await startRuntime({ config, log: createLogger(process.env.TEST_LOG_LEVEL ?? 'error'), api: true, worker: opts.worker ?? true, env: secrets, say: () => {} });
+  const rt = await startRuntime({ config, log: opts.log ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'error'), api: true, worker: opts.worker ?? true, env: secrets, say: () => {} });
   // The demo catalog without the demo policy: tests start from the built-in default (one owner stage).
   const catalog = await seedDemo(rt.db, { url: slapd.url, bindDn: rootDn, suffix: DEMO_SUFFIX, placeholderDn: DEMO_PLACEHOLDER_DN, secretEnv: LDAP_SECRET_ENV }, undefined, { policy: false });
 
