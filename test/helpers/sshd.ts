@@ -18,13 +18,14 @@
  * `LogLevel VERBOSE` makes sshd log each accepted certificate with its key id, serial and CA,
  * and the reason for each refusal; the lines are kept for assertions.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { findFreePort } from '../../activities/connectors/ldap/slapd.js';
+import { superviseChild } from '../../activities/connectors/child-process.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -53,24 +54,6 @@ export interface SshdHandle {
   logLines(): string[];
   /** SIGTERM, wait for exit, SIGKILL after 5 s. */
   stop(): Promise<void>;
-}
-
-const liveChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-/** A test run that dies early must not leave an sshd listening. */
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const child of liveChildren) {
-      try {
-        child.kill('SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  });
 }
 
 function canConnect(port: number): Promise<boolean> {
@@ -151,12 +134,10 @@ export async function startSshd(opts: StartSshdOptions): Promise<SshdHandle> {
     throw new Error(`sshd -t rejected ${configPath}: ${(e.stderr ?? e.message).trim()}`, { cause: err });
   }
 
-  installExitHook();
   const lines: string[] = [];
   let partial = '';
   let listening = false;
   const proc = spawn(SSHD_PATH, ['-D', '-e', '-f', configPath, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
-  liveChildren.add(proc);
   const onData = (chunk: string) => {
     partial += chunk;
     const parts = partial.split('\n');
@@ -170,19 +151,7 @@ export async function startSshd(opts: StartSshdOptions): Promise<SshdHandle> {
   };
   proc.stdout.setEncoding('utf8').on('data', onData);
   proc.stderr.setEncoding('utf8').on('data', onData);
-  let exitInfo: string | undefined;
-  const exited = new Promise<void>((resolve) => {
-    proc.once('exit', (code, signal) => {
-      exitInfo = `code=${code ?? 'null'} signal=${signal ?? 'null'}`;
-      liveChildren.delete(proc);
-      resolve();
-    });
-    proc.once('error', (err) => {
-      exitInfo = `spawn error: ${err.message}`;
-      liveChildren.delete(proc);
-      resolve();
-    });
-  });
+  const { exited, exitInfo } = superviseChild(proc);
 
   const stop = async (): Promise<void> => {
     if (proc.exitCode === null && proc.signalCode === null) {
@@ -201,7 +170,7 @@ export async function startSshd(opts: StartSshdOptions): Promise<SshdHandle> {
 
   const deadline = Date.now() + START_DEADLINE_MS;
   for (;;) {
-    if (exitInfo !== undefined) throw new Error(`sshd exited during start-up (${exitInfo}):\n${lines.join('\n')}`);
+    if (exitInfo() !== undefined) throw new Error(`sshd exited during start-up (${exitInfo()}):\n${lines.join('\n')}`);
     // the log line as well as the port: the port could belong to something else
     if (listening && (await canConnect(port))) break;
     if (Date.now() > deadline) {

@@ -18,6 +18,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { superviseChild } from '../child-process.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -71,24 +72,6 @@ export const PERMANENT_LOCK_TIME = '000001010000Z';
 /** DN of the default password policy entry the generated slapd.conf points ppolicy_default at. */
 export function passwordPolicyDn(suffix: string): string {
   return `cn=${POLICY_CN},${suffix}`;
-}
-
-/** Every slapd we started; killed when the node process exits. */
-const liveChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const child of liveChildren) {
-      try {
-        child.kill('SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  });
 }
 
 /** Finds an executable in /usr/sbin, /usr/bin, /usr/local/sbin or PATH. */
@@ -265,7 +248,6 @@ export async function startSlapd(opts: StartSlapdOptions): Promise<SlapdHandle> 
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
 
-  installExitHook();
 
   let sawStarting = false;
   const pushLine = (line: string) => {
@@ -304,27 +286,15 @@ export async function startSlapd(opts: StartSlapdOptions): Promise<SlapdHandle> 
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     child = proc;
-    liveChildren.add(proc);
     attachOutput(proc.stdout);
     attachOutput(proc.stderr);
-    let exitInfo: string | undefined;
-    exited = new Promise<void>((resolve) => {
-      proc.once('exit', (code, signal) => {
-        exitInfo = `code=${code ?? 'null'} signal=${signal ?? 'null'}`;
-        liveChildren.delete(proc);
-        resolve();
-      });
-      proc.once('error', (err) => {
-        exitInfo = `spawn error: ${err.message}`;
-        liveChildren.delete(proc);
-        resolve();
-      });
-    });
+    const supervised = superviseChild(proc);
+    exited = supervised.exited;
 
     const deadline = Date.now() + START_DEADLINE_MS;
     for (;;) {
-      if (exitInfo !== undefined) {
-        throw new Error(`slapd exited during start-up (${exitInfo}); last log lines:\n${lastLines()}`);
+      if (supervised.exitInfo() !== undefined) {
+        throw new Error(`slapd exited during start-up (${supervised.exitInfo()}); last log lines:\n${lastLines()}`);
       }
       // "slapd starting" is logged once the listener is bound; checking it as well as the
       // port makes sure we are not talking to some other process that holds the port.

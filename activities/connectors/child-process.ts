@@ -1,0 +1,46 @@
+import type { ChildProcess } from 'node:child_process';
+
+/** Every server process we started (slapd, sshd in tests, …); killed when this process exits. */
+const liveChildren = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+export interface SupervisedChild {
+  /** Resolves once the process has exited (or failed to spawn). */
+  exited: Promise<void>;
+  /** `code=… signal=…` or the spawn error, once it has ended. */
+  exitInfo(): string | undefined;
+}
+
+/**
+ * Registers a long-running child so that a test run or a demo that dies early does not leave it
+ * listening, and reports how it ended.
+ */
+export function superviseChild(proc: ChildProcess): SupervisedChild {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', () => {
+      for (const child of liveChildren) {
+        try {
+          child.kill('SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    });
+  }
+  liveChildren.add(proc);
+  let info: string | undefined;
+  const exited = new Promise<void>((resolve) => {
+    proc.once('exit', (code, signal) => {
+      info = `code=${code ?? 'null'} signal=${signal ?? 'null'}`;
+      liveChildren.delete(proc);
+      resolve();
+    });
+    proc.once('error', (err) => {
+      info = `spawn error: ${err.message}`;
+      liveChildren.delete(proc);
+      resolve();
+    });
+  });
+  return { exited, exitInfo: () => info };
+}
