@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import net from 'node:net';
 
 /** Every server process we started (slapd, sshd in tests, …); killed when this process exits. */
 const liveChildren = new Set<ChildProcess>();
@@ -43,4 +44,20 @@ export function superviseChild(proc: ChildProcess): SupervisedChild {
     });
   });
   return { exited, exitInfo: () => info };
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:port (a started server is listening). */
+export function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect({ port, host: '127.0.0.1' });
+    const done = (ok: boolean) => {
+      sock.removeAllListeners();
+      sock.on('error', () => undefined);
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.setTimeout(1000, () => done(false));
+    sock.once('connect', () => done(true));
+    sock.once('error', () => done(false));
+  });
 }

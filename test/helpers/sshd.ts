@@ -21,11 +21,10 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { findFreePort } from '../../activities/connectors/ldap/slapd.js';
-import { superviseChild } from '../../activities/connectors/child-process.js';
+import { canConnect, superviseChild } from '../../activities/connectors/child-process.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -54,21 +53,6 @@ export interface SshdHandle {
   logLines(): string[];
   /** SIGTERM, wait for exit, SIGKILL after 5 s. */
   stop(): Promise<void>;
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = net.connect({ port, host: '127.0.0.1' });
-    const done = (ok: boolean) => {
-      sock.removeAllListeners();
-      sock.on('error', () => undefined);
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(1000, () => done(false));
-    sock.once('connect', () => done(true));
-    sock.once('error', () => done(false));
-  });
 }
 
 async function sshdAccepts(configPath: string, extra: string[]): Promise<boolean> {

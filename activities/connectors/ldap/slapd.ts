@@ -18,7 +18,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { superviseChild } from '../child-process.js';
+import { canConnect, superviseChild } from '../child-process.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -99,21 +99,6 @@ export async function findFreePort(): Promise<number> {
         srv.close(() => reject(new Error('could not determine a free port')));
       }
     });
-  });
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = net.connect({ port, host: '127.0.0.1' });
-    const done = (ok: boolean) => {
-      sock.removeAllListeners();
-      sock.on('error', () => undefined);
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(1000, () => done(false));
-    sock.once('connect', () => done(true));
-    sock.once('error', () => done(false));
   });
 }
 
