@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/activity';
-import { and, eq, inArray, ne, sql } from 'drizzle-orm';
+import { and, desc, eq, inArray, ne, sql } from 'drizzle-orm';
 import { ZodError } from 'zod';
 import type { Db } from '../db/client.js';
 import {
@@ -24,7 +24,7 @@ import { createReconciliationActivities } from './reconciliation.js';
 import type { ConnectorRegistry } from './connectors/registry.js';
 import { ConnectorError, type Connector, type IssuedCredential, type Membership } from './connectors/types.js';
 import { endCredentials, storeCredential, type CredentialRef, type CredentialVault } from './credentials.js';
-import type { Metrics } from './metrics.js';
+import { AUTOMATED_REVOKE_REASONS, type Metrics } from './metrics.js';
 import type { Notifier, NotifyInput } from './notifications.js';
 import type { PolicyService } from './policy/service.js';
 
@@ -236,6 +236,7 @@ export function createActivities(deps: ActivityDeps) {
       const [already] = await db.select().from(auditEvents).where(eq(auditEvents.idempotencyKey, input.idempotencyKey));
       if (already) return { approverIds: (already.data as { added?: string[] }).added ?? [] };
       const added = await deps.policies.escalationTargets(input.waitingApproverIds, input.excludeIds);
+      metrics.exceptions.inc({ kind: 'escalation' });
       await db.transaction(async (tx) => {
         if (added.length) {
           await tx
@@ -360,8 +361,17 @@ export function createActivities(deps: ActivityDeps) {
             .set({ status: 'closed' })
             .where(and(eq(approvals.requestId, input.requestId), eq(approvals.stage, input.stage), eq(approvals.status, 'pending')));
         }
+        const final = !forExtension && (input.decision === 'reject' || (stageComplete && finalStage));
         if (!forExtension && input.decision === 'reject') await setRequestStatus(tx, input.requestId, 'rejected', { decidedAt: now });
-        else if (!forExtension && stageComplete && finalStage) await setRequestStatus(tx, input.requestId, 'granting', { decidedAt: now });
+        else if (final) await setRequestStatus(tx, input.requestId, 'granting', { decidedAt: now });
+        if (final) {
+          const [r] = await tx.select({ createdAt: accessRequests.createdAt }).from(accessRequests).where(eq(accessRequests.id, input.requestId));
+          if (r) metrics.approvalHumanWait.observe({ outcome: input.decision === 'reject' ? 'rejected' : 'approved' }, (now.getTime() - r.createdAt.getTime()) / 1000);
+        }
+        if (input.decision === 'approve' && stageComplete) {
+          const [a] = await tx.select({ stageName: approvals.stageName }).from(approvals).where(and(eq(approvals.requestId, input.requestId), eq(approvals.stage, input.stage))).limit(1);
+          if (a?.stageName?.startsWith('sod-')) metrics.exceptions.inc({ kind: 'sod_exception' });
+        }
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
           actorType: 'identity',
@@ -528,6 +538,10 @@ export function createActivities(deps: ActivityDeps) {
       if (!present) throw ApplicationFailure.retryable('membership not yet visible on the target', 'GrantNotVerified');
       const verifiedAt = new Date();
       const expiresAt = new Date(input.expiresAt);
+      if (input.requestId) {
+        const [last] = await db.select({ at: approvals.decidedAt }).from(approvals).where(and(eq(approvals.requestId, input.requestId), eq(approvals.status, 'approved'))).orderBy(desc(approvals.decidedAt)).limit(1);
+        if (last?.at) metrics.approvalSystemPart.observe((verifiedAt.getTime() - last.at.getTime()) / 1000);
+      }
       await db.transaction(async (tx) => {
         await tx.update(grants).set({ status: 'active', grantVerifiedAt: verifiedAt, expiresAt }).where(eq(grants.id, input.grantId));
         await setRequestStatus(tx, input.requestId, 'active');
@@ -624,6 +638,7 @@ export function createActivities(deps: ActivityDeps) {
     /** The alert: a revocation that missed its verification deadline. Retries continue in the workflow. */
     async markRevocationUnverified(input: Keyed & { requestId?: string | undefined; grantId: string; error: string; errorType?: string }) {
       metrics.revocationsUnverified.inc();
+      metrics.exceptions.inc({ kind: 'revocation_unverified' });
       // Only the stable failure type goes to the log: connector messages can name accounts (PII).
       // The full message is in the audit event and the workflow's details, behind access control.
       log.error({ alert: 'revocation_unverified', requestId: input.requestId, grantId: input.grantId, errorType: input.errorType ?? 'unknown' }, 'revocation not verified within deadline');
@@ -658,6 +673,8 @@ export function createActivities(deps: ActivityDeps) {
             })
             .where(eq(grants.id, input.grantId));
           if (timeToRevokeMs !== null && !input.retainedBy) metrics.timeToRevoke.observe({ reason: g.revokeReason ?? 'unknown' }, timeToRevokeMs / 1000);
+          const reason = g.revokeReason ?? 'unknown';
+          metrics.removals.inc({ reason, automated: String(AUTOMATED_REVOKE_REASONS.includes(reason)), verified: String(!input.retainedBy) });
         }
         await endCredentials(tx, input.grantId);
         await setRequestStatus(tx, input.requestId, 'revoked');

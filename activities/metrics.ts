@@ -30,7 +30,49 @@ export function createMetrics() {
       labelNames: ['route', 'status'],
       registers: [registry],
     }),
+    httpDuration: new Histogram({
+      name: 'accessloop_http_request_duration_seconds',
+      help: 'API request duration by route, method and status',
+      labelNames: ['route', 'method', 'status'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    approvalHumanWait: new Histogram({
+      name: 'accessloop_approval_human_wait_seconds',
+      help: 'From request to its final decision (approved or rejected)',
+      labelNames: ['outcome'],
+      buckets: [1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 3 * 24 * 3600],
+      registers: [registry],
+    }),
+    approvalSystemPart: new Histogram({
+      name: 'accessloop_approval_system_seconds',
+      help: 'From the last approval to the grant verified on the target (the part we control)',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+    removals: new Counter({
+      name: 'accessloop_removals_total',
+      help: 'Completed revocations, by whether they were automated (expiry, leaver, mover, reconciliation) and verified on the target',
+      labelNames: ['reason', 'automated', 'verified'],
+      registers: [registry],
+    }),
+    exceptions: new Counter({
+      name: 'accessloop_exceptions_total',
+      help: 'Events that need a human: revocation_unverified, escalation, sod_exception',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
+    activityDuration: new Histogram({
+      name: 'accessloop_activity_duration_seconds',
+      help: 'Activity executions by type and outcome (ok, retryable, non_retryable)',
+      labelNames: ['activity', 'outcome'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
   };
 }
+
+/** Revocation reasons that no person had to act on. */
+export const AUTOMATED_REVOKE_REASONS: readonly string[] = ['expired', 'leaver', 'mover', 'reconciliation'];
 
 export type Metrics = ReturnType<typeof createMetrics>;

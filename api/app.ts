@@ -15,7 +15,7 @@ import { accessRequestRoutes } from './routes/access-requests.js';
 import { actionLinkRoutes } from './routes/action-links.js';
 import { approvalRoutes, catalogRoutes, identityRoutes, tokenRoutes } from './routes/operator.js';
 import { hrRoutes } from './routes/hr.js';
-import { kpiRoutes } from './routes/kpis.js';
+import { kpiRoutes, registerKpiGauges } from './routes/kpis.js';
 import { reconciliationRoutes } from './routes/reconciliation.js';
 import { delegationRoutes, groupRoutes, policyRoutes } from './routes/policies.js';
 
@@ -40,7 +40,13 @@ export function createApp(deps: AppDeps): Express {
   app.set('trust proxy', false);
 
   app.use((req, res, next) => {
-    res.on('finish', () => metrics.httpRequests.inc({ route: req.route?.path ? `${req.baseUrl}${req.route.path}` : 'unmatched', status: String(res.statusCode) }));
+    const end = metrics.httpDuration.startTimer({ method: req.method });
+    res.on('finish', () => {
+      // the route pattern, never the concrete path: ids must not become label values
+      const route = req.route?.path ? `${req.baseUrl}${req.route.path}` : 'unmatched';
+      metrics.httpRequests.inc({ route, status: String(res.statusCode) });
+      end({ route, status: String(res.statusCode) });
+    });
     next();
   });
 
@@ -55,6 +61,7 @@ export function createApp(deps: AppDeps): Express {
     const [dbOk, temporalOk] = checks.map((c) => c.status === 'fulfilled');
     res.status(dbOk && temporalOk ? 200 : 503).json({ status: dbOk && temporalOk ? 'ready' : 'not_ready', database: dbOk ? 'ok' : 'down', temporal: temporalOk ? 'ok' : 'down' });
   });
+  registerKpiGauges(metrics.registry, db);
   app.get('/metrics', async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });

@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { activityMetricsInterceptor } from '../activities/activity-metrics.js';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
 import type { Logger } from './logger.js';
 
@@ -51,6 +52,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     taskQueue: opts.taskQueue,
     workflowBundle: await workflowBundle(),
     activities: createActivities(opts.deps),
+    interceptors: { activity: [activityMetricsInterceptor(opts.deps.metrics)] },
     identity: opts.identity ?? `accessloop-worker@${process.pid}`,
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions ?? 100,
     // Drain in-flight activities on SIGTERM before the process exits.

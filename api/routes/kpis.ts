@@ -1,63 +1,175 @@
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import { Router } from 'express';
+import { Gauge, type Registry } from 'prom-client';
 import { z } from 'zod';
 import type { Db } from '../../db/client.js';
 import { requireRole } from '../auth.js';
 import { valid, validate } from '../validate.js';
 
-const kpiQuery = z.strictObject({ windowDays: z.coerce.number().int().min(1).max(366).default(30) });
+const UNIT_MS = { m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+const MAX_WINDOW_MS = 366 * UNIT_MS.d;
+
+/** `?window=24h` (m, h or d) or the older `?windowDays=30`; default 30 days. */
+export const kpiQuery = z
+  .strictObject({
+    window: z
+      .string()
+      .regex(/^[1-9][0-9]{0,5}[mhd]$/, 'window must look like 90m, 24h or 30d')
+      .optional(),
+    windowDays: z.coerce.number().int().min(1).max(366).optional(),
+  })
+  .refine((q) => !(q.window && q.windowDays), { message: 'give window or windowDays, not both' })
+  .transform((q) => {
+    if (q.window) return { label: q.window, ms: Number(q.window.slice(0, -1)) * UNIT_MS[q.window.slice(-1) as keyof typeof UNIT_MS] };
+    const days = q.windowDays ?? 30;
+    return { label: `${days}d`, ms: days * UNIT_MS.d };
+  })
+  .refine((w) => w.ms <= MAX_WINDOW_MS, { message: 'window must be at most 366 days' });
 
 type Row = Record<string, string | number | null>;
 const num = (v: unknown) => (v === null || v === undefined ? null : Math.round(Number(v)));
+const int = (v: unknown) => Number(v ?? 0);
+
+/** Requests still in flight (the ticket is not closed): their age is a measure of its own. */
+const OPEN_STATES = ['pending_approval', 'scheduled', 'granting', 'active', 'revoking', 'revocation_unverified'];
+const AGE_BUCKETS = [
+  { key: 'under1h', maxMs: UNIT_MS.h },
+  { key: 'h1to24', maxMs: UNIT_MS.d },
+  { key: 'd1to7', maxMs: 7 * UNIT_MS.d },
+  { key: 'over7d', maxMs: Infinity },
+] as const;
 
 /**
- * GET /v1/metrics/kpis — the governance measures (DESIGN §8) over a window: approval latency
- * (human wait and system part), time to revoke per grant and per leaver, the share of removals
- * that were automated and verified, open exceptions, and orphaned access.
+ * The governance measures (DESIGN §8) over a window: approval latency split into the human
+ * wait (request → final decision) and the system part (decision → grant verified on the
+ * target), time to revoke per grant and per leaver, the share of removals that were automated
+ * and verified, exceptions that need a human, orphaned access, and open requests by age.
+ * Every figure is computed from the database, so it matches the audit trail.
  */
+export async function computeKpis(db: Db, windowMs: number, now = new Date()) {
+  const sinceDate = new Date(now.getTime() - windowMs);
+  // Bound as text with a cast: raw sql templates do not serialise Date parameters.
+  const since = sql`${sinceDate.toISOString()}::timestamptz`;
+  const pct = (expr: SQL) => sql`count(*)::int as n,
+    percentile_cont(0.5) within group (order by ${expr}) as p50,
+    percentile_cont(0.95) within group (order by ${expr}) as p95,
+    max(${expr}) as max`;
+  const ms = (a: string, b: string) => sql.raw(`extract(epoch from (${b} - ${a})) * 1000`);
+  const one = async (q: SQL) => ((await db.execute(q)) as unknown as Row[])[0] ?? {};
+  const all = async (q: SQL) => (await db.execute(q)) as unknown as Row[];
+  const [humanWait, systemPart, revoke, leavers, removals, exceptions, orphaned, findings, open] = await Promise.all([
+    one(sql`select ${pct(ms('created_at', 'decided_at'))} from access_request
+            where decided_at >= ${since} and status not in ('cancelled','expired_unapproved','rejected')`),
+    // from the last approval of a request to its grant verified on the target
+    one(sql`select ${pct(ms('a.last_decided', 'g.grant_verified_at'))}
+              from (select request_id, max(decided_at) as last_decided from approval where status = 'approved' group by request_id) a
+              join "grant" g on g.request_id = a.request_id
+             where g.grant_verified_at >= ${since}`),
+    one(sql`select ${pct(ms('revoke_requested_at', 'removal_verified_at'))} from "grant" where removal_verified_at >= ${since}`),
+    one(sql`select ${pct(ms('received_at', 'completed_at'))} from hr_event where type = 'leaver' and completed_at >= ${since}`),
+    one(sql`select count(*)::int as total,
+              count(*) filter (where revoke_reason in ('expired','leaver','mover','reconciliation'))::int as automated,
+              count(*) filter (where removal_verified_at is not null)::int as verified
+            from "grant" where status = 'revoked' and revoked_at >= ${since}`),
+    one(sql`select (select count(*)::int from "grant" where status = 'revocation_unverified') as unverified_open,
+              (select count(*)::int from audit_event where action = 'grant.revocation_unverified' and at >= ${since}) as unverified_raised,
+              (select count(*)::int from audit_event where action = 'approval.escalated' and at >= ${since}) as escalations,
+              (select count(*)::int from approval where stage_name like 'sod-%' and status = 'approved' and decided_at >= ${since}) as sod_exceptions`),
+    one(sql`select count(*)::int as n from "grant" g join identity i on i.id = g.identity_id where g.status in ('granting','active') and i.status <> 'active'`),
+    all(sql`select kind::text as kind, count(*)::int as n from reconciliation_finding where status = 'open' group by kind`),
+    all(sql`select status::text as status, extract(epoch from (${now.toISOString()}::timestamptz - created_at)) * 1000 as age_ms
+              from access_request where status in (${sql.join(OPEN_STATES.map((s) => sql`${s}`), sql`, `)})`),
+  ]);
+  const dist = (x: Row) => ({ n: int(x.n), p50Ms: num(x.p50), p95Ms: num(x.p95), maxMs: num(x.max) });
+  const total = int(removals.total);
+  const findingCounts = Object.fromEntries(['orphaned_account', 'unauthorized_access', 'failed_revocation', 'missing_grant'].map((k) => [k, int(findings.find((f) => f.kind === k)?.n)]));
+  const byAge: Record<(typeof AGE_BUCKETS)[number]['key'], number> = { under1h: 0, h1to24: 0, d1to7: 0, over7d: 0 };
+  const byStatus: Record<string, number> = {};
+  for (const r of open) {
+    byAge[AGE_BUCKETS.find((b) => Number(r.age_ms) < b.maxMs)!.key]++;
+    byStatus[String(r.status)] = (byStatus[String(r.status)] ?? 0) + 1;
+  }
+  return {
+    window: { from: sinceDate.toISOString(), to: now.toISOString(), ms: windowMs },
+    approvalLatency: { humanWait: dist(humanWait), systemPart: dist(systemPart) },
+    timeToRevoke: { perGrant: dist(revoke), perLeaver: dist(leavers) },
+    removals: {
+      total,
+      automated: int(removals.automated),
+      verified: int(removals.verified),
+      automatedShare: total ? int(removals.automated) / total : null,
+      verifiedShare: total ? int(removals.verified) / total : null,
+    },
+    exceptions: {
+      revocationsUnverifiedOpen: int(exceptions.unverified_open),
+      revocationsUnverifiedRaised: int(exceptions.unverified_raised),
+      escalations: int(exceptions.escalations),
+      sodExceptionsApproved: int(exceptions.sod_exceptions),
+    },
+    orphanedAccess: {
+      activeGrantsOfInactiveIdentities: int(orphaned.n),
+      openFindings: findingCounts,
+    },
+    openRequests: { total: open.length, byAge, byStatus },
+  };
+}
+
+/** GET /v1/metrics/kpis?window=24h — operators and auditors. */
 export function kpiRoutes(db: Db): Router {
   const r = Router();
   r.get('/kpis', requireRole('operator', 'auditor'), validate({ query: kpiQuery }), async (_req, res) => {
     const { query } = valid(res, { query: kpiQuery });
-    const sinceDate = new Date(Date.now() - query.windowDays * 86400_000);
-    // Bound as text with a cast: raw sql templates do not serialise Date parameters.
-    const since = sql`${sinceDate.toISOString()}::timestamptz`;
-    const pct = (expr: ReturnType<typeof sql>) => sql`count(*)::int as n,
-      percentile_cont(0.5) within group (order by ${expr}) as p50,
-      percentile_cont(0.95) within group (order by ${expr}) as p95,
-      max(${expr}) as max`;
-    const ms = (a: string, b: string) => sql.raw(`extract(epoch from (${b} - ${a})) * 1000`);
-    const one = async (q: ReturnType<typeof sql>) => ((await db.execute(q)) as unknown as Row[])[0] ?? {};
-    const [approval, systemPart, revoke, leavers, removals, exceptions, orphaned] = await Promise.all([
-      one(sql`select ${pct(ms('created_at', 'decided_at'))} from access_request where decided_at >= ${since} and status not in ('cancelled','expired_unapproved')`),
-      one(sql`select ${pct(ms('a.decided_at', 'g.grant_verified_at'))} from approval a join "grant" g on g.request_id = a.request_id
-              where a.status = 'approved' and a.decided_at >= ${since} and g.grant_verified_at is not null`),
-      one(sql`select ${pct(ms('revoke_requested_at', 'removal_verified_at'))} from "grant" where removal_verified_at >= ${since}`),
-      one(sql`select ${pct(ms('received_at', 'completed_at'))} from hr_event where type = 'leaver' and completed_at >= ${since}`),
-      one(sql`select count(*)::int as total,
-                count(*) filter (where revoke_reason in ('expired','leaver','mover','reconciliation'))::int as automated,
-                count(*) filter (where removal_verified_at is not null)::int as verified
-              from "grant" where status = 'revoked' and revoked_at >= ${since}`),
-      one(sql`select (select count(*)::int from "grant" where status = 'revocation_unverified') as unverified,
-                (select count(*)::int from approval where stage_name like 'sod-%' and status = 'approved' and decided_at >= ${since}) as sod_exceptions`),
-      one(sql`select count(*)::int as n from "grant" g join identity i on i.id = g.identity_id where g.status in ('granting','active') and i.status <> 'active'`),
-    ]);
-    const dist = (x: Row) => ({ n: Number(x.n ?? 0), p50Ms: num(x.p50), p95Ms: num(x.p95), maxMs: num(x.max) });
-    const total = Number(removals.total ?? 0);
-    res.json({
-      window: { from: sinceDate.toISOString(), to: new Date().toISOString(), days: query.windowDays },
-      approvalLatency: { requestToDecision: dist(approval), decisionToGrantVerified: dist(systemPart) },
-      timeToRevoke: { perGrant: dist(revoke), perLeaver: dist(leavers) },
-      removals: {
-        total,
-        automated: Number(removals.automated ?? 0),
-        verified: Number(removals.verified ?? 0),
-        automatedShare: total ? Number(removals.automated) / total : null,
-        verifiedShare: total ? Number(removals.verified) / total : null,
-      },
-      exceptions: { revocationsUnverifiedOpen: Number(exceptions.unverified ?? 0), sodExceptionsApproved: Number(exceptions.sod_exceptions ?? 0) },
-      orphanedAccess: { activeGrantsOfInactiveIdentities: Number(orphaned.n ?? 0) },
-    });
+    const k = await computeKpis(db, query.ms);
+    res.json({ ...k, window: { ...k.window, label: query.label } });
   });
   return r;
+}
+
+/**
+ * The state-like measures as Prometheus gauges, read from the database when scraped (one query
+ * set per scrape, shared by the gauges): open requests by age, orphaned access, open findings,
+ * revocations still unverified. The event-like ones are counters and histograms in metrics.ts.
+ */
+export function registerKpiGauges(registry: Registry, db: Db): void {
+  let pending: Promise<Awaited<ReturnType<typeof computeKpis>>> | undefined;
+  // Several gauges collect in one scrape: they share one computation.
+  const snapshot = () => {
+    pending ??= computeKpis(db, UNIT_MS.d).finally(() => setTimeout(() => (pending = undefined), 1000).unref());
+    return pending;
+  };
+  new Gauge({
+    name: 'accessloop_open_requests',
+    help: 'Requests not yet closed, by age since they were made',
+    labelNames: ['age'],
+    registers: [registry],
+    async collect() {
+      const k = await snapshot();
+      for (const [age, n] of Object.entries(k.openRequests.byAge)) this.set({ age }, n);
+    },
+  });
+  new Gauge({
+    name: 'accessloop_orphaned_access',
+    help: 'Active grants held by identities that are no longer active',
+    registers: [registry],
+    async collect() {
+      this.set((await snapshot()).orphanedAccess.activeGrantsOfInactiveIdentities);
+    },
+  });
+  new Gauge({
+    name: 'accessloop_reconciliation_findings_open',
+    help: 'Open reconciliation findings by kind',
+    labelNames: ['kind'],
+    registers: [registry],
+    async collect() {
+      for (const [kind, n] of Object.entries((await snapshot()).orphanedAccess.openFindings)) this.set({ kind }, n);
+    },
+  });
+  new Gauge({
+    name: 'accessloop_revocations_unverified_open',
+    help: 'Grants whose removal is still not verified (an operator must look)',
+    registers: [registry],
+    async collect() {
+      this.set((await snapshot()).exceptions.revocationsUnverifiedOpen);
+    },
+  });
 }
