@@ -13,7 +13,7 @@ let tok: Record<string, string>;
 const HUMAN_WAIT_MS = 1500;
 const ids: Record<'manual' | 'expired' | 'rejected' | 'pending', string> = { manual: '', expired: '', rejected: '', pending: '' };
 
-async function request(token: string, entitlement: string, durationSeconds: number, justification: string): Promise<{ id: string; at: number }> {
+async function request(token: string | undefined, entitlement: string, durationSeconds: number, justification: string): Promise<{ id: string; at: number }> {
   const r = await s.call('POST', '/v1/access-requests', token, { entitlementId: s.catalog.entitlements[entitlement], durationSeconds, justification });
   expect(r.status, JSON.stringify(r.body)).toBe(202);
   return { id: r.body.id, at: Date.now() };
