@@ -11,6 +11,7 @@ import type { Logger } from '../temporal/logger.js';
 import { authenticate } from './auth.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 import { openApiDocument } from './openapi.js';
+import { docsRoutes } from './routes/docs.js';
 import { accessRequestRoutes } from './routes/access-requests.js';
 import { actionLinkRoutes } from './routes/action-links.js';
 import { approvalRoutes, catalogRoutes, identityRoutes, tokenRoutes } from './routes/operator.js';
@@ -68,6 +69,7 @@ export function createApp(deps: AppDeps): Express {
   app.get('/openapi.json', (_req, res) => {
     res.json(openApiDocument());
   });
+  app.use('/docs', docsRoutes());
 
   const v1 = express.Router();
   const requests = accessRequestRoutes({ db, temporal, config, policies, vault });

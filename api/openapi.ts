@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { createDelegationBody, createGroupBody, setMembersBody } from './routes/policies.js';
-import { createAccessRequestBody, createEntitlementBody, createIdentityBody, createSystemBody, createTokenBody, decisionBody, extendBody, revokeBody } from './schemas.js';
+import { createAccessRequestBody, createEntitlementBody, createIdentityBody, createSystemBody, createTokenBody, decisionBody, extendBody, revokeBody, sshPublicKeyBody } from './schemas.js';
 
 const body = (s: z.ZodType) => ({ required: true, content: { 'application/json': { schema: z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }) } } });
 const idPath = [{ name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } }];
@@ -75,10 +75,35 @@ export function openApiDocument(): unknown {
           responses: { '200': { description: 'decided' }, ...errorResponses, '410': { description: 'link expired' } },
         },
       },
+      '/v1/access-requests/{id}/credential': {
+        get: op('The lease\'s password or SSH certificate, once (the read wipes it; then 410)', 'the credential\'s owner only (404 for anyone else)', { parameters: idPath }),
+      },
+      '/v1/access-requests/{id}/credential/rotate': { post: op('New secret for the lease\'s credential; the old one stops working', 'the owner, operator', { parameters: idPath }) },
+      '/v1/identities/{id}/ssh-public-key': { put: op('Register the public key SSH certificates are issued for', 'the identity, its owner, operator', { parameters: idPath, requestBody: body(sshPublicKeyBody) }) },
+      '/v1/hr/events': { post: op('Joiner / mover / leaver / rehire / update from an HR system (Standard Webhooks signature)', 'hr_system') },
+      '/v1/metrics/kpis': {
+        get: op('Governance measures over a window', 'operator, auditor', {
+          parameters: [
+            { name: 'window', in: 'query', required: false, schema: { type: 'string', pattern: '^[1-9][0-9]{0,5}[mhd]$', examples: ['24h', '30d'] } },
+            { name: 'windowDays', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 366 } },
+          ],
+        }),
+      },
+      '/v1/reconciliation/run': { post: op('Reconcile a system now (202, a workflow starts)', 'operator') },
+      '/v1/reconciliation/findings': { get: op('Reconciliation findings (?systemId, status, kind)', 'operator, auditor') },
       '/healthz': { get: { summary: 'Liveness', responses: { '200': { description: 'ok' } } } },
       '/readyz': { get: { summary: 'Readiness (database and Temporal)', responses: { '200': { description: 'ready' }, '503': { description: 'not ready' } } } },
       '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'text exposition format' } } } },
     },
   };
+  tagByArea(cached as { paths: Record<string, Record<string, { tags?: string[] }>> });
   return cached;
+}
+
+/** Groups operations in the docs by the API area their path starts with (access-requests, identities, …). */
+function tagByArea(doc: { paths: Record<string, Record<string, { tags?: string[] }>> }): void {
+  for (const [p, ops] of Object.entries(doc.paths)) {
+    const area = p.startsWith('/v1/') ? p.split('/')[2]! : 'service';
+    for (const o of Object.values(ops)) o.tags ??= [area];
+  }
 }

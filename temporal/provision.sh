@@ -47,6 +47,16 @@ if [ "$purpose" = test ] && [ ! -x /usr/sbin/sshd ]; then
   fi
 fi
 
+# Chromium renders the API docs page in a test (headless, with a screenshot).
+if [ "$purpose" = test ] && [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null && as_root true 2>/dev/null; then
+    say "installing Chromium for the docs page test (apt-get install chromium)"
+    apt_install chromium
+  else
+    echo "chromium missing and cannot install it: apt-get install -y chromium" >&2; exit 1
+  fi
+fi
+
 # 3. Postgres for the integration tests (TEST_DATABASE_URL, default the local cluster)
 if [ "$purpose" = test ]; then
   url="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
