@@ -101,7 +101,7 @@ export type DeliveryOutcome =
  * Hands the grant's current credential to its owner, once: the sealed value is taken and wiped
  * in one UPDATE … RETURNING, so two concurrent reads cannot both get it.
  */
-export async function deliverOnce(db: Db, vault: CredentialVault, lease: { grantId: string; requestId: string }, readerId: string): Promise<DeliveryOutcome> {
+export async function deliverOnce(db: Db, vault: CredentialVault, lease: { grantId: string; requestId: string; httpRequestId?: string }, readerId: string): Promise<DeliveryOutcome> {
   const { grantId, requestId } = lease;
   const rows = await db.select().from(credentials).where(eq(credentials.grantId, grantId));
   const current = rows.sort((a, b) => b.issuedAt.getTime() - a.issuedAt.getTime())[0];
@@ -124,7 +124,7 @@ export async function deliverOnce(db: Db, vault: CredentialVault, lease: { grant
       requestId,
       grantId,
       identityId: current.identityId,
-      data: { credentialId: current.id, credentialKind: current.kind },
+      data: { credentialId: current.id, credentialKind: current.kind, ...(lease.httpRequestId ? { httpRequestId: lease.httpRequestId } : {}) },
     });
     return true;
   });

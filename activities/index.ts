@@ -42,6 +42,11 @@ export interface ActivityDeps {
 interface Keyed {
   idempotencyKey: string;
 }
+/** Transitions an API call caused carry its HTTP request id into the audit event (joins logs and audit). */
+interface FromApi {
+  httpRequestId?: string | undefined;
+}
+const apiRef = (i: FromApi) => (i.httpRequestId ? { httpRequestId: i.httpRequestId } : {});
 interface LeaseRef {
   /** Absent for birthright grants (no request: the HR rule is the justification). */
   requestId?: string | undefined;
@@ -332,7 +337,7 @@ export function createActivities(deps: ActivityDeps) {
     },
 
     async recordDecision(
-      input: Keyed & {
+      input: Keyed & FromApi & {
         requestId: string;
         stage: number;
         approverId: string;
@@ -386,7 +391,7 @@ export function createActivities(deps: ActivityDeps) {
           requestId: input.requestId,
           policyVersion: input.policyVersion,
           reason: input.comment ?? null,
-          data: { stage: input.stage, stageComplete },
+          data: { stage: input.stage, stageComplete, ...apiRef(input) },
         });
       });
     },
@@ -471,7 +476,7 @@ export function createActivities(deps: ActivityDeps) {
      * A new secret (or certificate) for an active lease; the old one stops working. The material
      * is sealed for the owner's one-time read; the workflow gets the reference.
      */
-    async rotateCredential(input: Keyed & LeaseRef & { actorId: string }): Promise<CredentialRef> {
+    async rotateCredential(input: Keyed & FromApi & LeaseRef & { actorId: string }): Promise<CredentialRef> {
       const [g] = await db.select().from(grants).where(eq(grants.id, input.grantId));
       if (!g || g.status !== 'active' || !g.expiresAt) throw ApplicationFailure.nonRetryable('the grant is not active', 'NotActive');
       const notAfter = g.expiresAt;
@@ -487,7 +492,7 @@ export function createActivities(deps: ActivityDeps) {
           requestId: input.requestId,
           grantId: input.grantId,
           identityId: input.subjectId,
-          data: { credentialId: ref.id, credentialKind: ref.kind, credentialNotAfter: ref.notAfter },
+          data: { credentialId: ref.id, credentialKind: ref.kind, credentialNotAfter: ref.notAfter, ...apiRef(input) },
         });
         return ref;
       });
@@ -558,7 +563,7 @@ export function createActivities(deps: ActivityDeps) {
       return { verifiedAt: verifiedAt.toISOString(), expiresAt: expiresAt.toISOString() };
     },
 
-    async recordExtension(input: Keyed & { requestId: string; grantId: string; actorId: string; justification: string; expiresAt: string }) {
+    async recordExtension(input: Keyed & FromApi & { requestId: string; grantId: string; actorId: string; justification: string; expiresAt: string }) {
       await db.transaction(async (tx) => {
         const [before] = await tx.select({ expiresAt: grants.expiresAt }).from(grants).where(eq(grants.id, input.grantId));
         await tx.update(grants).set({ expiresAt: new Date(input.expiresAt) }).where(eq(grants.id, input.grantId));
@@ -571,12 +576,12 @@ export function createActivities(deps: ActivityDeps) {
           requestId: input.requestId,
           grantId: input.grantId,
           reason: input.justification,
-          data: { from: before?.expiresAt?.toISOString() ?? null, to: input.expiresAt },
+          data: { from: before?.expiresAt?.toISOString() ?? null, to: input.expiresAt, ...apiRef(input) },
         });
       });
     },
 
-    async beginRevocation(input: Keyed & { requestId?: string | undefined; grantId: string; reason: RevokeReason; actorId: string; comment?: string | undefined; requestedAt: string }) {
+    async beginRevocation(input: Keyed & FromApi & { requestId?: string | undefined; grantId: string; reason: RevokeReason; actorId: string; comment?: string | undefined; requestedAt: string }) {
       await db.transaction(async (tx) => {
         await tx
           .update(grants)
@@ -591,7 +596,7 @@ export function createActivities(deps: ActivityDeps) {
           requestId: input.requestId,
           grantId: input.grantId,
           reason: input.comment ?? input.reason,
-          data: { reason: input.reason },
+          data: { reason: input.reason, ...apiRef(input) },
         });
       });
     },

@@ -9,6 +9,7 @@ import type { Config } from '../temporal/config.js';
 import { ensureReconcileSchedule } from '../temporal/schedules.js';
 import type { Logger } from '../temporal/logger.js';
 import { authenticate } from './auth.js';
+import { requestContext } from './request-context.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 import { openApiDocument } from './openapi.js';
 import { docsRoutes } from './routes/docs.js';
@@ -40,6 +41,7 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('trust proxy', false);
 
+  app.use(requestContext(log));
   app.use((req, res, next) => {
     const end = metrics.httpDuration.startTimer({ method: req.method });
     res.on('finish', () => {

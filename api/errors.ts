@@ -35,9 +35,10 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
     else if (err?.type === 'entity.parse.failed') e = badRequest('malformed_json', 'request body is not valid JSON');
     else if (err?.type === 'encoding.unsupported' || err?.type === 'charset.unsupported') e = new HttpError(415, 'unsupported_media_type', 'unsupported body encoding');
     else {
-      log.error({ err, method: req.method, path: req.route?.path ?? 'unmatched' }, 'unhandled API error');
+      log.error({ err, requestId: res.locals.requestId, method: req.method, path: req.route?.path ?? 'unmatched' }, 'unhandled API error');
       e = new HttpError(500, 'internal', 'internal error');
     }
-    res.status(e.status).json({ error: { code: e.code, message: e.message, ...(e.details === undefined ? {} : { details: e.details }) } });
+    // The request id lets a caller quote a failure and an operator find its log line.
+    res.status(e.status).json({ error: { code: e.code, message: e.message, ...(e.details === undefined ? {} : { details: e.details }), requestId: res.locals.requestId } });
   };
 }

@@ -67,7 +67,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   let stagePurpose: 'request' | 'extension' | 'review' = 'request';
   let pendingReview: ReviewArgs | undefined;
   let extendRequiresApproval = false;
-  let pendingExtension: { actorId: string; durationSeconds: number; justification: string } | undefined;
+  let pendingExtension: ExtendArgs | undefined;
   let noQuorumReason = '';
   let stageApprovals = new Set<string>();
   /** Everyone who approved any stage of this request: four eyes means two people. */
@@ -113,6 +113,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
         stageComplete: complete,
         finalStage: index === stageCount,
         ...(stagePurpose !== 'request' ? { purpose: stagePurpose } : {}),
+        ...(args.httpRequestId ? { httpRequestId: args.httpRequestId } : {}),
         idempotencyKey: nextKey(`decision-${args.decision}`),
       });
       if (stagePurpose !== 'request') return { status: rejected ? 'active' : complete && index === stageCount ? 'active' : 'pending_approval' };
@@ -157,7 +158,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
       }
       if (extendRequiresApproval) {
         // Policy wants a fresh approval: the lease loop runs the stages; the expiry moves only if approved.
-        pendingExtension = { actorId: args.actorId, durationSeconds: args.durationSeconds, justification: args.justification };
+        pendingExtension = { actorId: args.actorId, durationSeconds: args.durationSeconds, justification: args.justification, ...(args.httpRequestId ? { httpRequestId: args.httpRequestId } : {}) };
         return { expiresAt: state.expiresAt!, pendingApproval: true };
       }
       await moveExpiry(args);
@@ -187,7 +188,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   setHandler(
     rotateCredentialUpdate,
     async (args) => {
-      const rotated = await targetWrite.rotateCredential({ ...lease, actorId: args.actorId, idempotencyKey: nextKey('credential-rotated') });
+      const rotated = await targetWrite.rotateCredential({ ...lease, actorId: args.actorId, ...(args.httpRequestId ? { httpRequestId: args.httpRequestId } : {}), idempotencyKey: nextKey('credential-rotated') });
       state.credential = rotated;
       setCurrentDetails(renderDetails(state, 'credential rotated'));
       return rotated;
@@ -209,7 +210,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
 
   setHandler(revokeSignal, (args) => {
     // First revoke wins; later ones (a second click, a leaver after a manual revoke) change nothing.
-    if (!revokeRequest) revokeRequest = { reason: args.reason ?? 'manual', actorId: args.actorId ?? 'temporal-ui', comment: args.comment };
+    if (!revokeRequest) revokeRequest = { reason: args.reason ?? 'manual', actorId: args.actorId ?? 'temporal-ui', comment: args.comment, ...(args.httpRequestId ? { httpRequestId: args.httpRequestId } : {}) };
   });
 
   // ---- policy and approval -------------------------------------------------------------------
@@ -342,6 +343,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     reason,
     actorId: revokeRequest?.actorId ?? 'system',
     comment: revokeRequest?.comment,
+    ...(revokeRequest?.httpRequestId ? { httpRequestId: revokeRequest.httpRequestId } : {}),
     requestedAt: state.revokeRequestedAt,
     idempotencyKey: nextKey('revoking'),
   });
@@ -454,7 +456,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   }
 
   /** Re-approval of an extension (policy `extendRequiresApproval`): the lease stays active meanwhile. */
-  async function approveExtension(ext: { actorId: string; durationSeconds: number; justification: string }): Promise<void> {
+  async function approveExtension(ext: ExtendArgs): Promise<void> {
     const again = await book.evaluatePolicy({ requestId, requesterId: input.requesterId, subjectId: input.subjectId, entitlementId: input.entitlementId, durationSeconds: ext.durationSeconds, purpose: 'extension' });
     let approved = again.effect === 'auto_approve';
     let why = again.reason ?? '';
@@ -477,7 +479,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   }
 
   /** Records the new expiry first, then moves the lease's timer (the lease loop wakes on the change). */
-  async function moveExpiry(ext: { actorId: string; durationSeconds: number; justification: string }): Promise<void> {
+  async function moveExpiry(ext: ExtendArgs): Promise<void> {
     const newExpiry = Date.now() + ext.durationSeconds * MS;
     if (state.credential) {
       // The credential must not end before the lease it belongs to (nor outlive it).
@@ -489,6 +491,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
       grantId,
       actorId: ext.actorId,
       justification: ext.justification,
+      ...(ext.httpRequestId ? { httpRequestId: ext.httpRequestId } : {}),
       expiresAt: new Date(newExpiry).toISOString(),
       idempotencyKey: nextKey('extended'),
     });

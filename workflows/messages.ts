@@ -48,6 +48,8 @@ export interface DecisionArgs {
   comment?: string;
   /** Set by action links: the decision is only for this stage. */
   stage?: number;
+  /** The API request that carried the decision; recorded in its audit event. */
+  httpRequestId?: string;
 }
 export interface DecisionResult {
   status: RequestState;
@@ -57,6 +59,7 @@ export interface ExtendArgs {
   actorId: string;
   durationSeconds: number;
   justification: string;
+  httpRequestId?: string;
 }
 export interface ExtendResult {
   expiresAt: string;
@@ -69,6 +72,7 @@ export interface RevokeArgs {
   /** Opaque actor ref; the Temporal UI sender may leave it out. */
   actorId?: string;
   comment?: string;
+  httpRequestId?: string;
 }
 
 export interface RequestStateView {
@@ -97,6 +101,7 @@ export interface CredentialView {
 
 export interface RotateArgs {
   actorId: string;
+  httpRequestId?: string;
 }
 
 export const decideUpdate = defineUpdate<DecisionResult, [DecisionArgs]>('decide');

@@ -18,6 +18,8 @@ import {
   rotateCredentialUpdate,
 } from '../../workflows/messages.js';
 import { deliverOnce, type CredentialVault } from '../../activities/credentials.js';
+import { appendAudit } from '../../activities/audit.js';
+import { requestIdOf } from '../request-context.js';
 import {
   AccessStateKey,
   EntitlementRefKey,
@@ -76,7 +78,7 @@ export function accessRequestRoutes({ db, temporal, config, policies, vault }: R
    * The one decision path (bearer token or action link). Cheap checks first, with the answers
    * the API promises; the workflow's update validator is the authority and repeats them.
    */
-  async function decide(row: AccessRequest, approverId: string, body: { decision: 'approve' | 'reject'; comment?: string | undefined }, opts: { stage?: number } = {}) {
+  async function decide(row: AccessRequest, approverId: string, body: { decision: 'approve' | 'reject'; comment?: string | undefined }, opts: { stage?: number; httpRequestId?: string } = {}) {
     if (row.requesterId === approverId) throw forbidden('the requester cannot approve their own request', 'self_approval');
     const rows = await db.select({ approverId: approvals.approverId, status: approvals.status }).from(approvals).where(eq(approvals.requestId, row.id));
     const mine = rows.some((a) => a.approverId === approverId && a.status === 'pending');
@@ -90,7 +92,15 @@ export function accessRequestRoutes({ db, temporal, config, policies, vault }: R
     return temporal.workflow
       .getHandle(row.workflowId)
       .executeUpdate(decideUpdate, {
-        args: [{ approverId, decision: body.decision, ...(body.comment ? { comment: body.comment } : {}), ...(opts.stage !== undefined ? { stage: opts.stage } : {}) }],
+        args: [
+          {
+            approverId,
+            decision: body.decision,
+            ...(body.comment ? { comment: body.comment } : {}),
+            ...(opts.stage !== undefined ? { stage: opts.stage } : {}),
+            ...(opts.httpRequestId ? { httpRequestId: opts.httpRequestId } : {}),
+          },
+        ],
       })
       .catch(fromUpdateError);
   }
@@ -200,6 +210,23 @@ export function accessRequestRoutes({ db, temporal, config, policies, vault }: R
           .filter(Boolean)
           .join('\n\n'),
       });
+      // After the start, so the global audit lock is held only for the insert and the commit.
+      await appendAudit(tx, {
+        idempotencyKey: `request/${id}/submitted`,
+        actorType: 'identity',
+        actorId: requesterId,
+        action: 'request.submitted',
+        requestId: id,
+        identityId: subjectId,
+        reason: body.justification,
+        data: {
+          entitlementId: e.id,
+          durationSeconds,
+          ...(body.ticketRef ? { ticketRef: body.ticketRef } : {}),
+          ...(startAt ? { startAt: startAt.toISOString() } : {}),
+          httpRequestId: requestIdOf(res),
+        },
+      });
     });
     res.status(202).location(`/v1/access-requests/${id}`).json({ id, status: 'pending_approval', workflowId });
   });
@@ -295,7 +322,7 @@ export function accessRequestRoutes({ db, temporal, config, policies, vault }: R
     const approverId = identityOf(principalOf(req));
     const { params, body } = valid(res, { params: idParam, body: decisionBody });
     const row = await loadRequest(params.id);
-    const result = await decide(row, approverId, body);
+    const result = await decide(row, approverId, body, { httpRequestId: requestIdOf(res) });
     res.json({ id: row.id, status: result.status });
   });
 
@@ -307,7 +334,7 @@ export function accessRequestRoutes({ db, temporal, config, policies, vault }: R
     if (row.status !== 'active') throw conflict('not_active', `request is ${row.status}`);
     const result = await temporal.workflow
       .getHandle(row.workflowId)
-      .executeUpdate(extendUpdate, { args: [{ actorId: actorRef(p), durationSeconds: body.durationSeconds, justification: body.justification }] })
+      .executeUpdate(extendUpdate, { args: [{ actorId: actorRef(p), durationSeconds: body.durationSeconds, justification: body.justification, httpRequestId: requestIdOf(res) }] })
       .catch(fromUpdateError);
     res.status(result.pendingApproval ? 202 : 200).json({ id: row.id, status: result.pendingApproval ? 'extension_pending_approval' : 'active', expiresAt: result.expiresAt });
   });
@@ -323,7 +350,7 @@ export function accessRequestRoutes({ db, temporal, config, policies, vault }: R
     if (!['pending_approval', 'scheduled', 'granting', 'active'].includes(row.status)) throw conflict('not_revocable', `request is ${row.status}`);
     await temporal.workflow
       .getHandle(row.workflowId)
-      .signal(revokeSignal, { reason: body.reason, actorId: actorRef(p), ...(body.comment ? { comment: body.comment } : {}) })
+      .signal(revokeSignal, { reason: body.reason, actorId: actorRef(p), ...(body.comment ? { comment: body.comment } : {}), httpRequestId: requestIdOf(res) })
       .catch((e) => {
         if (e instanceof WorkflowNotFoundError) throw conflict('closed', 'the request is closed');
         throw e;
@@ -342,7 +369,7 @@ export function accessRequestRoutes({ db, temporal, config, policies, vault }: R
     const row = await loadRequest(params.id);
     const [grant] = await db.select({ id: grants.id }).from(grants).where(eq(grants.requestId, row.id));
     if (!p.identityId || !grant) throw notFound('credential');
-    const d = await deliverOnce(db, vault, { grantId: grant.id, requestId: row.id }, p.identityId);
+    const d = await deliverOnce(db, vault, { grantId: grant.id, requestId: row.id, httpRequestId: requestIdOf(res) }, p.identityId);
     switch (d.outcome) {
       case 'none':
       case 'not_owner':
@@ -374,7 +401,7 @@ export function accessRequestRoutes({ db, temporal, config, policies, vault }: R
     if (row.status !== 'active') throw conflict('not_active', `request is ${row.status}`);
     const rotated = await temporal.workflow
       .getHandle(row.workflowId)
-      .executeUpdate(rotateCredentialUpdate, { args: [{ actorId: actorRef(p) }] })
+      .executeUpdate(rotateCredentialUpdate, { args: [{ actorId: actorRef(p), httpRequestId: requestIdOf(res) }] })
       .catch(fromUpdateError);
     res.json({ id: row.id, credential: rotated });
   });
@@ -386,7 +413,7 @@ export type DecideFn = (
   row: AccessRequest,
   approverId: string,
   body: { decision: 'approve' | 'reject'; comment?: string | undefined },
-  opts?: { stage?: number },
+  opts?: { stage?: number; httpRequestId?: string },
 ) => Promise<{ status: string }>;
 
 export { HttpError };

@@ -10,6 +10,7 @@ import { decisionBody } from '../schemas.js';
 import { valid, validate } from '../validate.js';
 import type { AccessRequest } from '../../db/schema.js';
 import type { DecideFn } from './access-requests.js';
+import { requestIdOf } from '../request-context.js';
 
 const tokenParam = z.strictObject({ token: z.string().min(10).max(1024) });
 
@@ -38,7 +39,7 @@ export function actionLinkRoutes(deps: { db: Db; secret: Buffer; decide: DecideF
     const claimed = await db.insert(actionLinkUses).values({ jti: claims.jti, requestId: claims.rid, approverId: claims.ap }).onConflictDoNothing().returning();
     if (claimed.length === 0) throw conflict('link_used', 'this approval link has already been used');
     try {
-      const result = await deps.decide(row, claims.ap, body, { stage: claims.st });
+      const result = await deps.decide(row, claims.ap, body, { stage: claims.st, httpRequestId: requestIdOf(res) });
       res.json({ id: row.id, status: result.status });
     } catch (e) {
       // A refusal (4xx) consumes the link; an outage does not, so the approver can click again.

@@ -4,6 +4,7 @@ import { Router } from 'express';
 import { ZodError } from 'zod';
 import { connectorKinds, SECRET_ENV_PREFIX } from '../../activities/connectors/registry.js';
 import { appendAudit } from '../../activities/audit.js';
+import { requestIdOf } from '../request-context.js';
 import type { Db } from '../../db/client.js';
 import { accessRequests, apiTokens, approvals, entitlements, grants, identities, systems } from '../../db/schema.js';
 import { actorRef, hasRole, hashToken, identityOf, newToken, principalOf, requireRole } from '../auth.js';
@@ -104,7 +105,7 @@ export function identityRoutes(db: Db): Router {
         actorId: actorRef(p),
         action: 'identity.ssh_key_set',
         identityId: who.id,
-        data: { fingerprint },
+        data: { fingerprint, httpRequestId: requestIdOf(res) },
       });
     });
     res.json({ identityId: who.id, fingerprint });

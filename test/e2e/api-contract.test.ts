@@ -30,7 +30,7 @@ describe('API contract: authentication, validation, error shape', () => {
     for (const auth of [undefined, 'Basic abc', 'Bearer short', 'Bearer al_this-token-does-not-exist-anywhere-123']) {
       const r = await s.call('GET', '/v1/approvals/pending', undefined, undefined, auth ? { authorization: auth } : {});
       expect(r.status).toBe(401);
-      expect(r.body).toEqual({ error: { code: 'unauthorized', message: expect.any(String) } });
+      expect(r.body).toEqual({ error: { code: 'unauthorized', message: expect.any(String), requestId: expect.any(String) } });
     }
   });
 
