@@ -28,14 +28,16 @@ import {
   rotateCredentialUpdate,
   stateQuery,
 } from './messages.js';
-import { BOOKKEEPING, TARGET_WRITE } from './activity-options.js';
+import { BOOKKEEPING, TARGET_WRITE, summarized } from './activity-options.js';
 import { describeFailure, removeUntilVerified } from './removal.js';
 import { AccessExpiresAtKey, AccessStateKey } from './search-attributes.js';
 
 type Activities = ReturnType<typeof createActivities>;
 
 const book = proxyActivities<Activities>(BOOKKEEPING);
-const targetWrite = proxyActivities<Activities>(TARGET_WRITE);
+/** Steps an operator looks for in the UI get a summary line. */
+const bookAs = (summary: string) => proxyActivities<Activities>(summarized(BOOKKEEPING, summary));
+const targetAs = (summary: string) => proxyActivities<Activities>(summarized(TARGET_WRITE, summary));
 
 // Notifications never hold up a lease: bounded retries, not awaited by the lifecycle.
 const notifier = proxyActivities<Activities>({
@@ -103,7 +105,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
       // Approvers are known (validator passed) before their rows are written; never let the
       // decision's write overtake the stage's.
       await condition(() => stageRecorded);
-      await book.recordDecision({
+      await bookAs(`record ${args.decision} · stage ${number}`).recordDecision({
         requestId,
         stage: number,
         approverId: args.approverId,
@@ -188,7 +190,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   setHandler(
     rotateCredentialUpdate,
     async (args) => {
-      const rotated = await targetWrite.rotateCredential({ ...lease, actorId: args.actorId, ...(args.httpRequestId ? { httpRequestId: args.httpRequestId } : {}), idempotencyKey: nextKey('credential-rotated') });
+      const rotated = await targetAs('rotate the credential on the target').rotateCredential({ ...lease, actorId: args.actorId, ...(args.httpRequestId ? { httpRequestId: args.httpRequestId } : {}), idempotencyKey: nextKey('credential-rotated') });
       state.credential = rotated;
       setCurrentDetails(renderDetails(state, 'credential rotated'));
       return rotated;
@@ -215,7 +217,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
 
   // ---- policy and approval -------------------------------------------------------------------
   setCurrentDetails(renderDetails(state, 'evaluating policy'));
-  const policy = await book.evaluatePolicy({
+  const policy = await bookAs('evaluate the approval policy').evaluatePolicy({
     requestId,
     requesterId: input.requesterId,
     subjectId: input.subjectId,
@@ -284,10 +286,10 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   // ---- grant and verify --------------------------------------------------------------------
   setStatus('granting');
   try {
-    const granted = await targetWrite.grantAccess({ ...lease, idempotencyKey: nextKey('granted') });
+    const granted = await targetAs('grant on the target').grantAccess({ ...lease, idempotencyKey: nextKey('granted') });
     if (granted.credential) state.credential = granted.credential;
     expiresAtMs = Date.now() + input.durationSeconds * MS;
-    const verified = await targetWrite.verifyGranted({
+    const verified = await targetAs('read the grant back from the target').verifyGranted({
       ...lease,
       expiresAt: new Date(expiresAtMs).toISOString(),
       idempotencyKey: nextKey('grant-verified'),
@@ -337,7 +339,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   state.revokeReason = reason;
   state.revokeRequestedAt = new Date(revokeRequest ? Date.now() : expiresAtMs).toISOString();
   setStatus('revoking');
-  await book.beginRevocation({
+  await bookAs(`revoke requested · ${reason}`).beginRevocation({
     requestId,
     grantId,
     reason,
@@ -376,7 +378,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
       const dueAt = new Date(finalAt).toISOString();
       // Eligible from this point: anyone who can see the task (the rows below) must pass the validator.
       state.stage = { number: stageNumber, approverIds: eligible, dueAt };
-      await book.openApprovalStage({
+      await bookAs(`open approval stage ${stageNumber} · quorum ${next.quorum}`).openApprovalStage({
         requestId,
         stage: stageNumber,
         stageName: next.name,
@@ -410,7 +412,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
           notifyApprovers('approval.reminder', waiting);
           continue;
         }
-        const { approverIds: added } = await book.escalateStage({
+        const { approverIds: added } = await bookAs(`escalate stage ${stageNumber}`).escalateStage({
           requestId,
           stage: stageNumber,
           stageName: next.name,
@@ -483,7 +485,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     const newExpiry = Date.now() + ext.durationSeconds * MS;
     if (state.credential) {
       // The credential must not end before the lease it belongs to (nor outlive it).
-      const renewed = await targetWrite.renewCredential({ ...lease, notAfter: new Date(newExpiry).toISOString(), idempotencyKey: nextKey('credential-renewed') });
+      const renewed = await targetAs('renew the credential for the extension').renewCredential({ ...lease, notAfter: new Date(newExpiry).toISOString(), idempotencyKey: nextKey('credential-renewed') });
       state.credential = renewed ?? { ...state.credential, notAfter: new Date(newExpiry).toISOString() };
     }
     await book.recordExtension({
@@ -514,7 +516,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
         state.lastError = error;
         log.warn('revocation not verified within deadline', { grantId, deadlineSeconds: deadline });
         setStatus('revocation_unverified', `removal not verified after ${deadline}s: ${error}; retrying`);
-        await book.markRevocationUnverified({ requestId, grantId, error, errorType, idempotencyKey: nextKey('revocation-unverified') });
+        await bookAs('alert: removal not verified by the deadline').markRevocationUnverified({ requestId, grantId, error, errorType, idempotencyKey: nextKey('revocation-unverified') });
       },
       // The operator sees the error in the details and the alert; retries continue.
       stillFailing: (error) => {
@@ -524,7 +526,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
     });
     state.removalVerifiedAt = result.verifiedAt;
     if (!opts.closeLease) return; // a failed grant: the caller records the failure
-    await book.completeRevocation({
+    await bookAs('close the lease · removal verified').completeRevocation({
       requestId,
       grantId,
       changed: result.changed,

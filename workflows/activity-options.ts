@@ -14,3 +14,9 @@ export const TARGET_WRITE: ActivityOptions = {
   scheduleToCloseTimeout: '10m',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
 };
+
+/**
+ * The same profile with a one-line summary that the Temporal UI shows on the activity (what this
+ * step does for the lease). Summaries are fixed phrases and numbers: never names or e-mails.
+ */
+export const summarized = (options: ActivityOptions, summary: string): ActivityOptions => ({ ...options, summary });

@@ -27,11 +27,13 @@ export async function removeUntilVerified(
 ): Promise<Removal> {
   const deadline = timing.revokeVerifyDeadlineSeconds;
   const firstPhase = proxyActivities<Activities>({
+    summary: `remove from the target and read back · ${reason}`,
     startToCloseTimeout: '30s',
     scheduleToCloseTimeout: `${deadline}s`,
     retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: `${Math.max(1, Math.min(10, Math.ceil(deadline / 4)))}s` },
   });
   const overdue = proxyActivities<Activities>({
+    summary: `overdue: remove and read back again · ${reason}`,
     startToCloseTimeout: '30s',
     retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: `${timing.verifyMaxIntervalSeconds}s` },
   });
