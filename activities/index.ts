@@ -307,6 +307,8 @@ export function createActivities(deps: ActivityDeps) {
         dueAt: string;
         /** Extension re-approval or a mover's review: the request stays `active` meanwhile. */
         purpose?: 'request' | 'extension' | 'review';
+        /** The policy rules that shaped the routing (first stage only): evidence of why these approvers. */
+        fired?: string[];
       },
     ) {
       await db.transaction(async (tx) => {
@@ -331,7 +333,7 @@ export function createActivities(deps: ActivityDeps) {
           action: input.purpose && input.purpose !== 'request' ? `${input.purpose}.stage_opened` : 'approval.stage_opened',
           requestId: input.requestId,
           policyVersion: input.policyVersion,
-          data: { stage: input.stage, stageName: input.stageName ?? 'owner', approverIds: input.approverIds, onBehalfOf: input.onBehalfOf ?? {}, dueAt: input.dueAt },
+          data: { stage: input.stage, stageName: input.stageName ?? 'owner', approverIds: input.approverIds, onBehalfOf: input.onBehalfOf ?? {}, dueAt: input.dueAt, ...(input.fired ? { rules: input.fired } : {}) },
         });
       });
     },

@@ -15,6 +15,8 @@ import { openApiDocument } from './openapi.js';
 import { docsRoutes } from './routes/docs.js';
 import { accessRequestRoutes } from './routes/access-requests.js';
 import { actionLinkRoutes } from './routes/action-links.js';
+import { evidenceRoutes } from './routes/evidence.js';
+import { codecRoutes } from './routes/codec.js';
 import { approvalRoutes, catalogRoutes, identityRoutes, tokenRoutes } from './routes/operator.js';
 import { hrRoutes } from './routes/hr.js';
 import { kpiRoutes, registerKpiGauges } from './routes/kpis.js';
@@ -73,10 +75,17 @@ export function createApp(deps: AppDeps): Express {
   });
   app.use('/docs', docsRoutes());
 
+  // The Temporal UI/CLI codec endpoint: its own CORS, auth rule and body limit (api/routes/codec.ts),
+  // and the very codec the client seals with.
+  app.use('/codec', codecRoutes({ db, config, codecs: temporal.options.loadedDataConverter.payloadCodecs }));
+
   const v1 = express.Router();
   const requests = accessRequestRoutes({ db, temporal, config, policies, vault });
   // Action links carry their own credential (a signed, single-use token), so they precede bearer auth.
   v1.use('/approvals/actions', express.json({ limit: '4kb', strict: true }), actionLinkRoutes({ db, secret: actionLinkSecret, decide: requests.decide, loadRequest: requests.loadRequest }));
+  // The evidence signing key is public: anyone may fetch it to compare fingerprints.
+  const evidence = evidenceRoutes({ db, config });
+  v1.get('/evidence/public-key', evidence.publicKey);
   // Authenticate before parsing: anonymous callers never get their bodies parsed.
   v1.use(authenticate(db));
   // Policies arrive as YAML/JSON text (line-precise errors need the original), so before JSON parsing.
@@ -89,6 +98,7 @@ export function createApp(deps: AppDeps): Express {
   v1.use('/delegations', delegationRoutes(db));
   v1.use('/metrics', kpiRoutes(db));
   v1.use('/reconciliation', reconciliationRoutes({ db, temporal, config }));
+  v1.use('/evidence', evidence.router);
   v1.use('/approvals', approvalRoutes(db));
   v1.use('/identities', identityRoutes(db));
   // Every registered system gets its reconciliation schedule.

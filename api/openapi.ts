@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { createDelegationBody, createGroupBody, setMembersBody } from './routes/policies.js';
-import { createAccessRequestBody, createEntitlementBody, createIdentityBody, createSystemBody, createTokenBody, decisionBody, extendBody, revokeBody, sshPublicKeyBody } from './schemas.js';
+import { createAccessRequestBody, createEntitlementBody, createIdentityBody, createSystemBody, createTokenBody, decisionBody, evidenceBundleSchema, extendBody, revokeBody, sshPublicKeyBody } from './schemas.js';
 
 const body = (s: z.ZodType) => ({ required: true, content: { 'application/json': { schema: z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }) } } });
 const idPath = [{ name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } }];
@@ -91,6 +91,13 @@ export function openApiDocument(): unknown {
       },
       '/v1/reconciliation/run': { post: op('Reconcile a system now (202, a workflow starts)', 'operator') },
       '/v1/reconciliation/findings': { get: op('Reconciliation findings (?systemId, status, kind)', 'operator, auditor') },
+      '/v1/evidence/{requestId}': {
+        get: op('Evidence bundle: request, policy, approvals, lease, removal, credential facts and audit events, re-verified against the chain and signed (Ed25519)', 'auditor, operator (404 for anyone else)', {
+          parameters: [{ name: 'requestId', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } }],
+          responses: { '200': { description: 'the signed bundle; verification.valid is false (problems name the seq) when a stored event no longer matches its hash', content: { 'application/json': { schema: z.toJSONSchema(evidenceBundleSchema, { io: 'output', unrepresentable: 'any' }) } } }, ...errorResponses },
+        }),
+      },
+      '/v1/evidence/public-key': { get: { summary: 'The Ed25519 key that signs evidence bundles, with its fingerprint (no token needed)', responses: { '200': { description: '{algorithm, publicKey (PEM), fingerprint}' } } } },
       '/healthz': { get: { summary: 'Liveness', responses: { '200': { description: 'ok' } } } },
       '/readyz': { get: { summary: 'Readiness (database and Temporal)', responses: { '200': { description: 'ready' }, '503': { description: 'not ready' } } } },
       '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'text exposition format' } } } },

@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { Client, Connection, type ConnectionOptions } from '@temporalio/client';
+import type { DataConverter } from '@temporalio/common';
 import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
 import { allSearchAttributeKeys } from '../workflows/search-attributes.js';
 import type { Config } from './config.js';
@@ -22,10 +23,11 @@ async function connectionSecurity(c: Config): Promise<{ tls?: TlsSettings | bool
   return out;
 }
 
-export async function connectClient(c: Config, address: string): Promise<Client> {
+/** `dataConverter` is temporal/codec.ts createDataConverter's, the same one the worker gets. */
+export async function connectClient(c: Config, address: string, dataConverter: DataConverter): Promise<Client> {
   const opts: ConnectionOptions = { address, ...(await connectionSecurity(c)) };
   const connection = await Connection.connect(opts);
-  return new Client({ connection, namespace: c.TEMPORAL_NAMESPACE });
+  return new Client({ connection, namespace: c.TEMPORAL_NAMESPACE, dataConverter });
 }
 
 export async function connectWorkerConnection(c: Config, address: string): Promise<NativeConnection> {

@@ -13,6 +13,30 @@ const optionalString = z
 
 const seconds = (dflt: number) => z.coerce.number().int().positive().default(dflt);
 
+/** `id:hex64,id:hex64`; problems name the entry and id, never the key. */
+function parsePayloadKeys(v: string | undefined, ctx: z.RefinementCtx): Array<{ id: string; key: Buffer }> | undefined {
+  if (v === undefined) return undefined;
+  const keys: Array<{ id: string; key: Buffer }> = [];
+  v.split(',').forEach((entry, i) => {
+    const m = /^\s*([A-Za-z0-9._-]{1,64}):([0-9a-fA-F]{64})\s*$/.exec(entry);
+    if (!m) ctx.addIssue({ code: 'custom', message: `entry ${i + 1} must be <id>:<64 hex characters> (id: letters, digits, . _ -)` });
+    else if (keys.some((k) => k.id === m[1])) ctx.addIssue({ code: 'custom', message: `key id "${m[1]}" appears twice` });
+    else keys.push({ id: m[1]!, key: Buffer.from(m[2]!, 'hex') });
+  });
+  return keys;
+}
+
+function parseOrigins(v: string | undefined, ctx: z.RefinementCtx): string[] | undefined {
+  if (v === undefined) return undefined;
+  return v.split(',').map((raw) => {
+    const s = raw.trim();
+    // An origin is scheme://host[:port] exactly; the browser sends it that way and we compare strings.
+    const ok = URL.canParse(s) && new URL(s).origin === s;
+    if (!ok) ctx.addIssue({ code: 'custom', message: `"${s}" is not an origin (scheme://host[:port], no path or trailing slash)` });
+    return s;
+  });
+}
+
 export const configSchema = z
   .object({
     PORT: z.coerce.number().int().min(0).max(65535).default(3000),
@@ -52,10 +76,20 @@ export const configSchema = z
     ACCESSLOOP_ACTION_LINK_TTL_SECONDS: seconds(24 * 3600),
     /** AES-256 key (64 hex characters) sealing issued credentials until their owner reads them; unset → generated once into the data dir. */
     ACCESSLOOP_CREDENTIAL_KEY: optionalString.refine((v) => v === undefined || /^[0-9a-fA-F]{64}$/.test(v), { message: 'ACCESSLOOP_CREDENTIAL_KEY must be 64 hex characters (32 bytes)' }),
+    /** Payload encryption keys `id:hex64,…`: the first encrypts, all decrypt (rotation); unset → one generated into the data dir. */
+    ACCESSLOOP_PAYLOAD_KEYS: optionalString.transform(parsePayloadKeys),
+    /** false: new payloads go out in plaintext (encrypted ones still decrypt). */
+    ACCESSLOOP_PAYLOAD_ENCRYPTION: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+    /** Codec endpoint auth: auto = no token only with the embedded dev server on loopback, else a bearer token (operator/auditor). */
+    ACCESSLOOP_CODEC_AUTH: z.enum(['auto', 'token', 'none']).default('auto'),
+    /** Origins of the Temporal UI allowed to call the codec endpoint (comma-separated); default: the dev server's UI. */
+    ACCESSLOOP_UI_ORIGIN: optionalString.transform(parseOrigins),
     /** Standard Webhooks secrets HR events are signed with (comma-separated: several during rotation). */
     ACCESSLOOP_HR_WEBHOOK_SECRETS: optionalString,
     /** How often each system is reconciled (a Temporal Schedule per system). */
     ACCESSLOOP_RECONCILE_INTERVAL_MINUTES: z.coerce.number().int().min(1).max(7 * 24 * 60).default(60),
+    /** Ed25519 seed (64 hex characters) signing evidence bundles; unset → generated once into the data dir. Share it across API replicas. */
+    ACCESSLOOP_EVIDENCE_SIGNING_KEY: optionalString.refine((v) => v === undefined || /^[0-9a-fA-F]{64}$/.test(v), { message: 'ACCESSLOOP_EVIDENCE_SIGNING_KEY must be 64 hex characters (32 bytes)' }),
     /** YAML/JSON approval policy published at start when it differs from the active version. */
     ACCESSLOOP_POLICY_FILE: optionalString,
     ACCESSLOOP_BODY_LIMIT: z.string().default('64kb'),

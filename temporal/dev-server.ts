@@ -126,6 +126,8 @@ export interface DevServerOptions {
   uiPort?: number;
   logDir: string;
   namespace?: string;
+  /** Our codec endpoint (`<API>/codec`): the Web UI decrypts payloads through it in the browser. */
+  codecEndpoint?: string;
 }
 
 /** Starts `temporal server start-dev` on 127.0.0.1 with our search attributes registered. */
@@ -155,6 +157,7 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
   }
   if (opts.uiPort === undefined) args.push('--headless');
   else args.push('--ui-ip', '127.0.0.1', '--ui-port', String(opts.uiPort));
+  if (opts.uiPort !== undefined && opts.codecEndpoint) args.push('--ui-codec-endpoint', opts.codecEndpoint);
   for (const k of allSearchAttributeKeys) args.push('--search-attribute', `${k.name}=${saTypeFlag(k.type)}`);
 
   const child = spawn(opts.binary, args, { stdio: ['ignore', log.fd, log.fd], detached: false });

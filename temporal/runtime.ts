@@ -15,6 +15,7 @@ import { closeDb, createDb, migrateDb, type Db } from '../db/client.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded.js';
 import { ensureBootstrapToken, seedDemo, type DemoCatalog } from '../db/seed/demo.js';
 import { connectClient, connectWorkerConnection, ensureSearchAttributes } from './client.js';
+import { createDataConverter, keyRing, LOCAL_PAYLOAD_KEY_ID, type PayloadKeyRing } from './codec.js';
 import type { Config } from './config.js';
 import { freePort, resolveTemporalBinary, startDevServer, type DevServer } from './dev-server.js';
 import type { Logger } from './logger.js';
@@ -83,11 +84,14 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
         uiPort: config.TEMPORAL_UI_PORT,
         logDir: config.ACCESSLOOP_DATA_DIR,
         namespace: config.TEMPORAL_NAMESPACE,
+        // The UI decrypts payloads in the browser through our codec endpoint (PORT 0: not known yet).
+        ...(opts.api && config.PORT !== 0 ? { codecEndpoint: `${config.ACCESSLOOP_PUBLIC_URL ?? `http://localhost:${config.PORT}`}/codec` } : {}),
       });
       stops.push(() => dev!.stop());
       temporalAddress = dev.address;
     }
-    const temporal = await connectClient(config, temporalAddress);
+    const dataConverter = createDataConverter(config, await loadPayloadKeyRing(config));
+    const temporal = await connectClient(config, temporalAddress, dataConverter);
     stops.push(() => temporal.connection.close());
     await ensureSearchAttributes(temporal, config.TEMPORAL_NAMESPACE, (m) => log.warn(m));
 
@@ -156,6 +160,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
         namespace: config.TEMPORAL_NAMESPACE,
         taskQueue: config.TEMPORAL_TASK_QUEUE,
         deps: { db, connectors, log, metrics, policies, notifier, vault },
+        dataConverter,
       });
       workerDone = worker.run();
       workerDone.catch((e) => log.error({ err: e }, 'worker stopped with an error'));
@@ -273,6 +278,19 @@ async function loadActionLinkSecret(config: Config): Promise<Buffer> {
 async function loadCredentialKey(config: Config): Promise<Buffer> {
   if (config.ACCESSLOOP_CREDENTIAL_KEY) return Buffer.from(config.ACCESSLOOP_CREDENTIAL_KEY, 'hex');
   return dataDirKey(config, 'credential.key');
+}
+
+/**
+ * Payload encryption keys: the configured rotation list, or one key generated once per data
+ * dir. A generated key already on disk stays accepted for decryption after keys are configured,
+ * so histories sealed before the switch keep opening.
+ */
+async function loadPayloadKeyRing(config: Config): Promise<PayloadKeyRing> {
+  const configured = config.ACCESSLOOP_PAYLOAD_KEYS;
+  if (!configured) return keyRing([{ id: LOCAL_PAYLOAD_KEY_ID, key: await dataDirKey(config, 'payload.key') }]);
+  const local = await readFile(path.join(config.ACCESSLOOP_DATA_DIR, 'payload.key'), 'utf8').catch(() => undefined);
+  const keepLocal = local?.trim() && !configured.some((k) => k.id === LOCAL_PAYLOAD_KEY_ID);
+  return keyRing(keepLocal ? [...configured, { id: LOCAL_PAYLOAD_KEY_ID, key: Buffer.from(local!.trim(), 'hex') }] : configured);
 }
 
 async function dataDirKey(config: Config, name: string): Promise<Buffer> {

@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url';
+import type { DataConverter } from '@temporalio/common';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { activityMetricsInterceptor } from '../activities/activity-metrics.js';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
@@ -43,6 +44,8 @@ export interface WorkerOptions {
   deps: ActivityDeps;
   identity?: string;
   maxConcurrentActivityTaskExecutions?: number;
+  /** temporal/codec.ts createDataConverter's, the same one the API's client gets. */
+  dataConverter: DataConverter;
 }
 
 export async function createWorker(opts: WorkerOptions): Promise<Worker> {
@@ -52,6 +55,7 @@ export async function createWorker(opts: WorkerOptions): Promise<Worker> {
     taskQueue: opts.taskQueue,
     workflowBundle: await workflowBundle(),
     activities: createActivities(opts.deps),
+    dataConverter: opts.dataConverter,
     interceptors: { activity: [activityMetricsInterceptor(opts.deps.metrics)] },
     identity: opts.identity ?? `accessloop-worker@${process.pid}`,
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions ?? 100,

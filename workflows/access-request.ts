@@ -241,7 +241,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   }
 
   extendRequiresApproval = policy.extendRequiresApproval === true;
-  const outcome = await runStages(stages, policy.policyVersion);
+  const outcome = await runStages(stages, policy.policyVersion, Infinity, policy.fired);
   if (outcome === 'rejected') {
     setStatus('rejected', 'rejected by approver');
     return finish(state);
@@ -358,7 +358,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
    * timeout. `deadlineMs` cuts every stage short (an extension must be approved before the lease
    * it extends runs out).
    */
-  async function runStages(list: ApprovalStage[], policyVersion: string, deadlineMs = Infinity): Promise<StageOutcome> {
+  async function runStages(list: ApprovalStage[], policyVersion: string, deadlineMs = Infinity, fired?: string[]): Promise<StageOutcome> {
     for (const [i, next] of list.entries()) {
       // Someone who approved an earlier stage cannot approve this one too.
       const eligible = next.approverIds.filter((a) => !approvedBy.has(a) && a !== input.requesterId);
@@ -387,6 +387,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
         policyVersion,
         dueAt,
         ...(stagePurpose !== 'request' ? { purpose: stagePurpose } : {}),
+        ...(i === 0 && fired ? { fired } : {}),
         idempotencyKey: nextKey('stage-opened'),
       });
       stageRecorded = true;

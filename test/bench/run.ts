@@ -21,6 +21,7 @@ import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm';
 import { approvals, auditEvents, entitlements, grants, identities } from '../../db/schema.js';
 import { resolveTemporalBinary, startDevServer } from '../../temporal/dev-server.js';
 import { startStackAt, waitFor } from '../helpers/stack-core.js';
+import { benchCodec } from './codec.js';
 import { HR_BENCH_SECRET, benchLeavers } from './leavers.js';
 import { benchReconciliation } from './reconcile.js';
 import { minimalApprove, minimalState } from './minimal-workflow.js';
@@ -56,6 +57,17 @@ async function pool<T>(items: T[], n: number, fn: (item: T, i: number) => Promis
 const binary = await resolveTemporalBinary({ cliPath: process.env.TEMPORAL_CLI_PATH, say });
 const serverVersion = (await promisify(execFile)(binary, ['--version'])).stdout.trim();
 const server = await startDevServer({ binary, logDir: await mkdtemp(path.join(os.tmpdir(), 'accessloop-bench-')) });
+if (process.env.BENCH_ONLY === 'codec') {
+  // One scenario while developing: printed, never written over BENCHMARKS.md (a partial report).
+  try {
+    const codec = await benchCodec(server.address, say);
+    console.log(codec.section);
+    say(codec.summary);
+  } finally {
+    await server.stop();
+  }
+  process.exit(0);
+}
 // Production timing: the test stack's 3 s verification deadline would flag slow-but-fine removals under load.
 const s = await startStackAt({
   temporalAddress: server.address,
@@ -73,6 +85,9 @@ const minimalWorker = await Worker.create({
   taskQueue: minimalQueue,
   workflowBundle: await bundleWorkflowCode({ workflowsPath: fileURLToPath(new URL('./minimal-workflow.ts', import.meta.url)), logger: new DefaultLogger('WARN') }),
   activities: { grant: async () => true, verify: async () => true },
+  // The same codec as accessloop's client (the baseline is started through it), so the ratio
+  // prices the product, not the encryption; the codec section below prices that.
+  dataConverter: { payloadCodecs: s.rt.temporal.options.loadedDataConverter.payloadCodecs },
   maxConcurrentActivityTaskExecutions: 100,
   stickyQueueScheduleToStartTimeout: '2s',
 });
@@ -270,6 +285,8 @@ try {
   const leaverSection = await benchLeavers(s, say);
   // ---- 6. reconciliation (issue 5)
   const reconcileSection = await benchReconciliation(s, say);
+  // ---- 7. payload encryption overhead (issue 6)
+  const codec = await benchCodec(server.address, say);
 
   const unverifiedCount = await s.rt.db.$count(auditEvents, eq(auditEvents.action, 'grant.revocation_unverified'));
   const thr = { accessloop: LEASES / accessloopSeconds, minimal: LEASES / minimalSeconds };
@@ -305,6 +322,8 @@ lifecycles each. Each accessloop lifecycle goes through the REST API:
 The **minimal workflow** has the same shape (start → approval update → grant activity → verify
 activity) with no-op activities, no database and no policy. It is driven by the same client
 pattern on the same server, with \`state\` queries every ${POLL_MS} ms.
+Both sides seal their payloads with the default AES-256-GCM codec; the payload encryption
+section below measures what that costs.
 
 | | lifecycles/s | latency p50 | p99 | max |
 |---|---:|---:|---:|---:|
@@ -354,7 +373,7 @@ mix employees, contractors, self-service and on-behalf requests.
 
 Outcomes of the pure evaluations: ${Object.entries(effects).map(([k, v]) => `${k} ${v}`).join(', ')}.
 
-${leaverSection}${reconcileSection}
+${leaverSection}${reconcileSection}${codec.section}
 ## Reading the numbers
 
 - The throughput ratio prices what a real lease adds over a bare workflow of the same shape.
@@ -374,6 +393,7 @@ ${leaverSection}${reconcileSection}
   say(`throughput ${thr.accessloop.toFixed(1)}/s vs minimal ${thr.minimal.toFixed(1)}/s (ratio ${(thr.accessloop / thr.minimal).toFixed(2)})`);
   say(`wave: ${lagS.n} leases, spread ${spreadMs} ms, expiry→verified p50 ${fmt(lagS.p50)} p99 ${fmt(lagS.p99)} max ${fmt(lagS.max)}`);
   say(`approval system part p50 ${fmt(systemPart.p50)} p99 ${fmt(systemPart.p99)}; policy evaluate p50 ${evalS.p50.toFixed(1)} µs, decide p50 ${decideS.p50.toFixed(2)} ms`);
+  say(codec.summary);
   say(`wrote ${out}`);
 } finally {
   minimalWorker.shutdown();

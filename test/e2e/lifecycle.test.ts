@@ -66,6 +66,7 @@ describe('request → approve → grant → expire → verified removal', () => 
     expect(done.removalVerifiedAt).toBeTruthy();
     expect(Date.parse(done.removalVerifiedAt)).toBeGreaterThanOrEqual(Date.parse(done.expiresAt));
     expect(done.timeline.map((t: { action: string }) => t.action)).toEqual([
+      'request.submitted',
       'approval.stage_opened',
       'request.approved',
       'grant.applied',

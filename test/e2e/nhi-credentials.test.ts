@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPgCluster, type PgCluster } from '../helpers/pg-cluster.js';
 import { psql, psqlCanLogin, psqlCreateRole, psqlRoleMembers } from '../helpers/postgres.js';
 import { createLogger } from '../../temporal/logger.js';
+import { decodedHistoryText } from '../helpers/history.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
 
 const PG_SECRET = 'ACCESSLOOP_SECRET_NHI_PG';
@@ -71,24 +72,12 @@ async function sessionsOf(role: string): Promise<number> {
 }
 
 /**
- * The workflow's history with every payload decoded (payload data is base64 in the fetched
- * history), so a secret would show up in clear in the returned text.
+ * The workflow's history with every payload decrypted and decoded (through our codec, as the
+ * worker reads it), so a secret the workflow carried would show up in clear in the text.
  */
 async function historyText(workflowId: string): Promise<string> {
   const history = await s.rt.temporal.workflow.getHandle(workflowId).fetchHistory();
-  const decoded: string[] = [];
-  const walk = (v: unknown): void => {
-    if (Array.isArray(v)) return v.forEach(walk);
-    if (v === null || typeof v !== 'object') return;
-    const o = v as Record<string, unknown>;
-    if ('metadata' in o && 'data' in o) {
-      const d = o.data;
-      decoded.push(typeof d === 'string' ? Buffer.from(d, 'base64').toString('utf8') : d instanceof Uint8Array ? Buffer.from(d).toString('utf8') : '');
-    }
-    Object.values(o).forEach(walk);
-  };
-  walk(history);
-  return `${JSON.stringify(history)}\n${decoded.join('\n')}`;
+  return decodedHistoryText(history, s.rt.temporal.options.loadedDataConverter.payloadCodecs);
 }
 
 describe('a service account credential on PostgreSQL', () => {

@@ -88,7 +88,7 @@ describe('approval notifications and action links', () => {
       [ids.bob, 'expired'],
       [ids.carol, 'expired'],
     ]);
-    expect(done.timeline.map((t: { action: string }) => t.action)).toEqual(['approval.stage_opened', 'approval.escalated', 'request.expired_unapproved']);
+    expect(done.timeline.map((t: { action: string }) => t.action)).toEqual(['request.submitted', 'approval.stage_opened', 'approval.escalated', 'request.expired_unapproved']);
   });
 
   it('lets the escalated approver decide before the final timeout', async () => {

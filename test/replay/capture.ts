@@ -15,7 +15,8 @@ import { startStackAt, waitFor, type Stack } from '../helpers/stack-core.js';
 const out = fileURLToPath(new URL('./histories/', import.meta.url));
 const binary = await resolveTemporalBinary({ cliPath: process.env.TEMPORAL_CLI_PATH, say: console.log });
 const server = await startDevServer({ binary, logDir: await mkdtemp(path.join(os.tmpdir(), 'accessloop-capture-')) });
-const s: Stack = await startStackAt({ temporalAddress: server.address });
+// Captured in clear: the fixtures are committed and the replay test runs without a payload key.
+const s: Stack = await startStackAt({ temporalAddress: server.address, env: { ACCESSLOOP_PAYLOAD_ENCRYPTION: 'false' } });
 const tok = Object.fromEntries(Object.entries(s.catalog.tokens).map(([k, v]) => [k, v.token]));
 
 async function request(entitlementId: string, durationSeconds: number) {
