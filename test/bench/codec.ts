@@ -12,6 +12,7 @@ import { identities } from '../../db/schema.js';
 import { AesGcmPayloadCodec, keyRing } from '../../temporal/codec.js';
 import { payloadsIn, metadataText } from '../helpers/history.js';
 import { startStackAt, waitFor, type Stack } from '../helpers/stack-core.js';
+import { pool, summary as stats } from './stats.js';
 
 const COUNT = Number(process.env.BENCH_CODEC_LIFECYCLES ?? 150);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 10);
@@ -22,23 +23,6 @@ const POLL_MS = 25;
 const groups = ['engineering', 'finance-readers', 'prod-admins'] as const;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-function stats(v: number[]) {
-  const s = [...v].sort((a, b) => a - b);
-  const pct = (p: number) => s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] ?? NaN;
-  return { n: s.length, p50: pct(50), p99: pct(99), max: s[s.length - 1] ?? NaN };
-}
-async function pool<T>(items: T[], n: number, fn: (item: T, i: number) => Promise<void>) {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(n, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        await fn(items[i]!, i);
-      }
-    }),
-  );
-}
-
 interface Side {
   label: 'on' | 'off';
   s: Stack;

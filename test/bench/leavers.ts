@@ -16,6 +16,7 @@ import { startSlapd, type SlapdHandle } from '../../activities/connectors/ldap/s
 import { entitlements, grants, hrEvents, systems } from '../../db/schema.js';
 import { ldapModify, ldapsearchMembers } from '../helpers/ldap.js';
 import { LDAP_SECRET_ENV, waitFor, type Stack } from '../helpers/stack-core.js';
+import { summary } from './stats.js';
 
 export const HR_BENCH_SECRET = `whsec_${randomBytes(24).toString('base64')}`;
 
@@ -24,12 +25,6 @@ const GRANTS = 50;
 const BURST = Number(process.env.BENCH_LEAVER_BURST ?? 100);
 const BURST_GRANTS = 10;
 const POLL_INTERVAL_S = 15 * 60;
-
-function stats(v: number[]) {
-  const s = [...v].sort((a, b) => a - b);
-  const pct = (p: number) => s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] ?? NaN;
-  return { n: s.length, p50: pct(50), p99: pct(99), max: s[s.length - 1] ?? NaN };
-}
 
 async function addGroups(h: SlapdHandle, names: string[]) {
   const ldif = names.map((n) => `dn: cn=${n},ou=groups,${DEMO_SUFFIX}\nchangetype: add\nobjectClass: groupOfNames\ncn: ${n}\nmember: ${DEMO_PLACEHOLDER_DN}\n`).join('\n');
@@ -134,9 +129,9 @@ export async function benchLeavers(s: Stack, say: (m: string) => void): Promise<
       }
     }
 
-    const a = stats(single);
-    const b = stats(burstLat);
-    const j = stats(joinMs);
+    const a = summary(single);
+    const b = summary(burstLat);
+    const j = summary(joinMs);
     const ms = (x: number) => `${Math.round(x)} ms`;
     return `
 ## Leavers: event received → every removal verified

@@ -25,6 +25,7 @@ import { benchCodec } from './codec.js';
 import { HR_BENCH_SECRET, benchLeavers } from './leavers.js';
 import { benchReconciliation } from './reconcile.js';
 import { minimalApprove, minimalState } from './minimal-workflow.js';
+import { pool, summary } from './stats.js';
 
 const LEASES = Number(process.env.BENCH_LEASES ?? 200);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 10);
@@ -33,26 +34,6 @@ const POLL_MS = 25;
 
 const say = (m: string) => console.log(`[bench] ${m}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function pct(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
-function summary(values: number[]) {
-  const s = [...values].sort((a, b) => a - b);
-  return { n: s.length, p50: pct(s, 50), p99: pct(s, 99), max: s[s.length - 1] ?? NaN, min: s[0] ?? NaN };
-}
-async function pool<T>(items: T[], n: number, fn: (item: T, i: number) => Promise<void>) {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(n, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        await fn(items[i]!, i);
-      }
-    }),
-  );
-}
 
 const binary = await resolveTemporalBinary({ cliPath: process.env.TEMPORAL_CLI_PATH, say });
 const serverVersion = (await promisify(execFile)(binary, ['--version'])).stdout.trim();
