@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import { and, desc, eq, inArray, ne, sql } from 'drizzle-orm';
 import { ZodError } from 'zod';
 import type { Db } from '../db/client.js';
@@ -59,6 +59,8 @@ interface LeaseRef {
 const BY_WORKFLOW = { actorType: 'workflow', actorId: 'accessRequestWorkflow' } as const;
 
 const notFound = (what: string) => ApplicationFailure.nonRetryable(`${what} not found`, 'NotFound');
+/** Attempts (BOOKKEEPING backoff: about a minute) before a request row that never appeared fails the workflow. */
+const REQUEST_VISIBLE_ATTEMPTS = 10;
 
 /** Maps connector errors onto Temporal's retry semantics with stable types. */
 function toFailure(err: unknown): unknown {
@@ -199,7 +201,13 @@ export function createActivities(deps: ActivityDeps) {
      */
     async evaluatePolicy(input: { requestId: string; requesterId: string; subjectId: string; entitlementId: string; durationSeconds?: number; purpose?: 'request' | 'extension' }) {
       const [req] = await db.select().from(accessRequests).where(eq(accessRequests.id, input.requestId));
-      if (!req) throw notFound('access request');
+      if (!req) {
+        // The API starts the workflow inside the transaction that inserts the row, so the first
+        // attempt can run before the commit is visible: wait for it, but not for ever (a start
+        // whose transaction rolled back leaves a workflow with no request).
+        if (Context.current().info.attempt < REQUEST_VISIBLE_ATTEMPTS) throw ApplicationFailure.retryable('access request not committed yet', 'RequestNotVisible');
+        throw notFound('access request');
+      }
       const { identity: subject } = await loadLease(input);
       const d = subject.status !== 'active'
         ? ({ effect: 'deny', reason: 'subject is not active', fired: [], maxDurationSeconds: 0, policyVersion: 'n/a' } as const)

@@ -173,8 +173,9 @@ export function accessRequestRoutes({ db, temporal, config, policies, vault }: R
       ...(startAt ? { startAt: startAt.toISOString() } : {}),
       timing: lifecycleTiming(config),
     };
-    // Row and workflow start commit together: a failed start rolls the row back, so a client
-    // never sees a request that no workflow drives.
+    // Row, audit event and workflow start commit together: a failed start rolls both back, so a
+    // client never sees a request that no workflow drives. The audit event goes first so the
+    // commit follows the start at once (the workflow's first activity waits for the row).
     await db.transaction(async (tx) => {
       await tx.insert(accessRequests).values({
         id,
@@ -187,6 +188,22 @@ export function accessRequestRoutes({ db, temporal, config, policies, vault }: R
         ticketRef: body.ticketRef ?? null,
         status: 'pending_approval',
         workflowId,
+      });
+      await appendAudit(tx, {
+        idempotencyKey: `request/${id}/submitted`,
+        actorType: 'identity',
+        actorId: requesterId,
+        action: 'request.submitted',
+        requestId: id,
+        identityId: subjectId,
+        reason: body.justification,
+        data: {
+          entitlementId: e.id,
+          durationSeconds,
+          ...(body.ticketRef ? { ticketRef: body.ticketRef } : {}),
+          ...(startAt ? { startAt: startAt.toISOString() } : {}),
+          httpRequestId: requestIdOf(res),
+        },
       });
       await temporal.workflow.start('accessRequestWorkflow', {
         workflowId,
@@ -209,23 +226,6 @@ export function accessRequestRoutes({ db, temporal, config, policies, vault }: R
         ]
           .filter(Boolean)
           .join('\n\n'),
-      });
-      // After the start, so the global audit lock is held only for the insert and the commit.
-      await appendAudit(tx, {
-        idempotencyKey: `request/${id}/submitted`,
-        actorType: 'identity',
-        actorId: requesterId,
-        action: 'request.submitted',
-        requestId: id,
-        identityId: subjectId,
-        reason: body.justification,
-        data: {
-          entitlementId: e.id,
-          durationSeconds,
-          ...(body.ticketRef ? { ticketRef: body.ticketRef } : {}),
-          ...(startAt ? { startAt: startAt.toISOString() } : {}),
-          httpRequestId: requestIdOf(res),
-        },
       });
     });
     res.status(202).location(`/v1/access-requests/${id}`).json({ id, status: 'pending_approval', workflowId });

@@ -96,11 +96,14 @@ try {
     const r = await s.call('POST', '/v1/access-requests', tok.alice, { subjectId, entitlementId, durationSeconds, justification: 'benchmark lease' });
     if (r.status !== 202) throw new Error(`create: ${r.status} ${JSON.stringify(r.body)}`);
     const id = r.body.id as string;
+    // A bench that hangs measures nothing: a stage that never opens fails the run.
+    const openBy = Date.now() + 60_000;
     for (;;) {
       const d = await s.call('POST', `/v1/access-requests/${id}/decision`, tok.bob, { decision: 'approve' });
       if (d.status === 200) break;
       // 409 stage_not_open until the workflow has evaluated policy and opened the stage.
       if (d.body?.error?.code !== 'stage_not_open') throw new Error(`decision: ${d.status} ${JSON.stringify(d.body)}`);
+      if (Date.now() > openBy) throw new Error(`request ${id}: the approval stage did not open within 60 s`);
       await sleep(POLL_MS);
     }
     await waitFor(async () => (await s.call('GET', `/v1/access-requests/${id}`, tok.alice)).body.status === 'active', `lease ${id} active`, 60_000, POLL_MS);
