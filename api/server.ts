@@ -25,7 +25,7 @@ try {
 const lines = [
   '',
   'accessloop is running',
-  `  API            ${rt.apiUrl}   (OpenAPI: ${rt.apiUrl}/openapi.json)`,
+  `  API            ${rt.apiUrl}   (OpenAPI: ${rt.apiUrl}/openapi.json, docs: ${rt.apiUrl}/docs)`,
   rt.uiUrl ? `  Temporal UI    ${rt.uiUrl}` : `  Temporal       ${rt.temporalAddress}`,
   `  data           ${config.ACCESSLOOP_DATA_DIR}`,
 ];
