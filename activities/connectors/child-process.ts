@@ -10,6 +10,8 @@ export interface SupervisedChild {
   exited: Promise<void>;
   /** `code=… signal=…` or the spawn error, once it has ended. */
   exitInfo(): string | undefined;
+  /** SIGTERM, SIGKILL after `graceMs`, and resolves once it has exited (at once if it already has). */
+  terminate(graceMs: number): Promise<void>;
 }
 
 /**
@@ -43,7 +45,20 @@ export function superviseChild(proc: ChildProcess): SupervisedChild {
       resolve();
     });
   });
-  return { exited, exitInfo: () => info };
+  const running = () => proc.exitCode === null && proc.signalCode === null;
+  const terminate = async (graceMs: number) => {
+    if (running()) {
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => running() && proc.kill('SIGKILL'), graceMs);
+      try {
+        await exited;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    await exited;
+  };
+  return { exited, exitInfo: () => info, terminate };
 }
 
 /** Whether something accepts TCP connections on 127.0.0.1:port (a started server is listening). */

@@ -135,22 +135,9 @@ export async function startSshd(opts: StartSshdOptions): Promise<SshdHandle> {
   };
   proc.stdout.setEncoding('utf8').on('data', onData);
   proc.stderr.setEncoding('utf8').on('data', onData);
-  const { exited, exitInfo } = superviseChild(proc);
+  const { exitInfo, terminate } = superviseChild(proc);
 
-  const stop = async (): Promise<void> => {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      proc.kill('SIGTERM');
-      const timer = setTimeout(() => {
-        if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-      }, STOP_GRACE_MS);
-      try {
-        await exited;
-      } finally {
-        clearTimeout(timer);
-      }
-    }
-    await exited;
-  };
+  const stop = (): Promise<void> => terminate(STOP_GRACE_MS);
 
   const deadline = Date.now() + START_DEADLINE_MS;
   for (;;) {

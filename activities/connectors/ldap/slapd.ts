@@ -18,7 +18,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { canConnect, superviseChild } from '../child-process.js';
+import { canConnect, superviseChild, type SupervisedChild } from '../child-process.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -232,6 +232,7 @@ export async function startSlapd(opts: StartSlapdOptions): Promise<SlapdHandle> 
   let logStream: WriteStream | undefined;
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
+  let supervisor: SupervisedChild | undefined;
 
 
   let sawStarting = false;
@@ -274,6 +275,7 @@ export async function startSlapd(opts: StartSlapdOptions): Promise<SlapdHandle> 
     attachOutput(proc.stdout);
     attachOutput(proc.stderr);
     const supervised = superviseChild(proc);
+    supervisor = supervised;
     exited = supervised.exited;
 
     const deadline = Date.now() + START_DEADLINE_MS;
@@ -295,20 +297,7 @@ export async function startSlapd(opts: StartSlapdOptions): Promise<SlapdHandle> 
   };
 
   const stop = async (): Promise<void> => {
-    const proc = child;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) {
-      await exited;
-      return;
-    }
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-    }, STOP_GRACE_MS);
-    try {
-      await exited;
-    } finally {
-      clearTimeout(timer);
-    }
+    await (supervisor?.terminate(STOP_GRACE_MS) ?? exited);
   };
 
   await start();
