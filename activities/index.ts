@@ -452,12 +452,12 @@ export function createActivities(deps: ActivityDeps) {
         : [];
       const notAfter = new Date(Date.now() + (request?.seconds ?? 86_400) * 1000);
       const { changed, issued, identity } = await onLease(input, 'grant', async (ctx) => {
-        // A login credential first: the role must exist before it can be granted anything.
         const mode = credentialModeOf(ctx.system, ctx.entitlement);
-        const pre = mode === 'password' ? await issueOnTarget(ctx, notAfter, { replace: false }) : undefined;
-        const post = mode === 'certificate' ? await issueOnTarget(ctx, notAfter, { replace: false }) : undefined;
-        const membership = mode === 'certificate' ? { changed: post!.changed } : await ctx.connector.grant(ctx.m);
-        return { changed: membership.changed, issued: pre?.issued ?? post?.issued, identity: ctx.identity };
+        // The credential first: a login role must exist before it can be granted anything, and a
+        // certificate is the grant itself.
+        const credential = mode ? await issueOnTarget(ctx, notAfter, { replace: false }) : undefined;
+        const changed = mode === 'certificate' ? credential!.changed : (await ctx.connector.grant(ctx.m)).changed;
+        return { changed, issued: credential?.issued, identity: ctx.identity };
       });
       let credential: CredentialRef | undefined;
       await db.transaction(async (tx) => {

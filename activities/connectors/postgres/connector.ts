@@ -274,6 +274,18 @@ async function readLogin(sql: Tag, account: string): Promise<{ rolcanlogin: bool
   return rows[0];
 }
 
+/**
+ * Ends the role's open sessions. Called after the commit that stopped new logins (and again on
+ * a repeated call, in case an earlier attempt failed between the two steps). True if any ended.
+ */
+async function terminateSessions(sql: Tag, account: string): Promise<boolean> {
+  const killed = await sql<{ terminated: boolean }[]>`
+    select pg_catalog.pg_terminate_backend(pid) as terminated
+      from pg_catalog.pg_stat_activity
+     where usename = ${account} and pid <> pg_catalog.pg_backend_pid()`;
+  return killed.some((k) => k.terminated);
+}
+
 interface CredentialState {
   exists: boolean;
   can_login: boolean;
@@ -500,13 +512,7 @@ export function createPostgresConnector(config: PostgresSystemConfigInput, secre
           await tx.unsafe(`ALTER ROLE ${quoteIdent(account)} NOLOGIN`);
           return true;
         });
-        // after commit no new session can start; end the ones already open (also on a
-        // repeated call, in case an earlier attempt failed between the two steps)
-        const killed = await sql<{ terminated: boolean }[]>`
-          select pg_catalog.pg_terminate_backend(pid) as terminated
-            from pg_catalog.pg_stat_activity
-           where usename = ${account} and pid <> pg_catalog.pg_backend_pid()`;
-        return { changed: flipped || killed.some((k) => k.terminated) };
+        return { changed: (await terminateSessions(sql, account)) || flipped };
       });
     },
 
@@ -575,12 +581,7 @@ export function createPostgresConnector(config: PostgresSystemConfigInput, secre
           await tx.unsafe(`ALTER ROLE ${quoteIdent(account)} NOLOGIN PASSWORD NULL VALID UNTIL '-infinity'`);
           return state.can_login;
         });
-        // after commit no new session can start; end the ones already open
-        const killed = await sql<{ terminated: boolean }[]>`
-          select pg_catalog.pg_terminate_backend(pid) as terminated
-            from pg_catalog.pg_stat_activity
-           where usename = ${account} and pid <> pg_catalog.pg_backend_pid()`;
-        return { changed: flipped || killed.some((k) => k.terminated) };
+        return { changed: (await terminateSessions(sql, account)) || flipped };
       });
     },
 
