@@ -1,6 +1,6 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, ActivityInterceptorsFactory, Next } from '@temporalio/worker';
-import type { Metrics } from './metrics.js';
+import type { Metrics } from './domain/metrics.js';
 
 /**
  * Times every activity execution by type and outcome (`accessloop_activity_duration_seconds`):

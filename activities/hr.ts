@@ -5,10 +5,10 @@ import { z } from 'zod';
 import type { Db } from '../db/client.js';
 import { accessRequests, credentials, grants, hrEvents, identities, systems } from '../db/schema.js';
 import type { HrEventType } from '../workflows/messages.js';
-import { appendAudit } from './audit.js';
+import { appendAudit } from './domain/audit.js';
 import type { ConnectorRegistry } from './connectors/registry.js';
 import { ConnectorError, type Connector, type Membership } from './connectors/types.js';
-import { identityVars, type PolicyService } from './policy/service.js';
+import { identityVars, type PolicyService } from './domain/policy/service.js';
 
 /** The worker as an HR system describes it (Workday-, SuccessFactors-, BambooHR-style feeds map onto this). */
 export const hrWorker = z.strictObject({

@@ -18,15 +18,15 @@ import {
   type RevokeReason,
 } from '../db/schema.js';
 import type { Logger } from '../temporal/logger.js';
-import { appendAudit, canonicalJson } from './audit.js';
+import { appendAudit, canonicalJson } from './domain/audit.js';
 import { createHrActivities } from './hr.js';
 import { createReconciliationActivities } from './reconciliation.js';
 import type { ConnectorRegistry } from './connectors/registry.js';
 import { ConnectorError, type Connector, type IssuedCredential, type Membership } from './connectors/types.js';
-import { endCredentials, storeCredential, type CredentialRef, type CredentialVault } from './credentials.js';
-import { AUTOMATED_REVOKE_REASONS, type Metrics } from './metrics.js';
-import type { Notifier, NotifyInput } from './notifications.js';
-import type { PolicyService } from './policy/service.js';
+import { endCredentials, storeCredential, type CredentialRef, type CredentialVault } from './domain/vault.js';
+import { AUTOMATED_REVOKE_REASONS, type Metrics } from './domain/metrics.js';
+import type { Notifier, NotifyInput } from './domain/notifier.js';
+import type { PolicyService } from './domain/policy/service.js';
 
 export interface ActivityDeps {
   db: Db;

@@ -2,10 +2,10 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { and, desc, eq, inArray, notInArray } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import { entitlements, grants, identities, reconciliationFindings, systems } from '../db/schema.js';
-import { appendAudit } from './audit.js';
+import { appendAudit } from './domain/audit.js';
 import { connectorKinds, type ConnectorRegistry } from './connectors/registry.js';
 import { ConnectorError } from './connectors/types.js';
-import type { PolicyService } from './policy/service.js';
+import type { PolicyService } from './domain/policy/service.js';
 
 type Kind = 'orphaned_account' | 'unauthorized_access' | 'failed_revocation' | 'missing_grant';
 

@@ -1,9 +1,9 @@
 import type { Client } from '@temporalio/client';
 import { sql } from 'drizzle-orm';
 import express, { type Express } from 'express';
-import type { CredentialVault } from '../activities/credentials.js';
-import type { Metrics } from '../activities/metrics.js';
-import type { PolicyService } from '../activities/policy/service.js';
+import type { CredentialVault } from '../activities/domain/vault.js';
+import type { Metrics } from '../activities/domain/metrics.js';
+import type { PolicyService } from '../activities/domain/policy/service.js';
 import type { Db } from '../db/client.js';
 import type { Config } from '../temporal/config.js';
 import { ensureReconcileSchedule } from '../temporal/schedules.js';

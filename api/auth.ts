@@ -1,9 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
 import { and, eq, gt, isNull, or } from 'drizzle-orm';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { Db } from '../db/client.js';
 import { apiTokens, identities, type ApiRole } from '../db/schema.js';
 import { forbidden, unauthorized } from './errors.js';
+import { hashToken } from '../activities/domain/tokens.js';
 
 export interface Principal {
   tokenId: string;
@@ -23,14 +23,7 @@ declare module 'express-serve-static-core' {
   }
 }
 
-export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
-export const newToken = () => `al_${randomBytes(32).toString('base64url')}`;
-
-/**
- * Bearer authentication. Tokens are high-entropy random strings, so a plain sha256 lookup is
- * safe (no password-style stretching needed) and constant-time comparison is moot: the
- * database compares hashes, not secrets.
- */
+/** Bearer authentication: the token's sha256 is looked up (see activities/domain/tokens.ts). */
 export function authenticate(db: Db): RequestHandler {
   return async (req: Request, _res: Response, next: NextFunction) => {
     try {

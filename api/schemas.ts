@@ -6,7 +6,7 @@ import { z } from 'zod';
 export const idParam = z.strictObject({ id: z.uuid({ message: 'must be a UUID' }) });
 export const evidenceParams = z.strictObject({ requestId: z.uuid({ message: 'must be a UUID' }) });
 /** The evidence bundle (GET /v1/evidence/:requestId) is defined next to its verifier. */
-export { evidenceBundleSchema } from '../activities/evidence.js';
+export { evidenceBundleSchema } from '../activities/domain/evidence.js';
 
 const justification = z.string().trim().min(10, 'say why in at least 10 characters').max(2000);
 const durationSeconds = z.number().int().positive().max(10 * 365 * 24 * 3600);

@@ -5,7 +5,7 @@ import { and, asc, desc, eq, inArray, lt, or } from 'drizzle-orm';
 import { Router } from 'express';
 import type { Db } from '../../db/client.js';
 import { accessRequests, approvals, auditEvents, entitlements, grants, identities, systems, type AccessRequest } from '../../db/schema.js';
-import type { PolicyService } from '../../activities/policy/service.js';
+import type { PolicyService } from '../../activities/domain/policy/service.js';
 import type { Config } from '../../temporal/config.js';
 import { lifecycleTiming } from '../../temporal/config.js';
 import {
@@ -17,8 +17,8 @@ import {
   revokeSignal,
   rotateCredentialUpdate,
 } from '../../workflows/messages.js';
-import { deliverOnce, type CredentialVault } from '../../activities/credentials.js';
-import { appendAudit } from '../../activities/audit.js';
+import { deliverOnce, type CredentialVault } from '../../activities/domain/vault.js';
+import { appendAudit } from '../../activities/domain/audit.js';
 import { requestIdOf } from '../request-context.js';
 import {
   AccessStateKey,

@@ -1,7 +1,7 @@
 import { eq } from 'drizzle-orm';
 import { Router } from 'express';
 import { z } from 'zod';
-import { verifyActionLink } from '../../activities/action-links.js';
+import { verifyActionLink } from '../../activities/domain/action-links.js';
 import type { Db } from '../../db/client.js';
 import { actionLinkUses, identities } from '../../db/schema.js';
 import { authenticate } from '../auth.js';

@@ -2,7 +2,7 @@ import type { Client } from '@temporalio/client';
 import { eq } from 'drizzle-orm';
 import express, { Router } from 'express';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
-import { canonicalJson } from '../../activities/audit.js';
+import { canonicalJson } from '../../activities/domain/audit.js';
 import { hrEventBody, type HrEventBody } from '../../activities/hr.js';
 import type { Db } from '../../db/client.js';
 import { hrEvents, identities } from '../../db/schema.js';

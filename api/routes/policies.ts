@@ -1,7 +1,7 @@
 import { and, eq, inArray } from 'drizzle-orm';
 import express, { Router } from 'express';
 import { z } from 'zod';
-import { PolicyError, type PolicyService } from '../../activities/policy/service.js';
+import { PolicyError, type PolicyService } from '../../activities/domain/policy/service.js';
 import type { Db } from '../../db/client.js';
 import { approverGroupMembers, approverGroups, delegations, entitlements, identities } from '../../db/schema.js';
 import { actorRef, hasRole, identityOf, principalOf, requireRole } from '../auth.js';

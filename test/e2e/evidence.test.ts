@@ -4,8 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyChain } from '../../activities/audit.js';
-import { verifyEvidenceBundle, type EvidenceBundle } from '../../activities/evidence.js';
+import { verifyChain } from '../../activities/domain/audit.js';
+import { verifyEvidenceBundle, type EvidenceBundle } from '../../activities/domain/evidence.js';
 import { accessloop, run } from '../helpers/cli.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
 

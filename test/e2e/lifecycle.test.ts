@@ -1,6 +1,6 @@
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyChain } from '../../activities/audit.js';
+import { verifyChain } from '../../activities/domain/audit.js';
 import { decideUpdate, revokeSignal } from '../../workflows/messages.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
 

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { DEMO_PLACEHOLDER_DN, DEMO_SUFFIX, demoGroupDn, demoSeedLdif } from '../../activities/connectors/ldap/seed.js';
 import { startSlapd, type SlapdHandle } from '../../activities/connectors/ldap/slapd.js';
-import { seedDemo, type DemoCatalog } from '../../db/seed/demo.js';
+import { seedDemo, type DemoCatalog } from '../../temporal/demo-catalog.js';
 import { loadConfig, type Config } from '../../temporal/config.js';
 import { createLogger, type Logger } from '../../temporal/logger.js';
 import { startRuntime, type Runtime } from '../../temporal/runtime.js';

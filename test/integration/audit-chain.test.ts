@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendAudit, verifyChain } from '../../activities/audit.js';
+import { appendAudit, verifyChain } from '../../activities/domain/audit.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
 let t: TestDatabase;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { canonicalJson, GENESIS_HASH, hashEvent } from '../../activities/audit.js';
+import { canonicalJson, GENESIS_HASH, hashEvent } from '../../activities/domain/audit.js';
 
 const event = {
   seq: 1,

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { createCredentialVault } from '../../activities/credentials.js';
+import { createCredentialVault } from '../../activities/domain/vault.js';
 
 describe('credential vault (AES-256-GCM)', () => {
   const vault = createCredentialVault(randomBytes(32));

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GENESIS_HASH, hashEvent } from '../../activities/audit.js';
+import { GENESIS_HASH, hashEvent } from '../../activities/domain/audit.js';
 import {
   EVIDENCE_FORMAT,
   EVIDENCE_KEY_FILE,
@@ -13,7 +13,7 @@ import {
   verifyEvidenceBundle,
   type EvidenceBundle,
   type EvidenceEvent,
-} from '../../activities/evidence.js';
+} from '../../activities/domain/evidence.js';
 
 const REQ = '0b6f6c1e-8f7a-4d55-9a55-0a6b6a1e2b3c';
 const GRANT = '7d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CompiledPolicy, selectPolicy, type PolicyContext } from '../../activities/policy/evaluate.js';
-import { formatProblems, loadPolicyText } from '../../activities/policy/load.js';
+import { CompiledPolicy, selectPolicy, type PolicyContext } from '../../activities/domain/policy/evaluate.js';
+import { formatProblems, loadPolicyText } from '../../activities/domain/policy/load.js';
 
 const ENT_A = '11111111-1111-4111-8111-111111111111';
 const ENT_B = '22222222-2222-4222-8222-222222222222';

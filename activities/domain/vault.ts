@@ -9,10 +9,10 @@
  */
 import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
 import { and, eq, isNotNull } from 'drizzle-orm';
-import type { Db } from '../db/client.js';
-import { credentials, type Identity } from '../db/schema.js';
+import type { Db } from '../../db/client.js';
+import { credentials, type Identity } from '../../db/schema.js';
 import { appendAudit } from './audit.js';
-import type { IssuedCredential } from './connectors/types.js';
+import type { IssuedCredential } from '../connectors/types.js';
 
 const SEAL_VERSION = 'v1';
 

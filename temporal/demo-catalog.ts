@@ -1,9 +1,9 @@
 import { and, eq, isNull } from 'drizzle-orm';
-import { appendAudit } from '../../activities/audit.js';
-import { hashToken, newToken } from '../../api/auth.js';
-import type { Db } from '../client.js';
-import { createPolicyService } from '../../activities/policy/service.js';
-import { apiTokens, approverGroupMembers, approverGroups, entitlements, identities, policyVersions, systems, type ApiRole } from '../schema.js';
+import { appendAudit } from '../activities/domain/audit.js';
+import { hashToken, newToken } from '../activities/domain/tokens.js';
+import type { Db } from '../db/client.js';
+import { createPolicyService } from '../activities/domain/policy/service.js';
+import { apiTokens, approverGroupMembers, approverGroups, entitlements, identities, policyVersions, systems, type ApiRole } from '../db/schema.js';
 
 export interface DemoDirectory {
   url: string;

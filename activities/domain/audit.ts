@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { asc, desc, eq, sql } from 'drizzle-orm';
-import type { Db } from '../db/client.js';
-import { auditEvents, type AuditEvent } from '../db/schema.js';
+import type { Db } from '../../db/client.js';
+import { auditEvents, type AuditEvent } from '../../db/schema.js';
 
 /** Anything that can run queries: the db or a transaction. */
 export type Tx = Pick<Db, 'select' | 'insert' | 'update' | 'execute'>;

@@ -1,5 +1,5 @@
 import { and, desc, eq, gt, inArray, isNull, lte, ne } from 'drizzle-orm';
-import type { Db } from '../../db/client.js';
+import type { Db } from '../../../db/client.js';
 import {
   accessRequests,
   approverGroupMembers,
@@ -12,7 +12,7 @@ import {
   type Entitlement,
   type Identity,
   type System,
-} from '../../db/schema.js';
+} from '../../../db/schema.js';
 import { CompiledPolicy, DEFAULT_POLICY, selectPolicy, type FiredRule, type PolicyContext, type PolicyDecision } from './evaluate.js';
 import { loadPolicyText, policyVersionOfDocument, type PolicyProblem } from './load.js';
 import type { ApproverSpec, PolicyDocument } from './schema.js';

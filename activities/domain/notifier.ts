@@ -1,9 +1,9 @@
 import { createHash, createHmac } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/activity';
 import { eq } from 'drizzle-orm';
-import type { Db } from '../db/client.js';
-import { accessRequests, entitlements, notifications } from '../db/schema.js';
-import type { Logger } from '../temporal/logger.js';
+import type { Db } from '../../db/client.js';
+import { accessRequests, entitlements, notifications } from '../../db/schema.js';
+import type { Logger } from '../../temporal/logger.js';
 import { mintActionLink } from './action-links.js';
 
 export type NotificationEvent = 'approval.requested' | 'approval.reminder' | 'approval.escalated' | 'revocation.unverified';
