@@ -1,56 +1,23 @@
 import { randomUUID } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/activity';
 import { and, eq, inArray, isNull, max } from 'drizzle-orm';
-import { z } from 'zod';
-import type { Db } from '../db/client.js';
 import { accessRequests, credentials, grants, hrEvents, identities, systems } from '../db/schema.js';
 import type { HrEventType } from '../workflows/messages.js';
 import { appendAudit } from './domain/audit.js';
-import type { ConnectorRegistry } from './connectors/registry.js';
-import { ConnectorError, type Connector, type Membership } from './connectors/types.js';
-import { identityVars, type PolicyService } from './domain/policy/service.js';
+import { ConnectorError } from './connectors/types.js';
+import { identityVars } from './domain/policy/service.js';
+import type { ActivityDeps } from './deps.js';
+import { createLeaseTargets } from './lease-context.js';
+import { hrEventBody } from './domain/hr-event.js';
 
-/** The worker as an HR system describes it (Workday-, SuccessFactors-, BambooHR-style feeds map onto this). */
-export const hrWorker = z.strictObject({
-  /** HR worker id (becomes identity.external_id). */
-  id: z.string().min(1).max(128),
-  username: z
-    .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/)
-    .optional(),
-  displayName: z.string().trim().min(1).max(200).optional(),
-  email: z.email().optional(),
-  kind: z.enum(['employee', 'contractor']).optional(),
-  department: z.string().max(128).optional(),
-  location: z.string().max(128).optional(),
-  employmentType: z.string().max(64).optional(),
-  jobCode: z.string().max(64).optional(),
-  /** The manager's HR worker id. */
-  managerId: z.string().max(128).optional(),
-  sponsorId: z.string().max(128).optional(),
-  endDate: z.iso.datetime({ offset: true }).nullable().optional(),
-});
-
-export const hrEventBody = z.strictObject({
-  type: z.enum(['joiner', 'mover', 'leaver', 'rehire', 'update']),
-  /** Per-worker, strictly increasing in HR's own order: older events arriving late are ignored. */
-  sequence: z.number().int().nonnegative(),
-  effectiveAt: z.iso.datetime({ offset: true }).optional(),
-  worker: hrWorker,
-});
-export type HrEventBody = z.infer<typeof hrEventBody>;
-
-interface HrDeps {
-  db: Db;
-  policies: PolicyService;
-  connectors: ConnectorRegistry;
-  onTarget: <T>(l: { subjectId: string; entitlementId: string }, op: string, fn: (c: Connector, m: Membership) => Promise<T>) => Promise<T>;
-}
 
 const ACTOR = { actorType: 'client', actorId: 'hr' } as const;
 export const CONTRACT_END_SOURCE = 'accessloop:contract-end';
 
-export function createHrActivities({ db, policies, connectors, onTarget }: HrDeps) {
+export function createHrActivities(deps: Pick<ActivityDeps, 'db' | 'policies' | 'connectors' | 'metrics'>) {
+  const { db, policies, connectors } = deps;
+  const { onTarget } = createLeaseTargets(deps);
+
   /**
    * Runs an account operation on every system whose connector supports it and where the
    * account exists; reports which systems changed.

@@ -1,11 +1,10 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import { and, desc, eq, inArray, notInArray } from 'drizzle-orm';
-import type { Db } from '../db/client.js';
 import { entitlements, grants, identities, reconciliationFindings, systems } from '../db/schema.js';
 import { appendAudit } from './domain/audit.js';
-import { connectorKinds, type ConnectorRegistry } from './connectors/registry.js';
+import { connectorKinds } from './connectors/registry.js';
 import { ConnectorError } from './connectors/types.js';
-import type { PolicyService } from './domain/policy/service.js';
+import type { ActivityDeps } from './deps.js';
 
 type Kind = 'orphaned_account' | 'unauthorized_access' | 'failed_revocation' | 'missing_grant';
 
@@ -17,8 +16,7 @@ type Kind = 'orphaned_account' | 'unauthorized_access' | 'failed_revocation' | '
  * - failed revocation: the identity's grant ended, yet the membership is there;
  * - missing grant: an active grant whose membership is absent.
  */
-export function createReconciliationActivities(deps: { db: Db; connectors: ConnectorRegistry; policies: PolicyService }) {
-  const { db, connectors, policies } = deps;
+export function createReconciliationActivities({ db, connectors, policies }: Pick<ActivityDeps, 'db' | 'connectors' | 'policies'>) {
   return {
     async reconcileSystem(input: { systemId: string; runId: string }) {
       const [system] = await db.select().from(systems).where(eq(systems.id, input.systemId));

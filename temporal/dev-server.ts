@@ -12,7 +12,8 @@ const execFileAsync = promisify(execFile);
 /** The last `go install`-able CLI tag: later tags carry a replace directive go install refuses. */
 export const TEMPORAL_CLI_MODULE = 'github.com/temporalio/cli/cmd/temporal@v1.5.1';
 
-const projectRoot = fileURLToPath(new URL('..', import.meta.url));
+// One level up from temporal/dev-server.ts, two from the compiled dist/temporal/dev-server.js.
+const projectRoot = fileURLToPath(new URL(import.meta.url.endsWith('.js') ? '../..' : '..', import.meta.url));
 export const projectCacheBin = path.join(projectRoot, '.cache', 'bin');
 
 type Say = (msg: string) => void;
@@ -34,7 +35,7 @@ async function onPath(name: string): Promise<string | undefined> {
 }
 
 /**
- * Finds the `temporal` CLI (DESIGN §3): TEMPORAL_CLI_PATH → PATH → project cache →
+ * Finds the `temporal` CLI (docs/architecture.md#3-runtime-pieces): TEMPORAL_CLI_PATH → PATH → project cache →
  * `go install` into the project cache when Go exists. The SDK's own server download needs
  * the internet, which this deployment target does not have, so we fail with instructions.
  */
@@ -81,6 +82,7 @@ export async function resolveTemporalBinary(opts: { cliPath?: string | undefined
   return cached;
 }
 
+/** A port nothing listens on right now (bound to port 0, then released). */
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();

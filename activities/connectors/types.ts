@@ -1,5 +1,5 @@
 /**
- * The contract every target connector fulfils (DESIGN §6).
+ * The contract every target connector fulfils (docs/architecture.md#7-connectors-activitiesconnectors).
  *
  * A membership is addressed by two opaque strings the connector understands:
  * `account` (e.g. a user DN for LDAP, a role name for PostgreSQL) and `resource`

@@ -1,6 +1,7 @@
-import { createHash, createHmac } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/activity';
 import { eq } from 'drizzle-orm';
+import { Webhook } from 'standardwebhooks';
 import type { Db } from '../../db/client.js';
 import { accessRequests, entitlements, notifications } from '../../db/schema.js';
 import type { Logger } from '../../temporal/logger.js';
@@ -29,16 +30,20 @@ export interface NotifyInput {
   idempotencyKey: string;
 }
 
-function signingKey(secret: string): Buffer {
-  return secret.startsWith('whsec_') ? Buffer.from(secret.slice('whsec_'.length), 'base64') : Buffer.from(secret, 'utf8');
-}
-
-/** Standard Webhooks signature: base64(HMAC-SHA256(key, `${id}.${timestamp}.${body}`)). */
-export function signWebhook(secret: string, id: string, timestamp: number, body: string): string {
-  return `v1,${createHmac('sha256', signingKey(secret)).update(`${id}.${timestamp}.${body}`).digest('base64')}`;
+/**
+ * The library reads only `whsec_<base64>`; our configuration also accepts plain text (its UTF-8
+ * bytes are the key), so we derive the key bytes ourselves and hand them over raw. The base64
+ * is decoded leniently, as before, so a secret that worked keeps producing the same signatures.
+ */
+function webhookSigner(secret: string): Webhook {
+  const key = secret.startsWith('whsec_') ? Buffer.from(secret.slice('whsec_'.length), 'base64') : Buffer.from(secret, 'utf8');
+  // An empty HMAC key signs messages anyone can forge: refuse it at startup rather than send them.
+  if (key.length === 0) throw new Error('the notification webhook secret decodes to an empty key');
+  return new Webhook(key, { format: 'raw' });
 }
 
 export function createNotifier(opts: NotifierOptions, db: Db, log: Logger) {
+  const signer = opts.webhookSecret ? webhookSigner(opts.webhookSecret) : undefined;
   return {
     async send(input: NotifyInput): Promise<{ status: 'sent' | 'recorded' | 'duplicate' }> {
       const [done] = await db.select({ status: notifications.status }).from(notifications).where(eq(notifications.idempotencyKey, input.idempotencyKey));
@@ -81,7 +86,7 @@ export function createNotifier(opts: NotifierOptions, db: Db, log: Logger) {
       }
       const ts = Math.floor(Date.now() / 1000);
       const headers: Record<string, string> = { 'content-type': 'application/json', 'webhook-id': messageId, 'webhook-timestamp': String(ts) };
-      if (opts.webhookSecret) headers['webhook-signature'] = signWebhook(opts.webhookSecret, messageId, ts, body);
+      if (signer) headers['webhook-signature'] = signer.sign(messageId, new Date(ts * 1000), body);
       let res: Response;
       try {
         res = await fetch(opts.webhookUrl, { method: 'POST', headers, body, signal: AbortSignal.timeout(opts.timeoutMs ?? 5000) });

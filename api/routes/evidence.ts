@@ -1,5 +1,5 @@
 import { Router, type RequestHandler } from 'express';
-import { exportEvidence, loadEvidenceSigner, type EvidenceSigner } from '../../activities/domain/evidence.js';
+import { exportEvidence, loadEvidenceSigner, type EvidenceSigner } from '../../activities/domain/evidence/index.js';
 import type { Db } from '../../db/client.js';
 import type { Config } from '../../temporal/config.js';
 import { actorRef, hasRole, principalOf } from '../auth.js';

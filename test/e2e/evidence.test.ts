@@ -5,7 +5,7 @@ import path from 'node:path';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../activities/domain/audit.js';
-import { verifyEvidenceBundle, type EvidenceBundle } from '../../activities/domain/evidence.js';
+import { verifyEvidenceBundle, type EvidenceBundle } from '../../activities/domain/evidence/index.js';
 import { accessloop, run } from '../helpers/cli.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
 

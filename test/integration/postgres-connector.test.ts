@@ -10,7 +10,6 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   classifyPostgresError,
@@ -20,6 +19,7 @@ import {
   type PostgresSystemConfig,
 } from '../../activities/connectors/postgres/connector.js';
 import { ConnectorError, type Connector } from '../../activities/connectors/types.js';
+import { freePort } from '../../temporal/dev-server.js';
 import { describeConnectorContract, expectConnectorError } from '../helpers/connector-contract.js';
 import { withSilentServer } from '../helpers/silent-server.js';
 import {
@@ -88,16 +88,6 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, tim
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-/** A port nothing listens on (bound and released). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : 0;
-  await new Promise((r) => server.close(() => r(undefined)));
-  return port;
 }
 
 /** A long-lived psql session fed through stdin (for open transactions and sessions). */

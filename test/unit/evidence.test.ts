@@ -13,7 +13,7 @@ import {
   verifyEvidenceBundle,
   type EvidenceBundle,
   type EvidenceEvent,
-} from '../../activities/domain/evidence.js';
+} from '../../activities/domain/evidence/index.js';
 
 const REQ = '0b6f6c1e-8f7a-4d55-9a55-0a6b6a1e2b3c';
 const GRANT = '7d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6';

@@ -15,6 +15,7 @@ import { Change, Attribute, Client, ResultCodeError } from 'ldapts';
 import { z } from 'zod';
 import { ConnectorError, type ChangeResult, type CheckResult, type Connector, type ConnectorErrorType, type Membership } from '../types.js';
 import { NETWORK_ERROR_CODES } from '../network.js';
+import { redact } from '../redact.js';
 import { canonicalDn, isDnWithin, normalizeDn, parseDn, renderAccountDn } from './dn.js';
 
 export const MAX_DN_LENGTH = 1024;
@@ -133,10 +134,6 @@ const CODE_TYPES = new Map<number, ConnectorErrorType>([
 ]);
 
 const NETWORK_CODES = NETWORK_ERROR_CODES;
-
-function redact(message: string, secret: string): string {
-  return secret ? message.split(secret).join('***') : message;
-}
 
 /**
  * Maps an ldapts / socket error to a ConnectorError. The message never contains the

@@ -44,6 +44,7 @@ import {
   type Membership,
 } from '../types.js';
 import { NETWORK_ERROR_CODES } from '../network.js';
+import { redact } from '../redact.js';
 
 /** NAMEDATALEN - 1: longer identifiers are silently truncated by the server. */
 export const MAX_ROLE_NAME_BYTES = 63;
@@ -187,10 +188,6 @@ const SQLSTATE_CLASS_TYPES = new Map<string, ConnectorErrorType>([
   ['0L', 'InvalidInput'], // invalid grantor
   ['0P', 'InvalidInput'], // invalid role specification
 ]);
-
-function redact(message: string, secret: string): string {
-  return secret ? message.split(secret).join('***') : message;
-}
 
 /** SQLSTATE of a server error (postgres.js PostgresError), if it is one. */
 export function sqlState(err: unknown): string | undefined {

@@ -65,6 +65,7 @@ import {
   type IssuedCredential,
   type Membership,
 } from '../types.js';
+import { redact } from '../redact.js';
 
 /** Longest account or principal name accepted. */
 export const MAX_SSH_NAME_LENGTH = 64;
@@ -295,12 +296,6 @@ async function withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
 
 // ---------------------------------------------------------------------------------------
 // Errors
-
-function redact(message: string, secretLines: readonly string[]): string {
-  let out = message;
-  for (const s of secretLines) out = out.split(s).join('***');
-  return out;
-}
 
 /** File system failure → ConnectorError (permission problems are not retryable, disk trouble is). */
 function classifyFsError(err: unknown, what: string): ConnectorError {

@@ -16,8 +16,8 @@ const seconds = z.number().int().positive().max(366 * 86400);
  */
 export const approverSpec = z.union([
   z.enum(['manager', 'entitlement_owner', 'system_owner', 'sponsor', 'security_team']),
-  z.string().regex(/^group:[0-9a-f-]{36}$/i, 'group:<uuid>'),
-  z.string().regex(/^identity:[0-9a-f-]{36}$/i, 'identity:<uuid>'),
+  z.string().regex(/^group:[0-9a-fA-F-]{36}$/, 'group:<uuid>'),
+  z.string().regex(/^identity:[0-9a-fA-F-]{36}$/, 'identity:<uuid>'),
 ]);
 export type ApproverSpec = z.infer<typeof approverSpec>;
 
@@ -115,7 +115,7 @@ export const policyDocument = z.strictObject({
   /** How long a mover keeps birthright the new attributes no longer justify. */
   moverGraceSeconds: z.number().int().min(0).max(90 * 86400).default(86400),
   /** The group whose members act as `security_team` (and receive escalations). */
-  securityTeam: z.string().regex(/^group:[0-9a-f-]{36}$/i, 'group:<uuid>').optional(),
+  securityTeam: z.string().regex(/^group:[0-9a-fA-F-]{36}$/, 'group:<uuid>').optional(),
   policies: z.array(policyRule).min(1).max(2000),
   sod: z.array(sodRule).max(1000).default([]),
 });

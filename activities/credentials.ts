@@ -1,0 +1,101 @@
+import { ApplicationFailure } from '@temporalio/activity';
+import { and, eq } from 'drizzle-orm';
+import { credentials, grants, type Identity } from '../db/schema.js';
+import { appendAudit } from './domain/audit.js';
+import { ConnectorError, type IssuedCredential } from './connectors/types.js';
+import { storeCredential, type CredentialRef } from './domain/vault.js';
+import type { ActivityDeps } from './deps.js';
+import { actorTypeOf, apiRef, BY_WORKFLOW, createLeaseTargets, credentialModeOf, type FromApi, type Keyed, type LeaseContext, type LeaseRef } from './lease-context.js';
+
+/** The subject's registered SSH public key (PUT /v1/identities/:id/ssh-public-key). */
+function sshPublicKeyOf(identity: Pick<Identity, 'attributes'>): string | undefined {
+  const key = identity.attributes?.sshPublicKey;
+  return typeof key === 'string' && key.length > 0 ? key : undefined;
+}
+
+/**
+ * Issues (or re-issues) the lease's credential on the target. A password is a new login
+ * secret for the account; a certificate is a new grant of the principal for the subject's key
+ * (the previous certificate, if any, goes to the KRL first).
+ */
+export async function issueOnTarget(ctx: LeaseContext, notAfter: Date, opts: { replace: boolean }): Promise<{ changed: boolean; issued: IssuedCredential | undefined }> {
+  const { connector, m, system, entitlement, identity } = ctx;
+  const mode = credentialModeOf(system, entitlement);
+  if (mode === 'password') {
+    if (!connector.issueCredential) throw new ConnectorError('InvalidConfig', `${system.kind} systems cannot issue password credentials`);
+    return { changed: true, issued: await connector.issueCredential(m.account, { notAfter }) };
+  }
+  if (mode === 'certificate') {
+    const publicKey = sshPublicKeyOf(identity);
+    if (!publicKey) throw new ConnectorError('NoSuchAccount', 'the subject has no SSH public key registered (PUT /v1/identities/:id/ssh-public-key)');
+    if (opts.replace) await connector.revoke(m);
+    const g = await connector.grant(m, { notAfter, publicKey });
+    return { changed: g.changed, issued: g.credential };
+  }
+  return { changed: false, issued: undefined };
+}
+
+export function createCredentialActivities(deps: Pick<ActivityDeps, 'db' | 'connectors' | 'metrics' | 'vault'>) {
+  const { db, vault } = deps;
+  const { onLease } = createLeaseTargets(deps);
+
+  return {
+    /**
+     * A new secret (or certificate) for an active lease; the old one stops working. The material
+     * is sealed for the owner's one-time read; the workflow gets the reference.
+     */
+    async rotateCredential(input: Keyed & FromApi & LeaseRef & { actorId: string }): Promise<CredentialRef> {
+      const [g] = await db.select().from(grants).where(eq(grants.id, input.grantId));
+      if (!g || g.status !== 'active' || !g.expiresAt) throw ApplicationFailure.nonRetryable('the grant is not active', 'NotActive');
+      const notAfter = g.expiresAt;
+      const { issued, identity } = await onLease(input, 'rotate', async (ctx) => ({ ...(await issueOnTarget(ctx, notAfter, { replace: true })), identity: ctx.identity }));
+      if (!issued) throw ApplicationFailure.nonRetryable('this grant has no credential to rotate', 'NoCredential');
+      return db.transaction(async (tx) => {
+        const ref = await storeCredential(tx, vault, { grantId: input.grantId, identity, issued });
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          actorType: actorTypeOf(input.actorId),
+          actorId: input.actorId,
+          action: 'credential.rotated',
+          requestId: input.requestId,
+          grantId: input.grantId,
+          identityId: input.subjectId,
+          data: { credentialId: ref.id, credentialKind: ref.kind, credentialNotAfter: ref.notAfter, ...apiRef(input) },
+        });
+        return ref;
+      });
+    },
+
+    /**
+     * Follows an extended lease: a password's VALID UNTIL moves; a certificate's validity is
+     * fixed, so a new one is issued (delivered like the first) and the old one revoked.
+     */
+    async renewCredential(input: Keyed & LeaseRef & { notAfter: string }): Promise<CredentialRef | undefined> {
+      const notAfter = new Date(input.notAfter);
+      const outcome = await onLease(input, 'renew', async (ctx) => {
+        const mode = credentialModeOf(ctx.system, ctx.entitlement);
+        if (mode === 'password') {
+          if (!ctx.connector.extendCredential) throw new ConnectorError('InvalidConfig', `${ctx.system.kind} systems cannot extend credentials`);
+          await ctx.connector.extendCredential(ctx.m.account, { notAfter });
+          return { identity: ctx.identity, issued: undefined, mode };
+        }
+        return { identity: ctx.identity, mode, ...(await issueOnTarget(ctx, notAfter, { replace: true })) };
+      });
+      return db.transaction(async (tx) => {
+        let ref: CredentialRef | undefined;
+        if (outcome.issued) ref = await storeCredential(tx, vault, { grantId: input.grantId, identity: outcome.identity, issued: outcome.issued });
+        else await tx.update(credentials).set({ notAfter }).where(and(eq(credentials.grantId, input.grantId), eq(credentials.status, 'active')));
+        await appendAudit(tx, {
+          idempotencyKey: input.idempotencyKey,
+          ...BY_WORKFLOW,
+          action: 'credential.renewed',
+          requestId: input.requestId,
+          grantId: input.grantId,
+          identityId: input.subjectId,
+          data: { credentialNotAfter: input.notAfter, ...(ref ? { credentialId: ref.id } : {}) },
+        });
+        return ref;
+      });
+    },
+  };
+}
