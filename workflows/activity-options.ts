@@ -1,6 +1,8 @@
 import type { ActivityOptions } from '@temporalio/workflow';
+import type { LifecycleTiming } from './messages.js';
 
-// Activity profiles shared by every workflow (sandbox-safe: plain option objects).
+// Activity profiles shared by every workflow, grouped by how the step behaves (sandbox-safe:
+// plain option objects). A workflow picks a profile; it never spells out options inline.
 
 /** Bookkeeping in our own database: fast, idempotent, retried until it lands. */
 export const BOOKKEEPING: ActivityOptions = {
@@ -14,6 +16,45 @@ export const TARGET_WRITE: ActivityOptions = {
   scheduleToCloseTimeout: '10m',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
 };
+
+/** Notifications never hold up a lease: bounded retries, and the lifecycle does not wait for them. */
+export const NOTIFICATION: ActivityOptions = {
+  startToCloseTimeout: '15s',
+  scheduleToCloseTimeout: '15m',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m' },
+};
+
+/** A short read that waits on other workflows' removals: retried without limit until they are all verified. */
+export const AWAIT_REMOVALS: ActivityOptions = {
+  startToCloseTimeout: '15s',
+  retry: { initialInterval: '250ms', backoffCoefficient: 1.5, maximumInterval: '5s' },
+};
+
+/** Listing a whole target system can take a while; the read is idempotent, so it is retried whole. */
+export const TARGET_SCAN: ActivityOptions = {
+  startToCloseTimeout: '10m',
+  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '2m', maximumAttempts: 5 },
+};
+
+/**
+ * Removal and read-back within the verify deadline: retried quickly, and cut off at the deadline
+ * so the lease can be flagged `revocation_unverified` on time.
+ */
+export const removalWithinDeadline = (timing: LifecycleTiming): ActivityOptions => ({
+  startToCloseTimeout: '30s',
+  scheduleToCloseTimeout: `${timing.revokeVerifyDeadlineSeconds}s`,
+  retry: {
+    initialInterval: '500ms',
+    backoffCoefficient: 2,
+    maximumInterval: `${Math.max(1, Math.min(10, Math.ceil(timing.revokeVerifyDeadlineSeconds / 4)))}s`,
+  },
+});
+
+/** Removal and read-back once overdue: no deadline, backoff capped by the lifecycle timing. */
+export const removalOverdue = (timing: LifecycleTiming): ActivityOptions => ({
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: `${timing.verifyMaxIntervalSeconds}s` },
+});
 
 /**
  * The same profile with a one-line summary that the Temporal UI shows on the activity (what this

@@ -129,8 +129,6 @@ export const UpdateRejection = {
   NoCredential: 'NoCredential',
 } as const;
 
-export const accessRequestWorkflowId = (requestId: string) => `access-request/${requestId}`;
-
 // ---- identity lifecycle (HR joiner-mover-leaver) ------------------------------------------------
 
 export type HrEventType = 'joiner' | 'mover' | 'leaver' | 'rehire' | 'update';
@@ -167,4 +165,3 @@ export interface IdentityStateView {
 
 export const hrEventSignal = defineSignal<[HrEventRef]>('hrEvent');
 export const identityStateQuery = defineQuery<IdentityStateView>('identityState');
-export const identityWorkflowId = (identityId: string) => `identity/${identityId}`;

@@ -1,9 +1,9 @@
 import { ActivityFailure, ApplicationFailure, isCancellation, proxyActivities, sleep } from '@temporalio/workflow';
-import type { createActivities } from '../activities/index.js';
+import type { LeaseActivities } from '../activities/index.js';
+import { removalOverdue, removalWithinDeadline, summarized } from './activity-options.js';
 import type { LifecycleTiming, RevokeReason } from './messages.js';
 
-type Activities = ReturnType<typeof createActivities>;
-type Removal = Awaited<ReturnType<Activities['removeAndVerify']>>;
+type Removal = Awaited<ReturnType<LeaseActivities['removeAndVerify']>>;
 
 export interface RemovalHooks {
   /** Called before every read-back attempt. */
@@ -25,18 +25,8 @@ export async function removeUntilVerified(
   timing: LifecycleTiming,
   hooks: RemovalHooks,
 ): Promise<Removal> {
-  const deadline = timing.revokeVerifyDeadlineSeconds;
-  const firstPhase = proxyActivities<Activities>({
-    summary: `remove from the target and read back · ${reason}`,
-    startToCloseTimeout: '30s',
-    scheduleToCloseTimeout: `${deadline}s`,
-    retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: `${Math.max(1, Math.min(10, Math.ceil(deadline / 4)))}s` },
-  });
-  const overdue = proxyActivities<Activities>({
-    summary: `overdue: remove and read back again · ${reason}`,
-    startToCloseTimeout: '30s',
-    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: `${timing.verifyMaxIntervalSeconds}s` },
-  });
+  const firstPhase = proxyActivities<LeaseActivities>(summarized(removalWithinDeadline(timing), `remove from the target and read back · ${reason}`));
+  const overdue = proxyActivities<LeaseActivities>(summarized(removalOverdue(timing), `overdue: remove and read back again · ${reason}`));
   const attempt = { ...lease, reason };
   try {
     hooks.attempt();

@@ -1,0 +1,14 @@
+// Workflow ids, one helper per workflow (sandbox-safe: the API, the worker's schedules and the
+// workflows import them alike). An id names the thing it runs for, so a start is idempotent.
+
+/** One workflow per access request: the request's whole lifecycle, approval to verified revoke. */
+export const accessRequestWorkflowId = (requestId: string) => `access-request/${requestId}`;
+
+/** One long-lived workflow per identity, fed by HR events through signal-with-start. */
+export const identityWorkflowId = (identityId: string) => `identity/${identityId}`;
+
+/** One run of one system's reconciliation; `runKey` tells runs apart (`scheduled`, or a fresh id). */
+export const reconciliationWorkflowId = (systemId: string, runKey: string) => `reconciliation/${systemId}/${runKey}`;
+
+/** The Temporal Schedule that starts a system's reconciliation runs. */
+export const reconciliationScheduleId = (systemId: string) => `reconcile/${systemId}`;

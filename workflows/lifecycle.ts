@@ -1,0 +1,394 @@
+import { ApplicationFailure, condition, isCancellation, log, patched, proxyActivities, setCurrentDetails, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type { ApprovalActivities, CredentialActivities, LeaseActivities } from '../activities/index.js';
+import { BOOKKEEPING, TARGET_WRITE, summarized } from './activity-options.js';
+import { type ApprovalHost, type StageOutcome, Approvals, stagesOf } from './approvals.js';
+import type { AccessRequestInput, CredentialView, ExtendArgs, ExtendResult, RequestState, RequestStateView, ReviewArgs, RevokeArgs, RevokeReason, RotateArgs } from './messages.js';
+import { UpdateRejection } from './messages.js';
+import { Mutex } from './mutex.js';
+import { describeFailure, removeUntilVerified } from './removal.js';
+import { AccessExpiresAtKey, AccessStateKey } from './search-attributes.js';
+import { UpdatableTimer } from './timer.js';
+
+const book = proxyActivities<ApprovalActivities & LeaseActivities>(BOOKKEEPING);
+/** Steps an operator looks for in the UI get a summary line. */
+const bookAs = (summary: string) => proxyActivities<ApprovalActivities & LeaseActivities>(summarized(BOOKKEEPING, summary));
+const targetAs = (summary: string) => proxyActivities<LeaseActivities & CredentialActivities>(summarized(TARGET_WRITE, summary));
+
+const MS = 1000;
+
+/**
+ * The one state object of an access request's workflow, and the phases over it: policy and
+ * approval stages → scheduled start → grant → lease → revoke. The workflow function wires the
+ * messages to it and runs the phases in order; what a phase or a handler knows lives here.
+ */
+export class AccessLifecycle implements ApprovalHost {
+  readonly state: RequestStateView;
+  readonly approvals: Approvals;
+  /** The lease's expiry: set by the verified grant, moved by extensions. */
+  private readonly expiry = new UpdatableTimer(0);
+  /** Extending (which renews the credential) and rotating both write the lease's credential: one at a time. */
+  private readonly credentialLock = new Mutex();
+  private readonly lease: { requestId: string; grantId: string; subjectId: string; entitlementId: string };
+  /** The first revoke (before the grant: a withdrawal); open stages and the lease end on it. */
+  private revokeRequest: RevokeArgs | undefined;
+  /** A mover review, and an extension sent back for approval: both wait for the lease loop to run them. */
+  private pendingReview: ReviewArgs | undefined;
+  private pendingExtension: ExtendArgs | undefined;
+  /** From the policy: extensions go back through approval stages. */
+  private extendRequiresApproval = false;
+  /** The policy's cap on a lease (and on each extension); the requested duration until the policy is known. */
+  private maxDurationSeconds: number;
+  private transitions = 0;
+
+  constructor(private readonly input: AccessRequestInput) {
+    const { requestId, grantId } = input;
+    this.lease = { requestId, grantId, subjectId: input.subjectId, entitlementId: input.entitlementId };
+    this.state = { requestId, status: 'pending_approval', removalAttempts: 0 };
+    this.maxDurationSeconds = input.durationSeconds;
+    this.approvals = new Approvals(requestId, this);
+  }
+
+  get requesterId(): string {
+    return this.input.requesterId;
+  }
+
+  get revokeRequested(): boolean {
+    return this.revokeRequest !== undefined;
+  }
+
+  /** Idempotency key for the n-th audited transition of this run: stable across activity retries and replays. */
+  nextKey(what: string): string {
+    return `${workflowInfo().workflowId}/${++this.transitions}/${what}`;
+  }
+
+  setStatus(status: RequestState, note?: string): void {
+    this.state.status = status;
+    upsertSearchAttributes([{ key: AccessStateKey, value: status }]);
+    setCurrentDetails(renderDetails(this.state, note));
+  }
+
+  details(note?: string): void {
+    setCurrentDetails(renderDetails(this.state, note));
+  }
+
+  // ---- messages ----------------------------------------------------------------------------------
+
+  requestRevoke(args: RevokeArgs): void {
+    // First revoke wins; later ones (a second click, a leaver after a manual revoke) change nothing.
+    if (!this.revokeRequest) this.revokeRequest = { reason: args.reason ?? 'manual', actorId: args.actorId ?? 'temporal-ui', comment: args.comment, ...(args.httpRequestId ? { httpRequestId: args.httpRequestId } : {}) };
+  }
+
+  requestReview(args: ReviewArgs): void {
+    // Only an active lease is reviewed, and one review at a time.
+    if (!this.pendingReview && this.state.status === 'active') this.pendingReview = args;
+  }
+
+  validateExtend(args: ExtendArgs): void {
+    const { state } = this;
+    if ((state.status !== 'active' && state.status !== 'granting') || this.revokeRequest) {
+      throw ApplicationFailure.nonRetryable(`request is ${state.status}, not active`, UpdateRejection.NotActive);
+    }
+    if (this.pendingExtension || (this.approvals.isOpen && state.status === 'active')) {
+      throw ApplicationFailure.nonRetryable('an extension is already waiting for approval', UpdateRejection.NotActive);
+    }
+    if (!Number.isInteger(args.durationSeconds) || args.durationSeconds <= 0 || args.durationSeconds > this.maxDurationSeconds) {
+      throw ApplicationFailure.nonRetryable(`duration must be between 1 and ${this.maxDurationSeconds} seconds`, UpdateRejection.OutsidePolicy);
+    }
+    if (Date.now() + args.durationSeconds * MS <= this.expiry.deadline) {
+      throw ApplicationFailure.nonRetryable('an extension must move the expiry later; revoke to end access sooner', UpdateRejection.OutsidePolicy);
+    }
+  }
+
+  async extend(args: ExtendArgs): Promise<ExtendResult> {
+    // The API may see the grant verified (the DB row) a moment before this workflow does.
+    await condition(() => this.state.status !== 'granting');
+    if (this.state.status !== 'active' || this.revokeRequest) {
+      throw ApplicationFailure.nonRetryable(`request is ${this.state.status}, not active`, UpdateRejection.NotActive);
+    }
+    if (this.extendRequiresApproval) {
+      // Policy wants a fresh approval: the lease loop runs the stages; the expiry moves only if approved.
+      this.pendingExtension = { actorId: args.actorId, durationSeconds: args.durationSeconds, justification: args.justification, ...(args.httpRequestId ? { httpRequestId: args.httpRequestId } : {}) };
+      return { expiresAt: this.state.expiresAt!, pendingApproval: true };
+    }
+    await this.moveExpiry(args);
+    return { expiresAt: this.state.expiresAt! };
+  }
+
+  validateRotate(args: RotateArgs): void {
+    if (!args?.actorId) throw ApplicationFailure.nonRetryable('actorId is required', UpdateRejection.NotEligible);
+    if (this.state.status !== 'active' || this.revokeRequest) {
+      throw ApplicationFailure.nonRetryable(`request is ${this.state.status}, not active`, UpdateRejection.NotActive);
+    }
+    if (!this.state.credential) throw ApplicationFailure.nonRetryable('this lease has no credential to rotate', UpdateRejection.NoCredential);
+  }
+
+  rotateCredential(args: RotateArgs): Promise<CredentialView> {
+    return this.credentialExclusive(async () => {
+      const rotated = await targetAs('rotate the credential on the target').rotateCredential({ ...this.lease, actorId: args.actorId, ...(args.httpRequestId ? { httpRequestId: args.httpRequestId } : {}), idempotencyKey: this.nextKey('credential-rotated') });
+      this.state.credential = rotated;
+      this.details('credential rotated');
+      return rotated;
+    });
+  }
+
+  /**
+   * Runs a credential write under the lock. Runs that began before the lock existed let an
+   * overlapping extend and rotate interleave, and their histories record that order: replaying
+   * them must not wait, so they skip the lock (the marker is written once, by new runs).
+   */
+  private credentialExclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return patched('serialise-credential-writes') ? this.credentialLock.runExclusive(fn) : fn();
+  }
+
+  // ---- phases ------------------------------------------------------------------------------------
+
+  /** Policy, then its approval stages. Not approved: the request is closed and this returns false. */
+  async approve(): Promise<boolean> {
+    const { requestId } = this.input;
+    this.details('evaluating policy');
+    const policy = await bookAs('evaluate the approval policy').evaluatePolicy({
+      requestId,
+      requesterId: this.input.requesterId,
+      subjectId: this.input.subjectId,
+      entitlementId: this.input.entitlementId,
+      durationSeconds: this.input.durationSeconds,
+    });
+    this.state.policyVersion = policy.policyVersion;
+    this.maxDurationSeconds = policy.maxDurationSeconds;
+    const stages = stagesOf(policy, this.input.timing);
+
+    if (policy.effect === 'deny' || (policy.effect === undefined && stages.length === 0)) {
+      const reason = policy.reason ?? 'no eligible approver';
+      await book.closeUnapproved({ requestId, outcome: 'rejected', reason, fired: policy.fired, idempotencyKey: this.nextKey('no-approver') });
+      this.setStatus('rejected', reason);
+      return false;
+    }
+    if (policy.effect === 'auto_approve') {
+      await book.recordAutoApproval({ requestId, policyVersion: policy.policyVersion, reason: policy.reason ?? 'policy', fired: policy.fired ?? [], idempotencyKey: this.nextKey('auto-approved') });
+    }
+    this.extendRequiresApproval = policy.extendRequiresApproval === true;
+    const result = await this.approvals.run(stages, { purpose: 'request', policyVersion: policy.policyVersion, fired: policy.fired });
+    if (result.outcome !== 'approved') {
+      await this.closeUnapproved(result);
+      return false;
+    }
+    this.approvals.close();
+    return true;
+  }
+
+  /** An optional start time: approved now, granted later. Withdrawn meanwhile: closed, and this returns false. */
+  async awaitStart(): Promise<boolean> {
+    const { requestId, startAt } = this.input;
+    if (!startAt || Date.parse(startAt) <= Date.now()) return true;
+    this.state.startAt = startAt;
+    this.setStatus('scheduled', `access starts ${startAt}`);
+    await book.recordScheduled({ requestId, startAt, idempotencyKey: this.nextKey('scheduled') });
+    const withdrawn = await condition(() => this.revokeRequest !== undefined, Date.parse(startAt) - Date.now());
+    if (!withdrawn) return true;
+    this.setStatus('cancelled', 'withdrawn before the start time');
+    await book.closeUnapproved({ requestId, outcome: 'cancelled', reason: this.revokeRequest?.comment ?? 'withdrawn before the start time', actorId: this.revokeRequest?.actorId, idempotencyKey: this.nextKey('cancelled') });
+    return false;
+  }
+
+  /** Grants and reads the grant back. A grant that fails is removed (verified) and marked failed: false. */
+  async grant(): Promise<boolean> {
+    const { requestId, grantId, durationSeconds } = this.input;
+    this.setStatus('granting');
+    try {
+      const granted = await targetAs('grant on the target').grantAccess({ ...this.lease, idempotencyKey: this.nextKey('granted') });
+      if (granted.credential) this.state.credential = granted.credential;
+      this.expiry.deadline = Date.now() + durationSeconds * MS;
+      const verified = await targetAs('read the grant back from the target').verifyGranted({
+        ...this.lease,
+        expiresAt: new Date(this.expiry.deadline).toISOString(),
+        idempotencyKey: this.nextKey('grant-verified'),
+      });
+      // Expiry counts from verified grant: the subject gets the full lease they were approved for.
+      this.expiry.deadline = Date.parse(verified.expiresAt);
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      // A grant we could not complete must not leave half-access behind: remove and verify, then fail.
+      this.state.lastError = describeFailure(err);
+      await this.removeVerified('manual', { closeLease: false });
+      this.setStatus('failed', this.state.lastError);
+      await book.markFailed({ requestId, grantId, reason: this.state.lastError, idempotencyKey: this.nextKey('failed') });
+      return false;
+    }
+    this.state.grantedAt = new Date().toISOString();
+    this.state.expiresAt = new Date(this.expiry.deadline).toISOString();
+    upsertSearchAttributes([{ key: AccessExpiresAtKey, value: new Date(this.expiry.deadline) }]);
+    this.setStatus('active');
+    return true;
+  }
+
+  /** The lease: sleeps until expiry or a revoke, running extensions and reviews as they come; returns why it ends. */
+  async holdLease(): Promise<RevokeReason> {
+    for (;;) {
+      const woke = await this.expiry.wait(() => this.revokeRequest !== undefined || this.pendingExtension !== undefined || this.pendingReview !== undefined);
+      if (woke === 'expired' || this.revokeRequest !== undefined) break;
+      if (this.pendingExtension) {
+        await this.approveExtension(this.pendingExtension);
+        this.pendingExtension = undefined;
+      } else if (this.pendingReview) {
+        await this.review(this.pendingReview);
+        this.pendingReview = undefined;
+      }
+      if (this.revokeRequest !== undefined) break;
+    }
+    return this.revokeRequest?.reason ?? 'expired';
+  }
+
+  /** Revokes, and returns only once the removal is verified on the target. */
+  async revoke(reason: RevokeReason): Promise<void> {
+    const { state, revokeRequest: by } = this;
+    state.revokeReason = reason;
+    state.revokeRequestedAt = new Date(by ? Date.now() : this.expiry.deadline).toISOString();
+    this.setStatus('revoking');
+    await bookAs(`revoke requested · ${reason}`).beginRevocation({
+      requestId: this.input.requestId,
+      grantId: this.input.grantId,
+      reason,
+      actorId: by?.actorId ?? 'system',
+      comment: by?.comment,
+      ...(by?.httpRequestId ? { httpRequestId: by.httpRequestId } : {}),
+      requestedAt: state.revokeRequestedAt,
+      idempotencyKey: this.nextKey('revoking'),
+    });
+    await this.removeVerified(reason);
+  }
+
+  // ---- steps -------------------------------------------------------------------------------------
+
+  private async closeUnapproved(result: Exclude<StageOutcome, { outcome: 'approved' }>): Promise<void> {
+    const { requestId } = this.input;
+    switch (result.outcome) {
+      case 'rejected':
+        // The rejecting decision has closed the request already.
+        this.setStatus('rejected', 'rejected by approver');
+        return;
+      case 'no_quorum':
+        this.setStatus('rejected', result.reason);
+        await book.closeUnapproved({ requestId, outcome: 'rejected', reason: result.reason, idempotencyKey: this.nextKey('no-quorum') });
+        return;
+      case 'expired':
+        this.setStatus('expired_unapproved');
+        await book.closeUnapproved({ requestId, outcome: 'expired_unapproved', reason: `approval stage ${result.stageName} timed out`, idempotencyKey: this.nextKey('expired') });
+        return;
+      case 'withdrawn':
+        this.setStatus('cancelled');
+        await book.closeUnapproved({
+          requestId,
+          outcome: 'cancelled',
+          reason: this.revokeRequest?.comment ?? 'withdrawn before approval',
+          actorId: this.revokeRequest?.actorId,
+          idempotencyKey: this.nextKey('cancelled'),
+        });
+    }
+  }
+
+  /** A mover's access reviewed by their (new) manager; not approved in time → revoked as `mover`. */
+  private async review(args: ReviewArgs): Promise<void> {
+    const { requestId, grantId } = this.input;
+    const stages = await book.reviewStages({ requestId, subjectId: this.input.subjectId, requesterId: this.input.requesterId, deadlineSeconds: args.deadlineSeconds });
+    const { outcome } = stages.length ? await this.approvals.run(stages, { purpose: 'review', policyVersion: 'review', deadlineMs: this.expiry.deadline }) : { outcome: 'no_quorum' as const };
+    this.approvals.close();
+    if (outcome === 'approved' || outcome === 'withdrawn') return;
+    await book.closeExtension({ requestId, grantId, outcome: 'refused', reason: `mover review ${outcome === 'no_quorum' ? 'had no eligible reviewer' : outcome}`, idempotencyKey: this.nextKey('review-refused') });
+    this.revokeRequest ??= { reason: 'mover', actorId: 'review', comment: `not re-approved after a move (${outcome})` };
+  }
+
+  /** Re-approval of an extension (policy `extendRequiresApproval`): the lease stays active meanwhile. */
+  private async approveExtension(ext: ExtendArgs): Promise<void> {
+    const { requestId, grantId } = this.input;
+    const again = await book.evaluatePolicy({ requestId, requesterId: this.input.requesterId, subjectId: this.input.subjectId, entitlementId: this.input.entitlementId, durationSeconds: ext.durationSeconds, purpose: 'extension' });
+    let approved = again.effect === 'auto_approve';
+    let why = again.reason ?? '';
+    if (again.effect === 'route') {
+      const result = await this.approvals.run(stagesOf(again, this.input.timing), { purpose: 'extension', policyVersion: again.policyVersion, deadlineMs: this.expiry.deadline });
+      this.approvals.close();
+      approved = result.outcome === 'approved';
+      why = result.outcome === 'no_quorum' ? result.reason : result.outcome;
+    }
+    if (!approved) {
+      await book.closeExtension({ requestId, grantId, outcome: 'refused', reason: why || 'not approved', idempotencyKey: this.nextKey('extension-refused') });
+      this.details(`extension not approved (${why || 'not approved'})`);
+      return;
+    }
+    await this.moveExpiry(ext);
+  }
+
+  /** Records the new expiry first, then moves the lease's timer (the lease loop wakes on the change). */
+  private moveExpiry(ext: ExtendArgs): Promise<void> {
+    return this.credentialExclusive(async () => {
+      const newExpiry = Date.now() + ext.durationSeconds * MS;
+      if (this.state.credential) {
+        // The credential must not end before the lease it belongs to (nor outlive it).
+        const renewed = await targetAs('renew the credential for the extension').renewCredential({ ...this.lease, notAfter: new Date(newExpiry).toISOString(), idempotencyKey: this.nextKey('credential-renewed') });
+        this.state.credential = renewed ?? { ...this.state.credential, notAfter: new Date(newExpiry).toISOString() };
+      }
+      await book.recordExtension({
+        requestId: this.input.requestId,
+        grantId: this.input.grantId,
+        actorId: ext.actorId,
+        justification: ext.justification,
+        ...(ext.httpRequestId ? { httpRequestId: ext.httpRequestId } : {}),
+        expiresAt: new Date(newExpiry).toISOString(),
+        idempotencyKey: this.nextKey('extended'),
+      });
+      this.expiry.deadline = newExpiry;
+      this.state.expiresAt = new Date(newExpiry).toISOString();
+      upsertSearchAttributes([{ key: AccessExpiresAtKey, value: new Date(newExpiry) }]);
+      this.details();
+    });
+  }
+
+  /**
+   * Removes the membership and reads the target back until removal is confirmed. Never
+   * returns unverified: past the deadline the lease is flagged `revocation_unverified`,
+   * operators are alerted, and read-backs continue with a capped backoff.
+   */
+  private async removeVerified(why: RevokeReason, opts = { closeLease: true }): Promise<void> {
+    const { requestId, grantId, timing } = this.input;
+    const { state } = this;
+    const deadline = timing.revokeVerifyDeadlineSeconds;
+    const result = await removeUntilVerified(this.lease, why, timing, {
+      attempt: () => void state.removalAttempts++,
+      unverified: async (error, errorType) => {
+        state.lastError = error;
+        log.warn('revocation not verified within deadline', { grantId, deadlineSeconds: deadline });
+        this.setStatus('revocation_unverified', `removal not verified after ${deadline}s: ${error}; retrying`);
+        await bookAs('alert: removal not verified by the deadline').markRevocationUnverified({ requestId, grantId, error, errorType, idempotencyKey: this.nextKey('revocation-unverified') });
+      },
+      // The operator sees the error in the details and the alert; retries continue.
+      stillFailing: (error) => {
+        state.lastError = error;
+        this.details(`removal still unverified: ${error}; retrying`);
+      },
+    });
+    state.removalVerifiedAt = result.verifiedAt;
+    if (!opts.closeLease) return; // a failed grant: the caller records the failure
+    await bookAs('close the lease · removal verified').completeRevocation({
+      requestId,
+      grantId,
+      changed: result.changed,
+      retainedBy: result.retainedBy,
+      verifiedAt: result.verifiedAt,
+      idempotencyKey: this.nextKey('revoked'),
+    });
+    state.lastError = undefined;
+    this.setStatus('revoked');
+  }
+}
+
+/** Markdown shown as "current details" in the Temporal UI. Opaque ids only. */
+function renderDetails(s: RequestStateView, note?: string): string {
+  const lines = [`**${s.status}**${note ? ` — ${note}` : ''}`];
+  if (s.stage && s.status === 'pending_approval') lines.push(`approval stage ${s.stage.number} due ${s.stage.dueAt}`);
+  if (s.startAt && s.status === 'scheduled') lines.push(`starts ${s.startAt}`);
+  if (s.expiresAt) lines.push(`expires ${s.expiresAt}`);
+  if (s.revokeReason) lines.push(`revoke reason: ${s.revokeReason}`);
+  if (s.removalAttempts) lines.push(`removal attempts: ${s.removalAttempts}`);
+  if (s.removalVerifiedAt) lines.push(`removal verified ${s.removalVerifiedAt}`);
+  if (s.credential && (s.status === 'active' || s.status === 'revoking')) lines.push(`${s.credential.kind} credential until ${s.credential.notAfter}`);
+  return lines.join('\n\n');
+}
