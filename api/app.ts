@@ -22,6 +22,9 @@ import { hrRoutes } from './routes/hr.js';
 import { kpiRoutes, registerKpiGauges } from './routes/kpis.js';
 import { reconciliationRoutes } from './routes/reconciliation.js';
 import { delegationRoutes, groupRoutes, policyRoutes } from './routes/policies.js';
+import { createAccessRequestService } from './services/access-requests.js';
+import { createHrIntakeService } from './services/hr-intake.js';
+import { createReconciliationService } from './services/reconciliation.js';
 
 export interface AppDeps {
   db: Db;
@@ -36,9 +39,15 @@ export interface AppDeps {
   vault: CredentialVault;
 }
 
-/** Builds the HTTP app without listening (server.ts listens; tests use an ephemeral port). */
+/**
+ * Builds the HTTP app without listening (server.ts listens; tests use an ephemeral port). The
+ * one place the services are made from the deps and handed to the routers that call them.
+ */
 export function createApp(deps: AppDeps): Express {
   const { db, temporal, config, log, metrics, policies, actionLinkSecret, vault } = deps;
+  const requests = createAccessRequestService({ db, temporal, config, policies });
+  const hrIntake = createHrIntakeService({ db, temporal, config });
+  const reconciliation = createReconciliationService({ db, temporal, config });
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
@@ -80,9 +89,8 @@ export function createApp(deps: AppDeps): Express {
   app.use('/codec', codecRoutes({ db, config, codecs: temporal.options.loadedDataConverter.payloadCodecs }));
 
   const v1 = express.Router();
-  const requests = accessRequestRoutes({ db, temporal, config, policies, vault });
   // Action links carry their own credential (a signed, single-use token), so they precede bearer auth.
-  v1.use('/approvals/actions', express.json({ limit: '4kb', strict: true }), actionLinkRoutes({ db, secret: actionLinkSecret, decide: requests.decide, loadRequest: requests.loadRequest }));
+  v1.use('/approvals/actions', express.json({ limit: '4kb', strict: true }), actionLinkRoutes({ db, secret: actionLinkSecret, requests }));
   // The evidence signing key is public: anyone may fetch it to compare fingerprints.
   const evidence = evidenceRoutes({ db, config });
   v1.get('/evidence/public-key', evidence.publicKey);
@@ -91,13 +99,13 @@ export function createApp(deps: AppDeps): Express {
   // Policies arrive as YAML/JSON text (line-precise errors need the original), so before JSON parsing.
   v1.use('/policies', policyRoutes(db, policies, config.ACCESSLOOP_BODY_LIMIT));
   // HR events are verified over the raw bytes (Standard Webhooks), so also before JSON parsing.
-  v1.use('/hr', hrRoutes({ db, temporal, config }));
+  v1.use('/hr', hrRoutes({ config, intake: hrIntake }));
   v1.use(express.json({ limit: config.ACCESSLOOP_BODY_LIMIT, strict: true }));
-  v1.use('/access-requests', requests.router);
+  v1.use('/access-requests', accessRequestRoutes({ db, requests, vault }));
   v1.use('/groups', groupRoutes(db));
   v1.use('/delegations', delegationRoutes(db));
   v1.use('/metrics', kpiRoutes(db));
-  v1.use('/reconciliation', reconciliationRoutes({ db, temporal, config }));
+  v1.use('/reconciliation', reconciliationRoutes({ db, reconciliation }));
   v1.use('/evidence', evidence.router);
   v1.use('/approvals', approvalRoutes(db));
   v1.use('/identities', identityRoutes(db));

@@ -1,5 +1,6 @@
 import { ScheduleAlreadyRunning, type Client } from '@temporalio/client';
-import { reconciliationScheduleId } from '../workflows/reconciliation.js';
+import { reconciliationWorkflow } from '../workflows/index.js';
+import { reconciliationScheduleId, reconciliationWorkflowId } from '../workflows/ids.js';
 import { SystemRefKey } from '../workflows/search-attributes.js';
 import type { Config } from './config.js';
 
@@ -11,10 +12,10 @@ export async function ensureReconcileSchedule(client: Client, config: Config, sy
       spec: { intervals: [{ every: `${config.ACCESSLOOP_RECONCILE_INTERVAL_MINUTES}m` }] },
       action: {
         type: 'startWorkflow',
-        workflowType: 'reconciliationWorkflow',
+        workflowType: reconciliationWorkflow,
         args: [{ systemId }],
         taskQueue: config.TEMPORAL_TASK_QUEUE,
-        workflowId: `reconciliation/${systemId}/scheduled`,
+        workflowId: reconciliationWorkflowId(systemId, 'scheduled'),
         typedSearchAttributes: [{ key: SystemRefKey, value: systemId }],
         staticSummary: 'Scheduled reconciliation',
       },

@@ -1,0 +1,96 @@
+import type { WorkflowClient } from '@temporalio/client';
+import { eq } from 'drizzle-orm';
+import type { z } from 'zod';
+import type { PolicyService } from '../../activities/domain/policy/service.js';
+import type { Db } from '../../db/client.js';
+import { accessRequests, identities, type AccessRequest } from '../../db/schema.js';
+import type { Config } from '../../temporal/config.js';
+import { extendUpdate, revokeSignal, rotateCredentialUpdate, type CredentialView, type ExtendResult } from '../../workflows/messages.js';
+import { actorRef, hasRole, type Principal } from '../auth.js';
+import { conflict, forbidden, notFound } from '../errors.js';
+import type { extendBody, revokeBody } from '../schemas.js';
+import { createDecisions } from './decisions.js';
+import { createSubmission } from './submission.js';
+import { fromClosedWorkflow, fromUpdateError } from './update-rejections.js';
+
+export type { Decision } from './decisions.js';
+export type { Submission, Submitted } from './submission.js';
+
+export interface AccessRequestServiceDeps {
+  db: Pick<Db, 'select' | 'insert' | 'update' | 'delete' | 'transaction'>;
+  temporal: { workflow: Pick<WorkflowClient, 'start' | 'getHandle'> };
+  config: Config;
+  policies: Pick<PolicyService, 'decide' | 'defaultDuration'>;
+}
+
+/** Who acts, on which request, under which HTTP request id (for the audit trail). */
+export interface Actor {
+  principal: Principal;
+  httpRequestId: string;
+}
+
+const REVOCABLE = ['pending_approval', 'scheduled', 'granting', 'active'];
+
+/** Whether the principal asked for the request or is the one it grants access to. */
+export const isParty = (p: Principal, req: AccessRequest) => p.identityId !== null && (p.identityId === req.requesterId || p.identityId === req.subjectId);
+
+/**
+ * The access-request rules: submit, decide, extend, revoke, rotate a credential. Each checks
+ * who may act and in which state, then hands the change to the request's workflow; the HTTP
+ * routes and the action-link route only translate to and from these calls.
+ */
+export function createAccessRequestService(deps: AccessRequestServiceDeps) {
+  const { db, temporal } = deps;
+
+  async function loadRequest(id: string): Promise<AccessRequest> {
+    const [row] = await db.select().from(accessRequests).where(eq(accessRequests.id, id));
+    if (!row) throw notFound('access request');
+    return row;
+  }
+
+  const { submit } = createSubmission(deps);
+  const { decide } = createDecisions({ db, temporal, loadRequest });
+
+  async function extend({ principal: p, httpRequestId }: Actor, id: string, body: z.output<typeof extendBody>): Promise<ExtendResult & { id: string }> {
+    const row = await loadRequest(id);
+    if (!(hasRole(p, 'operator') || (hasRole(p, 'requester') && isParty(p, row)))) throw forbidden('only the requester, the subject or an operator may extend');
+    if (row.status !== 'active') throw conflict('not_active', `request is ${row.status}`);
+    const result = await temporal.workflow
+      .getHandle(row.workflowId)
+      .executeUpdate(extendUpdate, { args: [{ actorId: actorRef(p), durationSeconds: body.durationSeconds, justification: body.justification, httpRequestId }] })
+      .catch(fromUpdateError);
+    return { id: row.id, ...result };
+  }
+
+  async function revoke({ principal: p, httpRequestId }: Actor, id: string, body: z.output<typeof revokeBody>): Promise<{ id: string }> {
+    const row = await loadRequest(id);
+    const isOperator = hasRole(p, 'operator');
+    if (!isOperator && p.identityId !== row.subjectId) throw forbidden('only an operator or the subject may revoke');
+    if (!isOperator && body.reason !== 'manual') throw forbidden('the subject may only revoke with reason "manual"');
+    if (!REVOCABLE.includes(row.status)) throw conflict('not_revocable', `request is ${row.status}`);
+    await temporal.workflow
+      .getHandle(row.workflowId)
+      .signal(revokeSignal, { reason: body.reason, actorId: actorRef(p), ...(body.comment ? { comment: body.comment } : {}), httpRequestId })
+      .catch((e: unknown) => {
+        throw fromClosedWorkflow(e);
+      });
+    return { id: row.id };
+  }
+
+  async function rotateCredential({ principal: p, httpRequestId }: Actor, id: string): Promise<{ id: string; credential: CredentialView }> {
+    const row = await loadRequest(id);
+    const [subject] = await db.select({ id: identities.id, ownerId: identities.ownerId }).from(identities).where(eq(identities.id, row.subjectId));
+    const owner = subject?.ownerId ?? subject?.id;
+    if (!hasRole(p, 'operator') && (!p.identityId || p.identityId !== owner)) throw forbidden("only the credential's owner or an operator may rotate it");
+    if (row.status !== 'active') throw conflict('not_active', `request is ${row.status}`);
+    const credential = await temporal.workflow
+      .getHandle(row.workflowId)
+      .executeUpdate(rotateCredentialUpdate, { args: [{ actorId: actorRef(p), httpRequestId }] })
+      .catch(fromUpdateError);
+    return { id: row.id, credential };
+  }
+
+  return { loadRequest, submit, decide, extend, revoke, rotateCredential };
+}
+
+export type AccessRequestService = ReturnType<typeof createAccessRequestService>;
