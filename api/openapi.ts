@@ -1,116 +1,198 @@
-import { z } from 'zod';
-import { createDelegationBody, createGroupBody, setMembersBody } from './routes/policies.js';
-import { createAccessRequestBody, createEntitlementBody, createIdentityBody, createSystemBody, createTokenBody, decisionBody, evidenceBundleSchema, extendBody, revokeBody, sshPublicKeyBody } from './schemas.js';
+import { OpenAPIRegistry, OpenApiGeneratorV31, type ResponseConfig, type RouteConfig } from '@asteasolutions/zod-to-openapi';
+import { z, type ZodObject, type ZodPipe, type ZodType } from 'zod';
+import * as s from './schemas.js';
 
-const body = (s: z.ZodType) => ({ required: true, content: { 'application/json': { schema: z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }) } } });
-const idPath = [{ name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } }];
-const errorResponses = {
-  '400': { description: 'invalid input', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
-  '401': { description: 'missing or invalid token' },
-  '403': { description: 'not allowed for this caller' },
-  '404': { description: 'not found (or not visible to this caller)' },
-  '409': { description: 'wrong state' },
-  '413': { description: 'body too large' },
+/**
+ * The OpenAPI 3.1 document, generated from a registry in which every route is registered with
+ * the very zod schemas its `validate()` middleware uses (api/schemas.ts). test/unit/openapi.test.ts
+ * compares this registry with the routes of the real app, both ways, schema by schema.
+ */
+export const openApiRegistry = new OpenAPIRegistry();
+
+openApiRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API token (POST /v1/tokens); its roles decide what it may do.' });
+
+type Method = 'get' | 'post' | 'put' | 'delete';
+type Params = ZodObject | ZodPipe;
+
+interface Operation {
+  summary: string;
+  /** Who may call it, as the route enforces it (roles plus ownership rules). Omitted: no token needed. */
+  roles?: string;
+  /** Replaces the roles sentence for operations with their own credential or rules. */
+  description?: string;
+  params?: Params;
+  query?: Params;
+  headers?: ZodObject;
+  /** A JSON body; `content` is for the routes that read text. */
+  body?: ZodType;
+  content?: Record<string, ZodType>;
+  /** The success answers, by status. */
+  ok: Record<number, ResponseConfig>;
+  /** Failures beyond the common ones (400, 401, 403, 404, 409, 413), e.g. 410 or 503. */
+  errors?: Record<number, string>;
+  /** The bearer token is optional: the link is the credential, or the codec's auth mode decides. */
+  optionalAuth?: true;
+}
+
+const COMMON_ERRORS: Record<number, string> = {
+  400: 'invalid input (details name each field)',
+  401: 'missing or invalid token',
+  403: 'not allowed for this caller',
+  404: 'not found (or not visible to this caller)',
+  409: 'wrong state',
+  413: 'body too large',
 };
-const op = (summary: string, roles: string, extra: Record<string, unknown> = {}) => ({
-  summary,
-  description: `Roles: ${roles}. The acting identity is the token's.`,
-  security: [{ bearer: [] }],
-  responses: { '200': { description: 'ok' }, ...errorResponses },
-  ...extra,
+
+const json = (schema: ZodType, description: string): ResponseConfig => ({ description, content: { 'application/json': { schema } } });
+const described = (description: string): ResponseConfig => ({ description });
+const failures = (errors: Record<number, string>) =>
+  Object.fromEntries(Object.entries(errors).map(([status, description]) => [status, json(s.errorBody, description)]));
+
+/** Groups operations in the docs by the API area their path starts with (access-requests, identities, …). */
+function areaOf(path: string): string {
+  const [first, second] = path.split('/').slice(1);
+  if (first === 'v1') return second!;
+  return first === 'codec' ? 'codec' : 'service';
+}
+
+/**
+ * Adds one operation. A JSON body is required exactly when `{}` fails its schema, because
+ * `validate()` parses a missing body as `{}`.
+ */
+function route(method: Method, path: string, op: Operation): void {
+  const bearer = op.roles !== undefined || op.optionalAuth;
+  const content = op.content ?? (op.body ? { 'application/json': op.body } : undefined);
+  const config: RouteConfig = {
+    method,
+    path,
+    tags: [areaOf(path)],
+    summary: op.summary,
+    ...(op.description || op.roles ? { description: op.description ?? `Roles: ${op.roles}. The acting identity is the token's.` } : {}),
+    ...(bearer ? { security: op.optionalAuth ? [{ bearer: [] }, {}] : [{ bearer: [] }] } : {}),
+    request: {
+      ...(op.params ? { params: op.params } : {}),
+      ...(op.query ? { query: op.query } : {}),
+      ...(op.headers ? { headers: op.headers } : {}),
+      ...(content
+        ? {
+            body: {
+              required: op.content !== undefined || !op.body!.safeParse({}).success,
+              content: Object.fromEntries(Object.entries(content).map(([type, schema]) => [type, { schema }])),
+            },
+          }
+        : {}),
+    },
+    responses: { ...op.ok, ...(bearer ? failures({ ...COMMON_ERRORS, ...op.errors }) : failures(op.errors ?? {})) },
+  };
+  openApiRegistry.registerPath(config);
+}
+
+// Access requests: the lifecycle of one lease.
+route('post', '/v1/access-requests', { summary: 'Request access (202, a workflow starts)', roles: 'requester', body: s.createAccessRequestBody, ok: { 202: described('accepted: {id, status, workflowId}; Location names the request') } });
+route('get', '/v1/access-requests', {
+  summary: 'List requests (newest first; ?status, subjectId, entitlementId, limit, before=nextCursor)',
+  roles: 'operator/auditor: all; others: their own and those assigned to them',
+  query: s.listRequestsQuery,
+  ok: { 200: described('{items, nextCursor}') },
 });
+route('get', '/v1/access-requests/{id}', { summary: 'Request status, stages, grant and timeline', roles: 'requester (own), assigned approver, operator, auditor', params: s.idParam, ok: { 200: described('the request') } });
+route('post', '/v1/access-requests/{id}/decision', { summary: 'Approve or reject', roles: 'approver (assigned, never the requester)', params: s.idParam, body: s.decisionBody, ok: { 200: described('{id, status}') } });
+route('post', '/v1/access-requests/{id}/extend', {
+  summary: 'Extend an active lease within policy',
+  roles: 'requester (own), operator',
+  params: s.idParam,
+  body: s.extendBody,
+  ok: { 200: described('extended: {id, status: active, expiresAt}'), 202: described('policy sends the extension for approval: {id, status: extension_pending_approval}') },
+});
+route('post', '/v1/access-requests/{id}/revoke', { summary: 'Revoke now (202); removal is verified on the target', roles: 'operator, or the subject for their own access', params: s.idParam, body: s.revokeBody, ok: { 202: described('{id, status: revoke_requested}') } });
+route('get', '/v1/access-requests/{id}/credential', {
+  summary: "The lease's password or SSH certificate, once (the read wipes it; then 410)",
+  roles: "the credential's owner only (404 for anyone else)",
+  params: s.idParam,
+  ok: { 200: described('the credential (Cache-Control: no-store)') },
+  errors: { 410: 'delivered already, or the credential ended' },
+});
+route('post', '/v1/access-requests/{id}/credential/rotate', { summary: "New secret for the lease's credential; the old one stops working", roles: 'the owner, operator', params: s.idParam, ok: { 200: described('{id, credential}') } });
+
+// Approvals: the approver's inbox, delegation and the action-link buttons.
+route('get', '/v1/approvals/pending', { summary: "The caller's open approval tasks", roles: 'approver', ok: { 200: described('{items}') } });
+route('post', '/v1/approvals/actions/{token}', {
+  summary: 'Approve or reject through a signed, single-use action link (chat/e-mail buttons)',
+  description: 'The link is the credential; a bearer token, when sent too, must be the same approver’s. 401 tampered, 410 expired, 409 used or wrong stage, 403 another approver.',
+  optionalAuth: true,
+  params: s.actionLinkParams,
+  body: s.decisionBody,
+  ok: { 200: described('decided: {id, status}') },
+  errors: { 401: 'the link is not valid (tampered or malformed)', 409: 'the link was used already, or its stage is closed', 410: 'link expired' },
+});
+route('post', '/v1/delegations', { summary: 'Delegate approval tasks for a period', roles: 'approver (own), operator', body: s.createDelegationBody, ok: { 201: described('the delegation') } });
+route('delete', '/v1/delegations/{id}', { summary: 'End a delegation now', roles: 'approver (own), operator', params: s.idParam, ok: { 204: described('ended') } });
+route('post', '/v1/groups', { summary: 'Create an approver group', roles: 'operator', body: s.createGroupBody, ok: { 201: described('the group, with its ref (group:<id>)') } });
+route('put', '/v1/groups/{id}/members', { summary: 'Replace a group’s members', roles: 'operator', params: s.idParam, body: s.setMembersBody, ok: { 200: described('{id, ref, memberIds}') } });
+
+// Identities, the catalog and tokens: operator set-up.
+route('post', '/v1/identities', { summary: 'Create an identity', roles: 'operator', body: s.createIdentityBody, ok: { 201: described('the identity') } });
+route('get', '/v1/identities/{id}', { summary: 'Read an identity', roles: 'operator', params: s.idParam, ok: { 200: described('the identity') } });
+route('get', '/v1/identities/{id}/access', { summary: 'Active grants with provenance', roles: 'operator, auditor, the identity itself', params: s.idParam, ok: { 200: described('{identityId, grants}') } });
+route('put', '/v1/identities/{id}/ssh-public-key', { summary: 'Register the public key SSH certificates are issued for', roles: 'the identity, its owner, operator', params: s.idParam, body: s.sshPublicKeyBody, ok: { 200: described('{identityId, fingerprint}') } });
+route('post', '/v1/systems', { summary: 'Register a target system (non-secret config + secret env refs)', roles: 'operator', body: s.createSystemBody, ok: { 201: described('the system') } });
+route('post', '/v1/entitlements', { summary: 'Add a catalog item', roles: 'operator', body: s.createEntitlementBody, ok: { 201: described('the entitlement') } });
+route('get', '/v1/entitlements', { summary: 'List the catalog', roles: 'any role but hr_system', ok: { 200: described('{items}') } });
+route('post', '/v1/tokens', { summary: 'Issue an API token (shown once, stored hashed)', roles: 'operator', body: s.createTokenBody, ok: { 201: described('{id, token, principalId, roles, expiresAt}') } });
+
+// Policies.
+route('put', '/v1/policies', {
+  summary: 'Publish an approval policy (YAML or JSON body; 400 lists line:column problems)',
+  roles: 'operator',
+  content: { 'application/yaml': s.policyDocument, 'application/json': s.policyDocument },
+  ok: { 201: described('a new version: {version, changed: true}'), 200: described('the same as the active version: {version, changed: false}') },
+});
+route('get', '/v1/policies/active', { summary: 'The active policy document and version', roles: 'operator, auditor', ok: { 200: described('{version, source, createdBy, createdAt, document}') } });
+route('get', '/v1/policies/{entitlementId}/explain', {
+  summary: 'Dry run: the stages, approvers and rules a request would get',
+  roles: 'requester (self, reports), approver, operator, auditor',
+  params: s.explainParams,
+  query: s.explainQuery,
+  ok: { 200: described('{policyVersion, policy, effect, reason?, maxDurationSeconds, rules, stages}') },
+});
+
+// Joiners, movers and leavers; measures; reconciliation; evidence.
+route('post', '/v1/hr/events', {
+  summary: 'Joiner / mover / leaver / rehire / update from an HR system (Standard Webhooks signature)',
+  roles: 'hr_system',
+  headers: z.object({ 'webhook-id': z.string(), 'webhook-timestamp': z.string(), 'webhook-signature': z.string() }),
+  body: s.hrEventBody,
+  ok: { 202: described('{eventId, identityId, workflowId, duplicate}') },
+  errors: { 401: 'missing or invalid token, or a signature that does not verify over the raw body', 503: 'HR webhooks are not configured' },
+});
+route('get', '/v1/metrics/kpis', { summary: 'Governance measures over a window', roles: 'operator, auditor', query: s.kpiQuery, ok: { 200: described('the measures') } });
+route('post', '/v1/reconciliation/run', { summary: 'Reconcile a system now (202, a workflow starts)', roles: 'operator', body: s.reconcileRunBody, ok: { 202: described('{workflowId}') } });
+route('get', '/v1/reconciliation/findings', { summary: 'Reconciliation findings (?systemId, status, kind, limit)', roles: 'operator, auditor', query: s.findingsQuery, ok: { 200: described('{items}') } });
+route('get', '/v1/evidence/{requestId}', {
+  summary: 'Evidence bundle: request, policy, approvals, lease, removal, credential facts and audit events, re-verified against the chain and signed (Ed25519)',
+  roles: 'auditor, operator (404 for anyone else)',
+  params: s.evidenceParams,
+  ok: { 200: json(s.evidenceBundleSchema, 'the signed bundle; verification.valid is false (problems name the seq) when a stored event no longer matches its hash') },
+});
+route('get', '/v1/evidence/public-key', { summary: 'The Ed25519 key that signs evidence bundles, with its fingerprint (no token needed)', ok: { 200: described('{algorithm, publicKey (PEM), fingerprint}') } });
+
+// The Temporal UI/CLI codec endpoint (Temporal's remote codec protocol).
+const codecAuth = 'ACCESSLOOP_CODEC_AUTH decides whether a token is needed (auto: none only with the embedded dev server on loopback).';
+route('post', '/codec/decode', { summary: 'Decode workflow payloads for the Temporal UI/CLI', description: `Roles when a token is needed: operator, auditor. ${codecAuth}`, optionalAuth: true, body: s.codecBody, ok: { 200: described('{payloads}') } });
+route('post', '/codec/encode', { summary: 'Encode payloads (e.g. a signal sent from the Temporal UI)', description: `Roles when a token is needed: operator. ${codecAuth}`, optionalAuth: true, body: s.codecBody, ok: { 200: described('{payloads}') } });
+
+// Operations.
+route('get', '/healthz', { summary: 'Liveness', ok: { 200: described('ok') } });
+route('get', '/readyz', { summary: 'Readiness (database and Temporal)', ok: { 200: described('ready'), 503: described('not ready') } });
+route('get', '/metrics', { summary: 'Prometheus metrics', ok: { 200: described('text exposition format') } });
 
 let cached: unknown;
 
-/** OpenAPI 3.1 generated from the same zod schemas that validate requests. */
+/** The served document (GET /openapi.json), generated once. */
 export function openApiDocument(): unknown {
-  cached ??= {
+  cached ??= new OpenApiGeneratorV31(openApiRegistry.definitions).generateDocument({
     openapi: '3.1.0',
     info: { title: 'accessloop', version: '0.1.0', description: 'Closed-loop access lifecycle: request, approve, grant, expire, revoke, verify.' },
-    components: {
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
-      schemas: {
-        Error: {
-          type: 'object',
-          required: ['error'],
-          properties: { error: { type: 'object', required: ['code', 'message'], properties: { code: { type: 'string' }, message: { type: 'string' }, details: {} } } },
-        },
-      },
-    },
-    paths: {
-      '/v1/access-requests': {
-        post: op('Request access (202, a workflow starts)', 'requester', { requestBody: body(createAccessRequestBody) }),
-        get: op('List requests (newest first; ?status, subjectId, entitlementId, limit, before=nextCursor)', 'operator/auditor: all; others: their own and those assigned to them'),
-      },
-      '/v1/access-requests/{id}': { get: op('Request status, stages, grant and timeline', 'requester (own), assigned approver, operator, auditor', { parameters: idPath }) },
-      '/v1/access-requests/{id}/decision': { post: op('Approve or reject', 'approver (assigned, never the requester)', { parameters: idPath, requestBody: body(decisionBody) }) },
-      '/v1/access-requests/{id}/extend': { post: op('Extend an active lease within policy', 'requester (own), operator', { parameters: idPath, requestBody: body(extendBody) }) },
-      '/v1/access-requests/{id}/revoke': { post: op('Revoke now (202); removal is verified on the target', 'operator, or the subject for their own access', { parameters: idPath, requestBody: body(revokeBody) }) },
-      '/v1/approvals/pending': { get: op("The caller's open approval tasks", 'approver') },
-      '/v1/identities': { post: op('Create an identity', 'operator', { requestBody: body(createIdentityBody) }) },
-      '/v1/identities/{id}': { get: op('Read an identity', 'operator', { parameters: idPath }) },
-      '/v1/identities/{id}/access': { get: op('Active grants with provenance', 'operator, auditor, the identity itself', { parameters: idPath }) },
-      '/v1/systems': { post: op('Register a target system (non-secret config + secret env refs)', 'operator', { requestBody: body(createSystemBody) }) },
-      '/v1/entitlements': { post: op('Add a catalog item', 'operator', { requestBody: body(createEntitlementBody) }), get: op('List the catalog', 'any role') },
-      '/v1/tokens': { post: op('Issue an API token (shown once, stored hashed)', 'operator', { requestBody: body(createTokenBody) }) },
-      '/v1/policies': { put: op('Publish an approval policy (YAML or JSON body; 400 lists line:column problems)', 'operator') },
-      '/v1/policies/active': { get: op('The active policy document and version', 'operator, auditor') },
-      '/v1/policies/{entitlementId}/explain': {
-        get: op('Dry run: the stages, approvers and rules a request would get', 'requester (self, reports), approver, operator, auditor', {
-          parameters: [
-            { name: 'entitlementId', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } },
-            { name: 'subjectId', in: 'query', required: false, schema: { type: 'string', format: 'uuid' } },
-          ],
-        }),
-      },
-      '/v1/groups': { post: op('Create an approver group', 'operator', { requestBody: body(createGroupBody) }) },
-      '/v1/groups/{id}/members': { put: op('Replace a group’s members', 'operator', { parameters: idPath, requestBody: body(setMembersBody) }) },
-      '/v1/delegations': { post: op('Delegate approval tasks for a period', 'approver (own), operator', { requestBody: body(createDelegationBody) }) },
-      '/v1/approvals/actions/{token}': {
-        post: {
-          summary: 'Approve or reject through a signed, single-use action link (chat/e-mail buttons)',
-          description: 'The link is the credential. 401 tampered, 410 expired, 409 used or wrong stage, 403 another approver.',
-          parameters: [{ name: 'token', in: 'path', required: true, schema: { type: 'string' } }],
-          requestBody: body(decisionBody),
-          responses: { '200': { description: 'decided' }, ...errorResponses, '410': { description: 'link expired' } },
-        },
-      },
-      '/v1/access-requests/{id}/credential': {
-        get: op('The lease\'s password or SSH certificate, once (the read wipes it; then 410)', 'the credential\'s owner only (404 for anyone else)', { parameters: idPath }),
-      },
-      '/v1/access-requests/{id}/credential/rotate': { post: op('New secret for the lease\'s credential; the old one stops working', 'the owner, operator', { parameters: idPath }) },
-      '/v1/identities/{id}/ssh-public-key': { put: op('Register the public key SSH certificates are issued for', 'the identity, its owner, operator', { parameters: idPath, requestBody: body(sshPublicKeyBody) }) },
-      '/v1/hr/events': { post: op('Joiner / mover / leaver / rehire / update from an HR system (Standard Webhooks signature)', 'hr_system') },
-      '/v1/metrics/kpis': {
-        get: op('Governance measures over a window', 'operator, auditor', {
-          parameters: [
-            { name: 'window', in: 'query', required: false, schema: { type: 'string', pattern: '^[1-9][0-9]{0,5}[mhd]$', examples: ['24h', '30d'] } },
-            { name: 'windowDays', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 366 } },
-          ],
-        }),
-      },
-      '/v1/reconciliation/run': { post: op('Reconcile a system now (202, a workflow starts)', 'operator') },
-      '/v1/reconciliation/findings': { get: op('Reconciliation findings (?systemId, status, kind)', 'operator, auditor') },
-      '/v1/evidence/{requestId}': {
-        get: op('Evidence bundle: request, policy, approvals, lease, removal, credential facts and audit events, re-verified against the chain and signed (Ed25519)', 'auditor, operator (404 for anyone else)', {
-          parameters: [{ name: 'requestId', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } }],
-          responses: { '200': { description: 'the signed bundle; verification.valid is false (problems name the seq) when a stored event no longer matches its hash', content: { 'application/json': { schema: z.toJSONSchema(evidenceBundleSchema, { io: 'output', unrepresentable: 'any' }) } } }, ...errorResponses },
-        }),
-      },
-      '/v1/evidence/public-key': { get: { summary: 'The Ed25519 key that signs evidence bundles, with its fingerprint (no token needed)', responses: { '200': { description: '{algorithm, publicKey (PEM), fingerprint}' } } } },
-      '/healthz': { get: { summary: 'Liveness', responses: { '200': { description: 'ok' } } } },
-      '/readyz': { get: { summary: 'Readiness (database and Temporal)', responses: { '200': { description: 'ready' }, '503': { description: 'not ready' } } } },
-      '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'text exposition format' } } } },
-    },
-  };
-  tagByArea(cached as { paths: Record<string, Record<string, { tags?: string[] }>> });
+  });
   return cached;
-}
-
-/** Groups operations in the docs by the API area their path starts with (access-requests, identities, …). */
-function tagByArea(doc: { paths: Record<string, Record<string, { tags?: string[] }>> }): void {
-  for (const [p, ops] of Object.entries(doc.paths)) {
-    const area = p.startsWith('/v1/') ? p.split('/')[2]! : 'service';
-    for (const o of Object.values(ops)) o.tags ??= [area];
-  }
 }

@@ -1,12 +1,29 @@
 import { z } from 'zod';
 
-// Request/response contracts (DESIGN §7). Strict objects: an unknown field is a client bug
-// worth a 400, not something to silently drop.
+// Request/response contracts: the routes validate with these and api/openapi.ts documents
+// these, so the two cannot drift. Strict objects: an unknown field is a client bug worth a
+// 400, not something to silently drop.
 
 export const idParam = z.strictObject({ id: z.uuid({ message: 'must be a UUID' }) });
 export const evidenceParams = z.strictObject({ requestId: z.uuid({ message: 'must be a UUID' }) });
 /** The evidence bundle (GET /v1/evidence/:requestId) is defined next to its verifier. */
-export { evidenceBundleSchema } from '../activities/domain/evidence.js';
+export { evidenceBundleSchema } from '../activities/domain/evidence/index.js';
+/** HR events are verified over their raw bytes before this parses them, so it lives with the activity that applies them. */
+export { hrEventBody } from '../activities/domain/hr-event.js';
+/** PUT /v1/policies takes YAML or JSON text; the policy loader parses it with this (line-precise problems). */
+export { policyDocument } from '../activities/domain/policy/schema.js';
+
+/** The one error shape (api/errors.ts); the request id lets a caller quote a failure. */
+export const errorBody = z
+  .object({
+    error: z.object({
+      code: z.string(),
+      message: z.string(),
+      details: z.unknown().optional(),
+      requestId: z.string(),
+    }),
+  })
+  .meta({ id: 'Error' });
 
 const justification = z.string().trim().min(10, 'say why in at least 10 characters').max(2000);
 const durationSeconds = z.number().int().positive().max(10 * 365 * 24 * 3600);
@@ -31,8 +48,11 @@ export const listRequestsQuery = z.strictObject({
   subjectId: z.uuid().optional(),
   entitlementId: z.uuid().optional(),
   limit: z.coerce.number().int().min(1).max(200).default(50),
-  /** Opaque cursor from the previous page (createdAt|id of its last row). */
-  before: z.string().regex(/^[0-9TZ:.+-]+\|[0-9a-f-]{36}$/i, 'use nextCursor from the previous page').optional(),
+  /**
+   * Opaque cursor from the previous page (createdAt|id of its last row). Case-insensitive by
+   * spelling both cases out: an OpenAPI `pattern` cannot carry regex flags.
+   */
+  before: z.string().regex(/^[0-9TtZz:.+-]+\|[0-9a-fA-F-]{36}$/, 'use nextCursor from the previous page').optional(),
 });
 
 export const decisionBody = z.strictObject({
@@ -133,4 +153,66 @@ export const createTokenBody = z.strictObject({
   roles: z.array(z.enum(apiRoles)).min(1).max(apiRoles.length),
   description: z.string().max(200).optional(),
   expiresInSeconds: z.number().int().positive().max(2 * 365 * 24 * 3600).optional(),
+});
+
+export const explainParams = z.strictObject({ entitlementId: z.uuid() });
+/** A dry run for a subject (default: the caller) and a duration (default: the entitlement's). */
+export const explainQuery = z.strictObject({ subjectId: z.uuid().optional(), durationSeconds: z.coerce.number().int().positive().optional() });
+
+export const createGroupBody = z.strictObject({ name: z.string().trim().min(1).max(128), memberIds: z.array(z.uuid()).max(500).default([]) });
+export const setMembersBody = z.strictObject({ identityIds: z.array(z.uuid()).max(500) });
+export const createDelegationBody = z
+  .strictObject({
+    /** Operators may delegate on someone's behalf; everyone else delegates their own tasks. */
+    delegatorId: z.uuid().optional(),
+    delegateId: z.uuid(),
+    startsAt: z.iso.datetime({ offset: true }).optional(),
+    endsAt: z.iso.datetime({ offset: true }),
+    reason: z.string().trim().max(500).optional(),
+  })
+  .refine((b) => Date.parse(b.endsAt) > (b.startsAt ? Date.parse(b.startsAt) : Date.now()), { message: 'endsAt must be after startsAt (and in the future)', path: ['endsAt'] });
+
+/** The signed, single-use token of an approval action link (its format is checked by the verifier). */
+export const actionLinkParams = z.strictObject({ token: z.string().min(10).max(1024) });
+
+export const reconcileRunBody = z.strictObject({ systemId: z.uuid() });
+export const findingsQuery = z.strictObject({
+  systemId: z.uuid().optional(),
+  status: z.enum(['open', 'remediated', 'resolved']).optional(),
+  kind: z.enum(['orphaned_account', 'unauthorized_access', 'failed_revocation', 'missing_grant']).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(200),
+});
+
+export const UNIT_MS = { m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+const MAX_WINDOW_MS = 366 * UNIT_MS.d;
+
+/** `?window=24h` (m, h or d) or the older `?windowDays=30`; default 30 days. */
+export const kpiQuery = z
+  .strictObject({
+    window: z
+      .string()
+      .regex(/^[1-9][0-9]{0,5}[mhd]$/, 'window must look like 90m, 24h or 30d')
+      .optional(),
+    windowDays: z.coerce.number().int().min(1).max(366).optional(),
+  })
+  .refine((q) => !(q.window && q.windowDays), { message: 'give window or windowDays, not both' })
+  .transform((q) => {
+    if (q.window) return { label: q.window, ms: Number(q.window.slice(0, -1)) * UNIT_MS[q.window.slice(-1) as keyof typeof UNIT_MS] };
+    const days = q.windowDays ?? 30;
+    return { label: `${days}d`, ms: days * UNIT_MS.d };
+  })
+  .refine((w) => w.ms <= MAX_WINDOW_MS, { message: 'window must be at most 366 days' });
+
+// proto3 JSON writes bytes as base64 (standard or URL-safe alphabet, padding optional).
+const base64 = z.string().regex(/^[A-Za-z0-9+/_-]*={0,2}$/, 'must be base64');
+/** Temporal's remote codec protocol: the proto3 JSON form of Payloads. */
+export const codecBody = z.object({
+  payloads: z
+    .array(
+      z.object({
+        metadata: z.record(z.string().min(1).max(256), base64).nullish(),
+        data: base64.nullish(),
+      }),
+    )
+    .max(1000),
 });

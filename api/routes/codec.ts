@@ -1,12 +1,13 @@
 import type { Payload, PayloadCodec } from '@temporalio/common';
 import express, { Router, type RequestHandler } from 'express';
-import { z } from 'zod';
+import type { z } from 'zod';
 import type { ApiRole } from '../../db/schema.js';
 import type { Db } from '../../db/client.js';
 import { PayloadCodecError } from '../../temporal/codec.js';
 import type { Config } from '../../temporal/config.js';
 import { authenticate, requireRole } from '../auth.js';
 import { badRequest } from '../errors.js';
+import { codecBody } from '../schemas.js';
 import { valid, validate } from '../validate.js';
 
 /**
@@ -36,14 +37,7 @@ export function codecAccess(c: Config): CodecAccess {
   return { auth, origins };
 }
 
-// proto3 JSON writes bytes as base64 (standard or URL-safe alphabet, padding optional).
-const base64 = z.string().regex(/^[A-Za-z0-9+/_-]*={0,2}$/, 'must be base64');
-const jsonPayload = z.object({
-  metadata: z.record(z.string().min(1).max(256), base64).nullish(),
-  data: base64.nullish(),
-});
-export const codecBody = z.object({ payloads: z.array(jsonPayload).max(1000) });
-type JsonPayload = z.output<typeof jsonPayload>;
+type JsonPayload = z.output<typeof codecBody>['payloads'][number];
 
 const fromJson = (p: JsonPayload): Payload => ({
   metadata: Object.fromEntries(Object.entries(p.metadata ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')])),

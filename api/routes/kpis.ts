@@ -1,30 +1,10 @@
 import { sql, type SQL } from 'drizzle-orm';
 import { Router } from 'express';
 import { Gauge, type Registry } from 'prom-client';
-import { z } from 'zod';
 import type { Db } from '../../db/client.js';
 import { requireRole } from '../auth.js';
+import { UNIT_MS, kpiQuery } from '../schemas.js';
 import { valid, validate } from '../validate.js';
-
-const UNIT_MS = { m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
-const MAX_WINDOW_MS = 366 * UNIT_MS.d;
-
-/** `?window=24h` (m, h or d) or the older `?windowDays=30`; default 30 days. */
-export const kpiQuery = z
-  .strictObject({
-    window: z
-      .string()
-      .regex(/^[1-9][0-9]{0,5}[mhd]$/, 'window must look like 90m, 24h or 30d')
-      .optional(),
-    windowDays: z.coerce.number().int().min(1).max(366).optional(),
-  })
-  .refine((q) => !(q.window && q.windowDays), { message: 'give window or windowDays, not both' })
-  .transform((q) => {
-    if (q.window) return { label: q.window, ms: Number(q.window.slice(0, -1)) * UNIT_MS[q.window.slice(-1) as keyof typeof UNIT_MS] };
-    const days = q.windowDays ?? 30;
-    return { label: `${days}d`, ms: days * UNIT_MS.d };
-  })
-  .refine((w) => w.ms <= MAX_WINDOW_MS, { message: 'window must be at most 366 days' });
 
 type Row = Record<string, string | number | null>;
 const num = (v: unknown) => (v === null || v === undefined ? null : Math.round(Number(v)));
@@ -40,7 +20,7 @@ const AGE_BUCKETS = [
 ] as const;
 
 /**
- * The governance measures (DESIGN §8) over a window: approval latency split into the human
+ * The governance measures (docs/architecture.md#12-measures) over a window: approval latency split into the human
  * wait (request → final decision) and the system part (decision → grant verified on the
  * target), time to revoke per grant and per leaver, the share of removals that were automated
  * and verified, exceptions that need a human, orphaned access, and open requests by age.

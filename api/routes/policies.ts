@@ -1,29 +1,12 @@
 import { and, eq, inArray } from 'drizzle-orm';
 import express, { Router } from 'express';
-import { z } from 'zod';
 import { PolicyError, type PolicyService } from '../../activities/domain/policy/service.js';
 import type { Db } from '../../db/client.js';
 import { approverGroupMembers, approverGroups, delegations, entitlements, identities } from '../../db/schema.js';
 import { actorRef, hasRole, identityOf, principalOf, requireRole } from '../auth.js';
 import { HttpError, badRequest, conflict, forbidden, notFound } from '../errors.js';
-import { idParam } from '../schemas.js';
+import { createDelegationBody, createGroupBody, explainParams, explainQuery, idParam, setMembersBody } from '../schemas.js';
 import { valid, validate } from '../validate.js';
-
-const explainParams = z.strictObject({ entitlementId: z.uuid() });
-const explainQuery = z.strictObject({ subjectId: z.uuid().optional(), durationSeconds: z.coerce.number().int().positive().optional() });
-
-export const createGroupBody = z.strictObject({ name: z.string().trim().min(1).max(128), memberIds: z.array(z.uuid()).max(500).default([]) });
-export const setMembersBody = z.strictObject({ identityIds: z.array(z.uuid()).max(500) });
-export const createDelegationBody = z
-  .strictObject({
-    /** Operators may delegate on someone's behalf; everyone else delegates their own tasks. */
-    delegatorId: z.uuid().optional(),
-    delegateId: z.uuid(),
-    startsAt: z.iso.datetime({ offset: true }).optional(),
-    endsAt: z.iso.datetime({ offset: true }),
-    reason: z.string().trim().max(500).optional(),
-  })
-  .refine((b) => Date.parse(b.endsAt) > (b.startsAt ? Date.parse(b.startsAt) : Date.now()), { message: 'endsAt must be after startsAt (and in the future)', path: ['endsAt'] });
 
 /**
  * Policy routes. PUT takes the document as text (YAML or JSON) so problems can name lines;
