@@ -1,16 +1,33 @@
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { DataConverter } from '@temporalio/common';
-import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type NativeConnection, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type NativeConnection, type WorkflowBundleOption } from '@temporalio/worker';
 import { activityMetricsInterceptor } from '../activities/activity-metrics.js';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
 import type { Logger } from './logger.js';
 
-export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+// This module runs either compiled (dist/temporal/worker.js, `npm run worker`) or from source
+// through tsx (temporal/worker.ts: npm start, tests, the bench).
+const compiled = import.meta.url.endsWith('.js');
 
-let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+/** The one workflow entry: every workflow type the worker registers is exported there. */
+export const workflowsPath = fileURLToPath(new URL(`../workflows/index.${compiled ? 'js' : 'ts'}`, import.meta.url));
 
-/** Bundles workflow code once per process (webpack is slow; tests and the bench share it). */
-export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
+/**
+ * The workflow code `npm run build` bundles next to the compiled worker (dist/workflow-bundle.js),
+ * so a production worker starts without running webpack. Only the compiled worker looks for it:
+ * a source run bundles the workflow code as it is now, never a bundle built from older code.
+ */
+export const prebuiltWorkflowBundlePath = compiled ? fileURLToPath(new URL('../workflow-bundle.js', import.meta.url)) : undefined;
+
+let bundle: Promise<WorkflowBundleOption> | undefined;
+
+/**
+ * The prebuilt bundle when there is one; otherwise the workflow code bundled once per process
+ * (webpack is slow; tests and the bench share it).
+ */
+export function workflowBundle(): Promise<WorkflowBundleOption> {
+  if (prebuiltWorkflowBundlePath && existsSync(prebuiltWorkflowBundlePath)) return Promise.resolve({ codePath: prebuiltWorkflowBundlePath });
   bundle ??= bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('WARN') });
   return bundle;
 }

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash temporal/provision.sh --for test
-echo "[test] lint (workflow sandbox boundary) and typecheck"
+echo "[test] lint (layer zones, eslint.config.js) and typecheck"
 npx --no-install eslint .
 npx --no-install tsc --noEmit -p .
 echo "[test] vitest"

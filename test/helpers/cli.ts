@@ -36,5 +36,6 @@ export function run(command: string, args: string[], env: Record<string, string 
  * as `token`. ACCESSLOOP_TOKEN is removed when `token` is undefined.
  */
 export function accessloop(url: string, token: string | undefined, ...args: string[]): Promise<Ran> {
-  return run(process.execPath, ['api/accessloop.mjs', ...args], { ACCESSLOOP_URL: url, ACCESSLOOP_TOKEN: token });
+  // From source: a dist/ left by an earlier `npm run build` must not stand in for the code under test.
+  return run(process.execPath, ['api/accessloop.mjs', ...args], { ACCESSLOOP_URL: url, ACCESSLOOP_TOKEN: token, ACCESSLOOP_CLI_FROM_SOURCE: '1' });
 }

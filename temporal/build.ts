@@ -1,0 +1,39 @@
+import { execFileSync } from 'node:child_process';
+import { cp, rename, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
+import { workflowsPath } from './worker.js';
+
+/**
+ * `npm run build`: the production entry points (api/server.ts, api/cli.ts,
+ * temporal/worker-main.ts) as JavaScript in dist/. Also into dist: the files the compiled code
+ * finds next to itself (db/migrations for migrateDb), and the workflow bundle, so a production
+ * worker loads it instead of running webpack at every start (temporal/worker.ts workflowBundle()).
+ *
+ * Built from nothing into a scratch folder that replaces dist/ only when complete: a moved or
+ * deleted source file leaves nothing behind, and a failed build leaves the previous dist/ as it
+ * was, so "dist/api/server.js exists" (npm run api's prebuild check) means a whole build.
+ */
+const root = fileURLToPath(new URL('..', import.meta.url));
+const dist = path.join(root, 'dist');
+// Beside dist/, at the same depth, so the source maps' relative paths stay right after the rename.
+const scratch = path.join(root, '.dist-build');
+const started = Date.now();
+
+await rm(scratch, { recursive: true, force: true });
+const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.build.json'), '--outDir', scratch], { cwd: root, stdio: 'inherit' });
+
+// db/client.ts resolves its migrations folder next to itself: dist/db/migrations.
+await cp(path.join(root, 'db', 'migrations'), path.join(scratch, 'db', 'migrations'), { recursive: true });
+
+// Bundled from the TypeScript source (this script runs through tsx), the same code tsc compiled.
+const { code } = await bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('WARN') });
+await writeFile(path.join(scratch, 'workflow-bundle.js'), code);
+
+await rm(dist, { recursive: true, force: true });
+await rename(scratch, dist);
+
+console.log(`[build] dist/ in ${((Date.now() - started) / 1000).toFixed(1)} s: node dist/api/server.js --api-only, node dist/temporal/worker-main.js, node api/accessloop.mjs`);
