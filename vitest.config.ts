@@ -1,8 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
 // Two projects: unit tests (fast, fakes allowed, under test/unit) and integration/e2e
-// tests that start real servers (Temporal dev server, Postgres, slapd). Integration files
-// run one at a time: each starts its own servers and the machine has two cores.
+// tests that start real servers (Temporal dev server, Postgres, slapd). test/workflows runs the
+// real workflow code on that dev server with fake activities (no time-skipping server here).
+// Integration files run one at a time: each starts its own servers and the machine has two cores.
 export default defineConfig({
   test: {
     projects: [
@@ -16,7 +17,7 @@ export default defineConfig({
       {
         test: {
           name: 'integration',
-          include: ['test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts'],
+          include: ['test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts', 'test/workflows/**/*.test.ts'],
           globalSetup: ['test/helpers/global-setup.ts'],
           fileParallelism: false,
           testTimeout: 120_000,
