@@ -1,6 +1,6 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { formatEvidenceProblems, verifyEvidenceBundle, type EvidenceVerification } from '../activities/domain/evidence.js';
+import { formatEvidenceProblems, verifyEvidenceBundle, type EvidenceVerification } from '../activities/domain/evidence/index.js';
 
 /*
  * The operator CLI (`npx accessloop …`, run through the api/accessloop.mjs shim). A thin client

@@ -5,7 +5,7 @@ import proto from '@temporalio/proto';
 import type { Config } from './config.js';
 
 /**
- * Payload encryption (DESIGN §2, temporal/: data converter / payload codec).
+ * Payload encryption: the one data converter and payload codec (docs/architecture.md#9-security-properties).
  *
  * Workflow inputs, update arguments (approver comments), activity inputs and results, and the
  * static summary/details all reach Temporal as payloads. This codec seals each one with
@@ -15,7 +15,7 @@ import type { Config } from './config.js';
  * What is sealed is the whole serialized inner payload (its metadata and data), so even the
  * encoding of a value (json/plain, binary/null, …) is hidden. Search attributes are not
  * payloads that pass through codecs: the server must index them. Ours hold only opaque ids
- * and states by design (DESIGN §5), so they stay plaintext.
+ * and states by design (docs/architecture.md#5-workflows-and-their-messages), so they stay plaintext.
  *
  * Wire format: data = IV (12 bytes, fresh per payload) ‖ ciphertext ‖ GCM tag (16 bytes);
  * metadata: encoding `binary/encrypted`, `encryption-cipher: AES-256-GCM`,

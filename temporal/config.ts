@@ -2,7 +2,7 @@ import path from 'node:path';
 import { z } from 'zod';
 
 /**
- * The one configuration loader (DESIGN §3): environment → zod, parsed once at start.
+ * The one configuration loader (docs/architecture.md#3-runtime-pieces): environment → zod, parsed once at start.
  * Every piece (API, worker, dev-server provisioning, tests) receives the parsed object
  * rather than reading process.env on its own.
  */

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, lifecycleTiming, loadConfig } from '../../temporal/config.js';
 
 describe('loadConfig', () => {
-  it('applies the embedded defaults of DESIGN §3', () => {
+  it('applies the embedded defaults (docs/architecture.md, runtime pieces)', () => {
     const c = loadConfig({});
     expect(c).toMatchObject({ PORT: 3000, HOST: '127.0.0.1', TEMPORAL_NAMESPACE: 'default', TEMPORAL_TASK_QUEUE: 'accessloop', ACCESSLOOP_DEMO: true });
     expect(c.TEMPORAL_ADDRESS).toBeUndefined();
