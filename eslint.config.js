@@ -119,13 +119,14 @@ export default tseslint.config(
   // and `npm run db:migrate` load it alone; nothing of ours, not even types.
   zone(['db/**/*.ts'], [refuse(`${UP}(activities|api|temporal|workflows|test)/`, 'db/ imports nothing of ours: it sits below every other layer (drizzle-kit and db:migrate load it alone)')]),
 
-  // ---- workflows/: Temporal's deterministic sandbox. Only @temporalio/workflow and other workflow
-  // files at run time; anything else (node built-ins, drivers, our activities) breaks determinism
-  // or the bundle, so it may be imported for its types only.
+  // ---- workflows/: Temporal's deterministic sandbox. Only @temporalio/workflow, zod (pure and
+  // deterministic: the message schemas the workflows and the API share) and other workflow files
+  // at run time; anything else (node built-ins, drivers, our activities) breaks determinism or the
+  // bundle, so it may be imported for its types only.
   zone(
     ['workflows/**/*.ts'],
     [
-      refuse('^(?!@temporalio/workflow$|\\./)', 'workflows/ may import only @temporalio/workflow and other workflow files (use `import type` for anything else)', {
+      refuse('^(?!@temporalio/workflow$|zod$|\\./)', 'workflows/ may import only @temporalio/workflow, zod and other workflow files (use `import type` for anything else)', {
         types: true,
       }),
     ],

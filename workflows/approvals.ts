@@ -2,7 +2,9 @@ import { ApplicationFailure, allHandlersFinished, condition, log, patched, proxy
 import type { ApprovalActivities, NotificationActivities } from '../activities/index.js';
 import { BOOKKEEPING, NOTIFICATION, summarized } from './activity-options.js';
 import { type AccessRequestInput, type DecisionArgs, type DecisionResult, type RequestState, type RequestStateView, UpdateRejection } from './messages.js';
+import { decisionArgsSchema } from './message-schemas.js';
 import { describeFailure } from './removal.js';
+import { parseUpdate } from './signal-input.js';
 
 /** Steps an operator looks for in the UI get a summary line. */
 const bookAs = (summary: string) => proxyActivities<ApprovalActivities>(summarized(BOOKKEEPING, summary));
@@ -42,6 +44,8 @@ export type StageOutcome =
 export interface ApprovalHost {
   readonly state: RequestStateView;
   readonly requesterId: string;
+  /** The beneficiary: never an approver of their own access, at any stage or for any purpose. */
+  readonly subjectId: string;
   /** A revoke (a withdrawal, before the grant) ends the open stage. */
   readonly revokeRequested: boolean;
   nextKey(what: string): string;
@@ -94,7 +98,8 @@ export class Approvals {
   }
 
   /** The `decide` validator: who may decide the open stage (a refused decision leaves no trace in history). */
-  validate(args: DecisionArgs): void {
+  validate(raw: DecisionArgs): void {
+    const args = parseUpdate('decide', decisionArgsSchema, raw);
     const open = this.open;
     // Not `recorded`: the rows commit before the workflow hears back, and an approver who
     // already sees the task must be accepted; the handler waits for the stage write.
@@ -107,6 +112,9 @@ export class Approvals {
     }
     if (args.approverId === this.host.requesterId) {
       throw ApplicationFailure.nonRetryable('the requester cannot approve their own request', UpdateRejection.SelfApproval);
+    }
+    if (args.approverId === this.host.subjectId) {
+      throw ApplicationFailure.nonRetryable('the subject cannot approve their own access', UpdateRejection.SelfApproval);
     }
     if (this.approvedBy.has(args.approverId)) {
       throw ApplicationFailure.nonRetryable('an approver decides once per request (four eyes means two people)', UpdateRejection.NotEligible);
@@ -160,8 +168,10 @@ export class Approvals {
     this.approvedBy.clear();
     for (const [i, next] of list.entries()) {
       // Someone who approved an earlier stage cannot approve this one too.
-      const eligible = next.approverIds.filter((a) => !this.approvedBy.has(a) && a !== this.host.requesterId);
-      if (eligible.length < next.quorum) return { outcome: 'no_quorum', reason: `stage ${next.name} cannot reach its quorum of ${next.quorum} with distinct approvers` };
+      const eligible = next.approverIds.filter((a) => !this.approvedBy.has(a) && a !== this.host.requesterId && !this.isSubject(a));
+      if (eligible.length < next.quorum) {
+        return { outcome: 'no_quorum', reason: `stage ${next.name} cannot reach its quorum of ${next.quorum} with distinct approvers other than the requester and the subject` };
+      }
       const open: OpenStage = {
         stage: { ...next, approverIds: eligible },
         number: ++this.lastNumber,
@@ -231,12 +241,13 @@ export class Approvals {
         stage: number,
         stageName: next.name,
         waitingApproverIds: waiting,
-        excludeIds: [this.host.requesterId, ...this.approvedBy, ...current.approverIds],
+        excludeIds: [this.host.requesterId, this.host.subjectId, ...this.approvedBy, ...current.approverIds],
         policyVersion,
         dueAt,
         idempotencyKey: this.host.nextKey('escalated'),
       });
-      current.approverIds.push(...added);
+      // The activity excludes them too; the engine does not rely on it.
+      current.approverIds.push(...added.filter((a) => a !== this.host.requesterId && a !== this.host.subjectId));
       state.stage = { number, approverIds: current.approverIds, dueAt };
       if (added.length) this.notify('approval.escalated', number, added);
     }
@@ -246,6 +257,14 @@ export class Approvals {
     if (open.rejected) return 'rejected';
     if (open.approvals.size >= current.quorum) return 'approved';
     return woke ? 'withdrawn' : 'expired';
+  }
+
+  /**
+   * Runs recorded before the subject was excluded may have opened a stage for them: they replay
+   * as they ran (no marker). The marker is written only where the subject is on a stage.
+   */
+  private isSubject(approverId: string): boolean {
+    return approverId === this.host.subjectId && patched('exclude-subject-approver');
   }
 
   /** Fire and forget: a notification never holds up the stage. */

@@ -3,10 +3,13 @@ import {
   condition,
   continueAsNew,
   getExternalWorkflowHandle,
+  isCancellation,
   log,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
+  sleep,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { HrActivities, LeaseActivities } from '../activities/index.js';
@@ -20,14 +23,22 @@ import {
   reviewSignal,
   revokeSignal,
 } from './messages.js';
-import { AWAIT_REMOVALS, BOOKKEEPING, TARGET_WRITE } from './activity-options.js';
-import { describeFailure, removeUntilVerified } from './removal.js';
+import { AWAIT_REMOVALS, BOOKKEEPING, NOTIFICATION, TARGET_WRITE } from './activity-options.js';
+import { hrEventRefSchema } from './message-schemas.js';
+import { describeFailure, failureType, removeUntilVerified } from './removal.js';
+import { parseSignal } from './signal-input.js';
 
 // HR bookkeeping, and the revocation records of birthright grants (kept by the lease activities).
 const book = proxyActivities<HrActivities & LeaseActivities>(BOOKKEEPING);
 const target = proxyActivities<HrActivities>(TARGET_WRITE);
 // A leaver is done only when every removal is verified: this read is retried until it is.
 const untilRemoved = proxyActivities<HrActivities>(AWAIT_REMOVALS);
+
+// The stuck-leaver alert is bounded like a notification: it never holds up the retries it reports on.
+const alerts = proxyActivities<HrActivities>(NOTIFICATION);
+
+type Failure = NonNullable<IdentityStateView['failures']>[number];
+const FAILURES_KEPT = 20;
 
 /** Events handled per run before continue-as-new keeps the history bounded. */
 const EVENTS_PER_RUN = 100;
@@ -99,7 +110,13 @@ class IdentityLifecycle {
     this.view = { identityId: input.identityId, status: 'unknown', pendingEvents: this.queue, processed: 0 };
   }
 
-  receive(e: HrEventRef): void {
+  receive(raw: unknown): void {
+    const input = parseSignal('hrEvent', hrEventRefSchema, raw, (note) => {
+      this.view.ignoredSignals = (this.view.ignoredSignals ?? 0) + 1;
+      this.details(note);
+    });
+    if (!input.ok && !input.legacy) return;
+    const e = (input.ok ? input.value : input.raw) as HrEventRef;
     // Redelivery of the same event (HR retries, our own re-signal) is a no-op.
     if (this.seen.has(e.eventId) || this.queue.some((q) => q.eventId === e.eventId)) return;
     this.queue.push(e);
@@ -117,7 +134,9 @@ class IdentityLifecycle {
   }
 
   details(note: string): void {
-    setCurrentDetails(`**${this.view.status}** — ${note}\n\nprocessed ${this.processed} HR event(s); ${this.queue.length} waiting`);
+    const { failures, ignoredSignals } = this.view;
+    const extra = [failures?.length ? `${failures.length} step(s) failed and recorded (see the identityState query)` : '', ignoredSignals ? `${ignoredSignals} invalid signal(s) ignored` : ''].filter(Boolean);
+    setCurrentDetails([`**${this.view.status}** — ${note}`, `processed ${this.processed} HR event(s); ${this.queue.length} waiting`, ...extra].join('\n\n'));
   }
 
   /** The next event in effective-time order, if it is due. */
@@ -170,7 +189,7 @@ class IdentityLifecycle {
     this.contractEndAt = r.endDate ? Date.parse(r.endDate) : undefined;
     this.details(`${e.type} #${e.sequence} applied`);
     // A rehire starts clean: accounts unlocked, birthright recomputed from the new attributes.
-    if (e.type === 'rehire' || e.type === 'joiner') await target.enableAccounts({ identityId });
+    if (e.type === 'rehire' || e.type === 'joiner') await this.recorded('enable_accounts', identityId, () => target.enableAccounts({ identityId }));
     const graceSeconds = await this.reconcileBirthright(e.type === 'joiner' || e.type === 'rehire');
     if (e.type === 'mover') {
       // Requested access was justified by the old role: the new manager re-approves it within the grace period.
@@ -179,7 +198,10 @@ class IdentityLifecycle {
         requestWorkflowIds.map((id) =>
           getExternalWorkflowHandle(id)
             .signal(reviewSignal, { reason: 'mover', deadlineSeconds: Math.max(1, graceSeconds) })
-            .catch((err) => log.warn('request workflow not signalled for review', { workflowId: id, error: describeFailure(err) })),
+            .catch((err) => {
+              log.warn('request workflow not signalled for review', { workflowId: id, error: describeFailure(err) });
+              this.recordFailure('signal_review', id, err);
+            }),
         ),
       );
     }
@@ -190,7 +212,18 @@ class IdentityLifecycle {
     const { identityId } = this;
     const plan = await book.planBirthright({ identityId });
     if (plan.errors.length) log.warn('birthright rules could not be evaluated', { identityId, errors: plan.errors });
-    await Promise.all(plan.grant.map((g) => target.grantBirthright({ identityId, entitlementId: g.entitlementId, grantId: g.grantId, rules: plan.rules, policyVersion: plan.policyVersion })));
+    // One grant failing (its target down past the write's bound) must not fail the others, nor the workflow.
+    await Promise.all(
+      plan.grant.map((g) =>
+        this.recorded(
+          'grant_birthright',
+          g.grantId,
+          () => target.grantBirthright({ identityId, entitlementId: g.entitlementId, grantId: g.grantId, rules: plan.rules, policyVersion: plan.policyVersion }),
+          // A grant left `granting` would count as a live justification: it is marked failed.
+          (errorType) => book.markBirthrightFailed({ identityId, grantId: g.grantId, errorType }),
+        ),
+      ),
+    );
     if (plan.revoke.length === 0) return plan.graceSeconds;
     if (revokeNow || plan.graceSeconds === 0) {
       await Promise.all(plan.revoke.map((g) => this.revokeBirthright(g, 'mover')));
@@ -199,6 +232,31 @@ class IdentityLifecycle {
     // Movers keep the old access for the grace period; the plan is recomputed when it ends.
     this.reconcileAt = Date.now() + plan.graceSeconds * 1000;
     return plan.graceSeconds;
+  }
+
+  /**
+   * Runs a target step whose failure is recorded (state, details, a log line with the error
+   * type only) instead of failing the identity workflow. Runs recorded before that failed on
+   * it, and replay so (no marker).
+   */
+  private async recorded(step: Failure['step'], ref: string, fn: () => Promise<unknown>, after?: (errorType: string) => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      if (isCancellation(err) || !patched('record-identity-step-failures')) throw err;
+      this.recordFailure(step, ref, err);
+      await after?.(failureType(err));
+    }
+  }
+
+  private recordFailure(step: Failure['step'], ref: string, err: unknown): void {
+    const failure: Failure = { step, ref, errorType: failureType(err), at: new Date().toISOString() };
+    const failures = (this.view.failures ??= []);
+    failures.push(failure);
+    failures.splice(0, Math.max(0, failures.length - FAILURES_KEPT));
+    // Error types and opaque refs only: a connector's message can name a directory account.
+    log.warn('identity step failed; recorded, continuing', { identityId: this.identityId, step, ref, errorType: failure.errorType });
+    this.details(`${step.replace('_', ' ')} failed for ${ref} (${failure.errorType}); recorded`);
   }
 
   private async revokeBirthright(g: { grantId: string; entitlementId: string }, reason: RevokeReason): Promise<void> {
@@ -220,21 +278,100 @@ class IdentityLifecycle {
     const leaver: NonNullable<IdentityStateView['leaver']> = { eventId: e.eventId, phase: 'revoking', grants: t.requestWorkflowIds.length + t.birthright.length };
     view.leaver = leaver;
     this.details(`leaver: revoking ${leaver.grants} grant(s)`);
-    await Promise.all([
-      // Requested access is revoked by its own lease workflow (which verifies the removal).
-      ...t.requestWorkflowIds.map((id) =>
-        getExternalWorkflowHandle(id)
-          .signal(revokeSignal, { reason: 'leaver', actorId: 'hr', comment: 'leaver' })
-          .catch((err) => log.warn('request workflow not signalled (already closed?)', { workflowId: id, error: describeFailure(err) })),
-      ),
-      ...t.birthright.map((g) => this.revokeBirthright(g, 'leaver')),
-    ]);
-    leaver.phase = 'verifying';
-    this.details('leaver: waiting for every removal to be verified');
-    const { lastVerifiedAt } = await untilRemoved.awaitIdentityRemovals({ identityId });
-    const disabled = await target.disableAccounts({ identityId });
+    // The deadline counts from here: a birthright removal that never verifies is as stuck as a request's.
+    const stuck = new StuckLeaver(e, leaver, identityId, this.timing);
+    const pendingBirthright = new Set(t.birthright.map((g) => g.grantId));
+    const removals = async () => {
+      await Promise.all([
+        // Requested access is revoked by its own lease workflow (which verifies the removal).
+        ...t.requestWorkflowIds.map((id) =>
+          getExternalWorkflowHandle(id)
+            .signal(revokeSignal, { reason: 'leaver', actorId: 'hr', comment: 'leaver' })
+            .catch((err) => {
+              // Already closed is the usual cause; either way the removal wait below still
+              // covers its grant, and the stuck-leaver alert fires if it never ends.
+              log.warn('request workflow not signalled (already closed?)', { workflowId: id, error: describeFailure(err) });
+              (leaver.unsignalled ??= []).push(id);
+              this.recordFailure('signal_revoke', id, err);
+            }),
+        ),
+        ...t.birthright.map((g) => this.revokeBirthright(g, 'leaver').then(() => void pendingBirthright.delete(g.grantId))),
+      ]);
+      leaver.phase = 'verifying';
+      this.details('leaver: waiting for every removal to be verified');
+      return untilRemoved.awaitIdentityRemovals({ identityId });
+    };
+    const { lastVerifiedAt } = await stuck.watch(removals(), () => [...pendingBirthright]);
+    leaver.phase = 'disabling';
+    const disabled = await stuck.disableAccounts((err) => this.recordFailure('disable_accounts', identityId, err));
     await book.completeLeaver({ eventId: e.eventId, identityId, lastVerifiedAt, disabledSystems: disabled.changed });
     leaver.phase = 'done';
     this.details('leaver: all access removed and verified');
+  }
+}
+
+/**
+ * A leaver's two waits that can go on for ever: every removal verified (the read is retried
+ * without limit), and the account disabling (each try bounded, then tried again). Neither gives
+ * up; past the deadline each raises the stuck-leaver alert once. Runs recorded before the alert
+ * existed wait as they did (no `alert-stuck-leaver` marker: no timer, one disabling call).
+ */
+class StuckLeaver {
+  private readonly sinceMs = Date.now();
+  private readonly alertAtMs: number;
+  private readonly alerted = new Set<'removals' | 'disable_accounts'>();
+  private readonly alerting = patched('alert-stuck-leaver');
+
+  constructor(
+    private readonly event: HrEventRef,
+    private readonly leaver: NonNullable<IdentityStateView['leaver']>,
+    private readonly identityId: string,
+    private readonly timing: IdentityInput['timing'],
+  ) {
+    this.alertAtMs = this.sinceMs + (timing.leaverAlertAfterSeconds ?? timing.revokeVerifyDeadlineSeconds * 2) * 1000;
+  }
+
+  /** Waits for the removals; past the deadline alerts once (with the birthright grants still pending) and goes on waiting. */
+  async watch<T>(removals: Promise<T>, pendingGrantIds: () => string[]): Promise<T> {
+    if (!this.alerting) return removals;
+    let settled = false;
+    // Settles the flag either way, so a cancelled wait never sits as an unhandled rejection.
+    const watched = removals.finally(() => void (settled = true));
+    watched.catch(() => undefined);
+    if (!(await condition(() => settled, Math.max(0, this.alertAtMs - Date.now())))) this.alert('removals', pendingGrantIds());
+    return watched;
+  }
+
+  async disableAccounts(failed: (err: unknown) => void): Promise<{ changed: string[] }> {
+    if (!this.alerting) return target.disableAccounts({ identityId: this.identityId });
+    for (;;) {
+      try {
+        return await target.disableAccounts({ identityId: this.identityId });
+      } catch (err) {
+        if (isCancellation(err)) throw err;
+        // One system down (each try is bounded by TARGET_WRITE) must not end the leaver: record, alert once late, try again.
+        failed(err);
+        if (Date.now() >= this.alertAtMs) this.alert('disable_accounts', []);
+        await sleep(`${this.timing.verifyMaxIntervalSeconds}s`);
+      }
+    }
+  }
+
+  /** Fire and forget, once per wait: the alert must never hold up the retries it reports on. */
+  private alert(stuckOn: 'removals' | 'disable_accounts', pendingGrantIds: string[]): void {
+    if (this.alerted.has(stuckOn)) return;
+    this.alerted.add(stuckOn);
+    const { identityId, event, leaver } = this;
+    leaver.alertedAt ??= new Date().toISOString();
+    log.warn('leaver stuck past its deadline; alerting', { identityId, eventId: event.eventId, stuckOn });
+    alerts
+      .alertStuckLeaver({
+        identityId,
+        eventId: event.eventId,
+        pendingGrantIds,
+        sinceSeconds: Math.round((Date.now() - this.sinceMs) / 1000),
+        idempotencyKey: `${workflowInfo().workflowId}/${event.eventId}/stuck-${stuckOn}`,
+      })
+      .catch((err) => log.warn('stuck-leaver alert not delivered', { identityId, stuckOn, error: describeFailure(err) }));
   }
 }

@@ -1,9 +1,12 @@
 import { ApplicationFailure, condition, isCancellation, log, patched, proxyActivities, setCurrentDetails, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { ApprovalActivities, CredentialActivities, LeaseActivities } from '../activities/index.js';
 import { BOOKKEEPING, TARGET_WRITE, summarized } from './activity-options.js';
-import { type ApprovalHost, type StageOutcome, Approvals, stagesOf } from './approvals.js';
+import { type ApprovalHost, Approvals, stagesOf } from './approvals.js';
 import type { AccessRequestInput, CredentialView, ExtendArgs, ExtendResult, RequestState, RequestStateView, ReviewArgs, RevokeArgs, RevokeReason, RotateArgs } from './messages.js';
 import { UpdateRejection } from './messages.js';
+import { extendArgsSchema, reviewArgsSchema, revokeArgsSchema, rotateArgsSchema } from './message-schemas.js';
+import { parseSignal, parseUpdate } from './signal-input.js';
+import { closeUnapproved, renderDetails } from './lifecycle-steps.js';
 import { Mutex } from './mutex.js';
 import { describeFailure, removeUntilVerified } from './removal.js';
 import { AccessExpiresAtKey, AccessStateKey } from './search-attributes.js';
@@ -29,8 +32,14 @@ export class AccessLifecycle implements ApprovalHost {
   /** Extending (which renews the credential) and rotating both write the lease's credential: one at a time. */
   private readonly credentialLock = new Mutex();
   private readonly lease: { requestId: string; grantId: string; subjectId: string; entitlementId: string };
-  /** The first revoke (before the grant: a withdrawal); open stages and the lease end on it. */
-  private revokeRequest: RevokeArgs | undefined;
+  /**
+   * The first revoke (before the grant: a withdrawal); open stages and the lease end on it.
+   * `claimed`: the actor came from a signal, which anyone with Temporal access can send, so
+   * it is a claim the revocation activity attributes only if the API attested it.
+   */
+  private revokeRequest: (RevokeArgs & { claimed?: boolean }) | undefined;
+  /** When the grant was first verified on the target: without re-approval, no extension runs a lease past this + the policy's maximum. */
+  private grantVerifiedAtMs: number | undefined;
   /** A mover review, and an extension sent back for approval: both wait for the lease loop to run them. */
   private pendingReview: ReviewArgs | undefined;
   private pendingExtension: ExtendArgs | undefined;
@@ -50,6 +59,10 @@ export class AccessLifecycle implements ApprovalHost {
 
   get requesterId(): string {
     return this.input.requesterId;
+  }
+
+  get subjectId(): string {
+    return this.input.subjectId;
   }
 
   get revokeRequested(): boolean {
@@ -73,17 +86,37 @@ export class AccessLifecycle implements ApprovalHost {
 
   // ---- messages ----------------------------------------------------------------------------------
 
-  requestRevoke(args: RevokeArgs): void {
+  requestRevoke(raw: unknown): void {
+    const input = parseSignal('revoke', revokeArgsSchema, raw, (note) => this.ignoredSignal(note));
+    if (!input.ok && !input.legacy) return;
+    const args = (input.ok ? input.value : input.raw) as RevokeArgs;
     // First revoke wins; later ones (a second click, a leaver after a manual revoke) change nothing.
-    if (!this.revokeRequest) this.revokeRequest = { reason: args.reason ?? 'manual', actorId: args.actorId ?? 'temporal-ui', comment: args.comment, ...(args.httpRequestId ? { httpRequestId: args.httpRequestId } : {}) };
+    if (!this.revokeRequest) this.revokeRequest = { reason: args.reason ?? 'manual', actorId: args.actorId ?? 'temporal-ui', comment: args.comment, ...(args.httpRequestId ? { httpRequestId: args.httpRequestId } : {}), claimed: true };
   }
 
-  requestReview(args: ReviewArgs): void {
+  requestReview(raw: unknown): void {
+    const input = parseSignal('review', reviewArgsSchema, raw, (note) => this.ignoredSignal(note));
+    if (!input.ok && !input.legacy) return;
+    const args = (input.ok ? input.value : input.raw) as ReviewArgs;
     // Only an active lease is reviewed, and one review at a time.
     if (!this.pendingReview && this.state.status === 'active') this.pendingReview = args;
   }
 
-  validateExtend(args: ExtendArgs): void {
+  private ignoredSignal(note: string): void {
+    this.state.ignoredSignals = (this.state.ignoredSignals ?? 0) + 1;
+    this.details(note);
+  }
+
+  /** Without re-approval no extension runs a lease past its verified grant + the policy's maximum (before the grant: from now). */
+  private beyondCap(durationSeconds: number): string | undefined {
+    if (this.extendRequiresApproval) return undefined;
+    const capMs = (this.grantVerifiedAtMs ?? Date.now()) + this.maxDurationSeconds * MS;
+    if (Date.now() + durationSeconds * MS <= capMs) return undefined;
+    return `without re-approval this lease ends by ${new Date(capMs).toISOString()} at the latest (${this.maxDurationSeconds} seconds after it was granted); a longer extension needs a new request`;
+  }
+
+  validateExtend(raw: ExtendArgs): void {
+    const args = parseUpdate('extend', extendArgsSchema, raw);
     const { state } = this;
     if ((state.status !== 'active' && state.status !== 'granting') || this.revokeRequest) {
       throw ApplicationFailure.nonRetryable(`request is ${state.status}, not active`, UpdateRejection.NotActive);
@@ -97,6 +130,8 @@ export class AccessLifecycle implements ApprovalHost {
     if (Date.now() + args.durationSeconds * MS <= this.expiry.deadline) {
       throw ApplicationFailure.nonRetryable('an extension must move the expiry later; revoke to end access sooner', UpdateRejection.OutsidePolicy);
     }
+    const capped = this.beyondCap(args.durationSeconds);
+    if (capped) throw ApplicationFailure.nonRetryable(capped, UpdateRejection.OutsidePolicy);
   }
 
   async extend(args: ExtendArgs): Promise<ExtendResult> {
@@ -105,6 +140,10 @@ export class AccessLifecycle implements ApprovalHost {
     if (this.state.status !== 'active' || this.revokeRequest) {
       throw ApplicationFailure.nonRetryable(`request is ${this.state.status}, not active`, UpdateRejection.NotActive);
     }
+    // Accepted while granting, the cap is known only now. Runs recorded before the cap took an
+    // accepted extension as it came: they replay without the check (no marker).
+    const capped = this.beyondCap(args.durationSeconds);
+    if (capped && patched('cap-lease-total')) throw ApplicationFailure.nonRetryable(capped, UpdateRejection.OutsidePolicy);
     if (this.extendRequiresApproval) {
       // Policy wants a fresh approval: the lease loop runs the stages; the expiry moves only if approved.
       this.pendingExtension = { actorId: args.actorId, durationSeconds: args.durationSeconds, justification: args.justification, ...(args.httpRequestId ? { httpRequestId: args.httpRequestId } : {}) };
@@ -114,8 +153,9 @@ export class AccessLifecycle implements ApprovalHost {
     return { expiresAt: this.state.expiresAt! };
   }
 
-  validateRotate(args: RotateArgs): void {
-    if (!args?.actorId) throw ApplicationFailure.nonRetryable('actorId is required', UpdateRejection.NotEligible);
+  validateRotate(raw: RotateArgs): void {
+    if (!raw?.actorId) throw ApplicationFailure.nonRetryable('actorId is required', UpdateRejection.NotEligible);
+    parseUpdate('rotateCredential', rotateArgsSchema, raw);
     if (this.state.status !== 'active' || this.revokeRequest) {
       throw ApplicationFailure.nonRetryable(`request is ${this.state.status}, not active`, UpdateRejection.NotActive);
     }
@@ -169,7 +209,7 @@ export class AccessLifecycle implements ApprovalHost {
     this.extendRequiresApproval = policy.extendRequiresApproval === true;
     const result = await this.approvals.run(stages, { purpose: 'request', policyVersion: policy.policyVersion, fired: policy.fired });
     if (result.outcome !== 'approved') {
-      await this.closeUnapproved(result);
+      await closeUnapproved(this, result, this.revokeRequest);
       return false;
     }
     this.approvals.close();
@@ -203,8 +243,12 @@ export class AccessLifecycle implements ApprovalHost {
         expiresAt: new Date(this.expiry.deadline).toISOString(),
         idempotencyKey: this.nextKey('grant-verified'),
       });
-      // Expiry counts from verified grant: the subject gets the full lease they were approved for.
+      // The expiry counts from the moment the target reported the grant done (above, before the
+      // read-back), not from the verification. verifyGranted stores that expiry with the verified
+      // grant and returns it; a retried call that finds the grant verified already returns the
+      // stored one, so the timer always follows the database row.
       this.expiry.deadline = Date.parse(verified.expiresAt);
+      this.grantVerifiedAtMs = Date.parse(verified.verifiedAt);
     } catch (err) {
       if (isCancellation(err)) throw err;
       // A grant we could not complete must not leave half-access behind: remove and verify, then fail.
@@ -251,6 +295,8 @@ export class AccessLifecycle implements ApprovalHost {
       actorId: by?.actorId ?? 'system',
       comment: by?.comment,
       ...(by?.httpRequestId ? { httpRequestId: by.httpRequestId } : {}),
+      // The activity attributes a claimed actor only where the API attested the request.
+      ...(by?.claimed ? { signalActorClaimed: true } : {}),
       requestedAt: state.revokeRequestedAt,
       idempotencyKey: this.nextKey('revoking'),
     });
@@ -258,33 +304,6 @@ export class AccessLifecycle implements ApprovalHost {
   }
 
   // ---- steps -------------------------------------------------------------------------------------
-
-  private async closeUnapproved(result: Exclude<StageOutcome, { outcome: 'approved' }>): Promise<void> {
-    const { requestId } = this.input;
-    switch (result.outcome) {
-      case 'rejected':
-        // The rejecting decision has closed the request already.
-        this.setStatus('rejected', 'rejected by approver');
-        return;
-      case 'no_quorum':
-        this.setStatus('rejected', result.reason);
-        await book.closeUnapproved({ requestId, outcome: 'rejected', reason: result.reason, idempotencyKey: this.nextKey('no-quorum') });
-        return;
-      case 'expired':
-        this.setStatus('expired_unapproved');
-        await book.closeUnapproved({ requestId, outcome: 'expired_unapproved', reason: `approval stage ${result.stageName} timed out`, idempotencyKey: this.nextKey('expired') });
-        return;
-      case 'withdrawn':
-        this.setStatus('cancelled');
-        await book.closeUnapproved({
-          requestId,
-          outcome: 'cancelled',
-          reason: this.revokeRequest?.comment ?? 'withdrawn before approval',
-          actorId: this.revokeRequest?.actorId,
-          idempotencyKey: this.nextKey('cancelled'),
-        });
-    }
-  }
 
   /** A mover's access reviewed by their (new) manager; not approved in time → revoked as `mover`. */
   private async review(args: ReviewArgs): Promise<void> {
@@ -378,17 +397,4 @@ export class AccessLifecycle implements ApprovalHost {
     state.lastError = undefined;
     this.setStatus('revoked');
   }
-}
-
-/** Markdown shown as "current details" in the Temporal UI. Opaque ids only. */
-function renderDetails(s: RequestStateView, note?: string): string {
-  const lines = [`**${s.status}**${note ? ` — ${note}` : ''}`];
-  if (s.stage && s.status === 'pending_approval') lines.push(`approval stage ${s.stage.number} due ${s.stage.dueAt}`);
-  if (s.startAt && s.status === 'scheduled') lines.push(`starts ${s.startAt}`);
-  if (s.expiresAt) lines.push(`expires ${s.expiresAt}`);
-  if (s.revokeReason) lines.push(`revoke reason: ${s.revokeReason}`);
-  if (s.removalAttempts) lines.push(`removal attempts: ${s.removalAttempts}`);
-  if (s.removalVerifiedAt) lines.push(`removal verified ${s.removalVerifiedAt}`);
-  if (s.credential && (s.status === 'active' || s.status === 'revoking')) lines.push(`${s.credential.kind} credential until ${s.credential.notAfter}`);
-  return lines.join('\n\n');
 }

@@ -15,7 +15,8 @@ export type RequestState =
   | 'revoked'
   | 'failed';
 
-export type RevokeReason = 'expired' | 'leaver' | 'mover' | 'review' | 'manual' | 'reconciliation';
+/** Also the database enum; `sentinel`: removed by the independent sentinel, not by the lease's workflow. */
+export type RevokeReason = 'expired' | 'leaver' | 'mover' | 'review' | 'manual' | 'reconciliation' | 'sentinel';
 
 export interface LifecycleTiming {
   /** A removal not verified by then turns the lease `revocation_unverified` (retries continue). */
@@ -24,6 +25,8 @@ export interface LifecycleTiming {
   verifyMaxIntervalSeconds: number;
   /** Used when the entitlement's policy sets no approval timeout. */
   defaultApprovalTimeoutSeconds: number;
+  /** A leaver whose removals are not all verified by then raises an alert (the wait goes on); default revokeVerifyDeadlineSeconds × 2. */
+  leaverAlertAfterSeconds?: number;
 }
 
 /** Versioned single input object; only opaque ids, never names or e-mails (history is visible in the UI). */
@@ -89,6 +92,8 @@ export interface RequestStateView {
   removalVerifiedAt?: string;
   removalAttempts: number;
   lastError?: string;
+  /** Signals dropped because their input did not parse (./message-schemas.ts). */
+  ignoredSignals?: number;
   /** The lease's current credential (password, SSH certificate): a reference, never the material. */
   credential?: CredentialView;
 }
@@ -127,6 +132,8 @@ export const UpdateRejection = {
   NotActive: 'NotActive',
   OutsidePolicy: 'OutsidePolicy',
   NoCredential: 'NoCredential',
+  /** The input does not parse (./message-schemas.ts): malformed, not merely refused. */
+  InvalidInput: 'InvalidInput',
 } as const;
 
 // ---- identity lifecycle (HR joiner-mover-leaver) ------------------------------------------------
@@ -160,7 +167,19 @@ export interface IdentityStateView {
   lastEvent?: { eventId: string; type: HrEventType; outcome: string };
   birthrightReconcileAt?: string;
   contractEndAt?: string;
-  leaver?: { eventId: string; phase: 'revoking' | 'verifying' | 'done'; grants: number };
+  leaver?: {
+    eventId: string;
+    phase: 'revoking' | 'verifying' | 'disabling' | 'done';
+    grants: number;
+    /** Request workflows the revoke could not be signalled to (their removals are still awaited). */
+    unsignalled?: string[];
+    /** Set once the stuck-leaver alert was raised. */
+    alertedAt?: string;
+  };
+  /** HR event signals dropped because their input did not parse. */
+  ignoredSignals?: number;
+  /** Steps that failed and were recorded instead of failing the workflow: opaque refs and error types only. */
+  failures?: Array<{ step: 'grant_birthright' | 'enable_accounts' | 'disable_accounts' | 'signal_review' | 'signal_revoke'; ref: string; errorType: string; at: string }>;
 }
 
 export const hrEventSignal = defineSignal<[HrEventRef]>('hrEvent');

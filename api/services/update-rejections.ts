@@ -22,6 +22,8 @@ export function fromUpdateError(err: unknown): never {
         throw conflict('no_credential', f.message);
       case UpdateRejection.OutsidePolicy:
         throw badRequest('outside_policy', f.message);
+      case UpdateRejection.InvalidInput:
+        throw badRequest('invalid_input', f.message);
     }
   }
   throw fromClosedWorkflow(err);

@@ -243,11 +243,12 @@ describe('request → approve → grant → expire → verified removal', () => 
     expect(Date.parse(active.grant.grantedAt)).toBeGreaterThanOrEqual(Date.parse(startAt));
     expect(await s.ldapMembers('finance-readers')).toContain(s.userDn('alice'));
 
-    // An operator's `revoke` signal from the Temporal UI (no actor, bare payload) ends it the same way.
+    // An operator's `revoke` signal from the Temporal UI (no actor, bare payload) ends it the same way,
+    // recorded as what it is: an unauthenticated Temporal-side action, not an identity.
     await s.rt.temporal.workflow.getHandle(req.workflowId).signal(revokeSignal, { reason: 'manual' });
     const done = await s.waitForStatus(req.id, ['revoked']);
     expect(done.removalVerifiedAt).toBeTruthy();
-    expect(done.timeline.find((t: { action: string }) => t.action === 'grant.revoke_requested')).toMatchObject({ actorType: 'client', actorId: 'temporal-ui' });
+    expect(done.timeline.find((t: { action: string }) => t.action === 'grant.revoke_requested')).toMatchObject({ actorType: 'temporal', actorId: 'temporal-signal' });
     expect(await s.ldapMembers('finance-readers')).not.toContain(s.userDn('alice'));
   });
 

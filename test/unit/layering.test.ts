@@ -25,9 +25,11 @@ const wrong: Case[] = [
   ['db/x.ts', `import { loadConfig } from '../temporal/config.js';`],
   ['db/x.ts', `import { accessRequestWorkflowId } from '../workflows/ids.js';`],
 
-  // workflows/: values only from @temporalio/workflow and other workflow files.
+  // workflows/: values only from @temporalio/workflow, zod and other workflow files.
   ['workflows/x.ts', `import { createActivities } from '../activities/index.js';`],
   ['workflows/x.ts', `import { createHash } from 'node:crypto';`],
+  ['workflows/x.ts', `import { readFileSync } from 'node:fs';`],
+  ['workflows/x.ts', `import { z } from 'zod/v4/core';`],
   ['workflows/x.ts', `export { grants } from '../db/schema.js';`],
 
   // activities/ factories: never api/, never the wiring in temporal/, workflows only as types.
@@ -79,6 +81,8 @@ const right: Case[] = [
   ['db/client.ts', `import * as schema from './schema.js';`],
   ['workflows/x.ts', `import { proxyActivities } from '@temporalio/workflow';\nimport { approveUpdate } from './messages.js';`],
   ['workflows/x.ts', `import type { createActivities } from '../activities/index.js';`],
+  // zod is pure and deterministic: the message schemas run in the sandbox and in the API alike.
+  ['workflows/x.ts', `import { z } from 'zod';\nimport { revokeArgsSchema } from './message-schemas.js';`],
   ['activities/lease.ts', `import { appendAudit } from './domain/audit.js';\nimport { ConnectorError } from './connectors/types.js';\nimport { grants } from '../db/schema.js';`],
   ['activities/lease.ts', `import { createLogger } from '../temporal/logger.js';\nimport type { Config } from '../temporal/config.js';\nimport { createDataConverter } from '../temporal/codec.js';`],
   ['activities/lease.ts', `import type { HrEventType } from '../workflows/messages.js';`],
