@@ -1,6 +1,7 @@
 import type { WorkflowClient } from '@temporalio/client';
 import { eq } from 'drizzle-orm';
 import type { z } from 'zod';
+import { appendAudit } from '../../activities/domain/audit.js';
 import type { PolicyService } from '../../activities/domain/policy/service.js';
 import type { Db } from '../../db/client.js';
 import { accessRequests, identities, type AccessRequest } from '../../db/schema.js';
@@ -68,6 +69,19 @@ export function createAccessRequestService(deps: AccessRequestServiceDeps) {
     if (!isOperator && p.identityId !== row.subjectId) throw forbidden('only an operator or the subject may revoke');
     if (!isOperator && body.reason !== 'manual') throw forbidden('the subject may only revoke with reason "manual"');
     if (!REVOCABLE.includes(row.status)) throw conflict('not_revocable', `request is ${row.status}`);
+    // The attestation that an authenticated principal asked for this revoke, committed before the
+    // signal: the workflow credits the revocation to this actor only when the event exists, since
+    // a signal's own actorId is whatever its sender typed (see docs/architecture.md#9-security-properties).
+    await db.transaction((tx) =>
+      appendAudit(tx, {
+        idempotencyKey: `request/${row.id}/revoke_submitted/${httpRequestId}`,
+        actorType: p.identityId ? 'identity' : 'client',
+        actorId: actorRef(p),
+        action: 'request.revoke_submitted',
+        requestId: row.id,
+        data: { reason: body.reason, httpRequestId },
+      }),
+    );
     await temporal.workflow
       .getHandle(row.workflowId)
       .signal(revokeSignal, { reason: body.reason, actorId: actorRef(p), ...(body.comment ? { comment: body.comment } : {}), httpRequestId })

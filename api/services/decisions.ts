@@ -32,6 +32,9 @@ export interface Decision {
 export function createDecisions({ db, temporal, loadRequest }: DecisionDeps) {
   async function checkAssigned(row: AccessRequest, approverId: string): Promise<void> {
     if (row.requesterId === approverId) throw forbidden('the requester cannot approve their own request', 'self_approval');
+    // The beneficiary never approves their own access, even when a stage lists them (e.g. a row
+    // written before resolution excluded the subject): refused here, before the workflow is asked.
+    if (row.subjectId === approverId) throw forbidden('the subject cannot approve their own access', 'self_approval');
     const rows = await db.select({ approverId: approvals.approverId, status: approvals.status }).from(approvals).where(eq(approvals.requestId, row.id));
     if (rows.some((a) => a.approverId === approverId && a.status === 'pending')) return;
     // Policy is still being evaluated: the stage (and so the list of approvers) does not exist yet.

@@ -42,6 +42,30 @@ const REQUEST_HORIZON_MS = 90 * 86400_000;
 
 type Checked = Awaited<ReturnType<typeof checkSubmission>>;
 
+/** The partial unique index (db/schema.ts) that makes "one open request per subject and entitlement" hold under concurrency. */
+const OPEN_REQUEST_INDEX = 'access_request_open_uq';
+
+async function openRequestId(db: Pick<Db, 'select'>, subjectId: string, entitlementId: string): Promise<string | undefined> {
+  const [open] = await db
+    .select({ id: accessRequests.id })
+    .from(accessRequests)
+    .where(and(eq(accessRequests.subjectId, subjectId), eq(accessRequests.entitlementId, entitlementId), inArray(accessRequests.status, [...OPEN_STATES])))
+    .limit(1);
+  return open?.id;
+}
+
+const duplicate = (openId: string | undefined) =>
+  conflict('duplicate_request', openId ? `an open request already exists for this subject and entitlement: ${openId}` : 'an open request already exists for this subject and entitlement');
+
+/** A unique violation on the open-request index, as postgres.js reports it (drizzle may wrap it as the cause). */
+function isOpenRequestConflict(e: unknown): boolean {
+  for (let cur: unknown = e, depth = 0; cur && typeof cur === 'object' && depth < 3; cur = (cur as { cause?: unknown }).cause, depth++) {
+    const pg = cur as { code?: unknown; constraint_name?: unknown };
+    if (pg.code === '23505' && pg.constraint_name === OPEN_REQUEST_INDEX) return true;
+  }
+  return false;
+}
+
 /** Who for, which entitlement, how long, and the policy's verdict: every refusal happens here, with nothing written. */
 async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'policies'>, { principal, body }: Submission) {
   const requesterId = identityOf(principal);
@@ -68,16 +92,15 @@ async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'po
   if (startAt && (startAt.getTime() <= Date.now() || startAt.getTime() > Date.now() + REQUEST_HORIZON_MS)) {
     throw badRequest('invalid_start', 'startAt must be in the future and within 90 days');
   }
-  const open = await db
-    .select({ id: accessRequests.id })
-    .from(accessRequests)
-    .where(and(eq(accessRequests.subjectId, subjectId), eq(accessRequests.entitlementId, e.id), inArray(accessRequests.status, [...OPEN_STATES])))
-    .limit(1);
-  if (open[0]) throw conflict('duplicate_request', `an open request already exists for this subject and entitlement: ${open[0].id}`);
+  const open = await openRequestId(db, subjectId, e.id);
+  if (open) throw duplicate(open);
   // The policy is checked up front so a request it would deny is refused now, with nothing
   // written; the workflow evaluates again (authoritatively) and records the version it used.
   const verdict = await policies.decide({ requesterId, subjectId, entitlementId: e.id, durationSeconds, justification: body.justification, ticketRef: body.ticketRef ?? null });
   if (verdict.effect === 'deny') {
+    if (verdict.noEligibleApprover) {
+      throw new HttpError(403, 'no_eligible_approver', verdict.reason, { stage: verdict.noEligibleApprover.stage, policyVersion: verdict.policyVersion, rules: verdict.fired.map((f) => f.rule) });
+    }
     if (durationSeconds > verdict.maxDurationSeconds) throw badRequest('outside_policy', verdict.reason, { maxDurationSeconds: verdict.maxDurationSeconds });
     throw new HttpError(403, 'denied_by_policy', verdict.reason, { policyVersion: verdict.policyVersion, rules: verdict.fired.map((f) => f.rule) });
   }
@@ -200,7 +223,14 @@ export function createSubmission(deps: SubmissionDeps) {
       const checked = await checkSubmission(deps, s);
       const id = randomUUID();
       const workflowId = accessRequestWorkflowId(id);
-      await record(id, workflowId, checked, s);
+      try {
+        await record(id, workflowId, checked, s);
+      } catch (e) {
+        // Two submissions passed the pre-check at once: the index lets one commit, and the loser
+        // gets the pre-check's answer. Its transaction rolled back, so nothing of it was written.
+        if (isOpenRequestConflict(e)) throw duplicate(await openRequestId(db, checked.subjectId, checked.entitlement.id));
+        throw e;
+      }
       try {
         await startIdempotently(start(id, workflowId, checked, s.body.ticketRef));
       } catch (err) {

@@ -39,7 +39,16 @@ export interface ResolvedStage {
 }
 
 export type RoutedDecision =
-  | { effect: 'deny'; reason: string; fired: FiredRule[]; maxDurationSeconds: number; policy: string | null; policyVersion: string }
+  | {
+      effect: 'deny';
+      reason: string;
+      fired: FiredRule[];
+      maxDurationSeconds: number;
+      policy: string | null;
+      policyVersion: string;
+      /** Set when the policy would route, but a stage has too few approvers once the requester and the subject are excluded. */
+      noEligibleApprover?: { stage: string; quorum: number; eligible: number };
+    }
   | { effect: 'auto_approve'; reason: string; fired: FiredRule[]; maxDurationSeconds: number; policy: string; policyVersion: string }
   | { effect: 'route'; stages: ResolvedStage[]; fired: FiredRule[]; maxDurationSeconds: number; policy: string; policyVersion: string; extendRequiresApproval: boolean };
 
@@ -167,9 +176,10 @@ export function createPolicyService(db: Db) {
   }
 
   /**
-   * Turns approver specs into people. Four eyes: never the requester; never the subject of
-   * privileged access; a terminated or suspended approver is replaced by their manager; an
-   * active delegation hands the task to the delegate.
+   * Turns approver specs into people. Four eyes: never the requester and never the subject (the
+   * beneficiary must not approve their own access, whatever its risk tier); an excluded,
+   * terminated or suspended approver is replaced by their manager; an active delegation hands
+   * the task to the delegate, unless the delegate is the requester or the subject.
    */
   async function resolveStage(
     plan: { name: string; quorum: number; timeoutSeconds?: number | undefined; reminderAfterSeconds?: number | undefined; escalateAfterSeconds?: number | undefined; requireComment: boolean; approvers: ApproverSpec[] },
@@ -200,7 +210,7 @@ export function createPolicyService(db: Db) {
               ? 'terminated'
               : who.id === ctx.requester.id
                 ? 'requester'
-                : who.id === ctx.subject.id && ctx.ent.riskTier === 'privileged'
+                : who.id === ctx.subject.id
                   ? 'subject'
                   : undefined;
           if (!excluded) break;
@@ -209,7 +219,7 @@ export function createPolicyService(db: Db) {
         }
         if (!id) continue;
         const delegate = await activeDelegate(id, ctx.now);
-        if (delegate && delegate !== ctx.requester.id) {
+        if (delegate && delegate !== ctx.requester.id && delegate !== ctx.subject.id) {
           const d = await identity(delegate);
           if (d?.status === 'active') {
             out.push({ id: delegate, via: spec, substitutedFor: id, substitution: 'delegation' });
@@ -244,12 +254,21 @@ export function createPolicyService(db: Db) {
     },
 
     /** Validates and stores a new version; the active one is untouched when anything is wrong. */
-    async publish(text: string, source: string, createdBy: string): Promise<{ version: string; changed: boolean }> {
+    /** `recorded` runs in the insert's transaction (the API's `policy.published` audit event). */
+    async publish(
+      text: string,
+      source: string,
+      createdBy: string,
+      recorded?: (tx: Pick<Db, 'select' | 'insert' | 'update' | 'execute'>, version: string) => Promise<unknown>,
+    ): Promise<{ version: string; changed: boolean }> {
       const r = loadPolicyText(text);
       if (!r.ok) throw new PolicyError('invalid_policy', `policy rejected (${r.problems.length} problem${r.problems.length === 1 ? '' : 's'})`, r.problems);
       const current = await active();
       if (current.version === r.version) return { version: r.version, changed: false };
-      await db.insert(policyVersions).values({ version: r.version, document: r.document as unknown as Record<string, unknown>, source, createdBy });
+      await db.transaction(async (tx) => {
+        await tx.insert(policyVersions).values({ version: r.version, document: r.document as unknown as Record<string, unknown>, source, createdBy });
+        await recorded?.(tx, r.version);
+      });
       return { version: r.version, changed: true };
     },
 
@@ -276,10 +295,15 @@ export function createPolicyService(db: Db) {
 
     /**
      * Who joins a stage on escalation: the managers of the approvers still waiting, or, when
-     * none is eligible, the security team. Never someone excluded (requester, prior approvers).
+     * none is eligible, the security team. Never someone excluded (prior approvers, the ones
+     * waiting), and never the request's requester or subject, read from the request itself so
+     * no caller can forget them.
      */
-    async escalationTargets(waitingIds: string[], excludeIds: string[]): Promise<string[]> {
-      const exclude = new Set(excludeIds);
+    async escalationTargets(requestId: string, waitingIds: string[], excludeIds: string[]): Promise<string[]> {
+      const [req] = await db.select({ requesterId: accessRequests.requesterId, subjectId: accessRequests.subjectId }).from(accessRequests).where(eq(accessRequests.id, requestId));
+      // Without the row the parties are unknown: escalating to anyone could reach the subject.
+      if (!req) return [];
+      const exclude = new Set([...excludeIds, req.requesterId, req.subjectId]);
       const eligible = async (ids: Array<string | null | undefined>) => {
         const clean = [...new Set(ids.filter((x): x is string => !!x && !exclude.has(x)))];
         if (!clean.length) return [];
@@ -309,8 +333,9 @@ export function createPolicyService(db: Db) {
         if (stage.approverIds.length < stage.quorum) {
           return {
             effect: 'deny',
-            reason: `stage ${stage.name} needs ${stage.quorum} approver(s) but only ${stage.approverIds.length} eligible one(s) resolve`,
+            reason: `stage ${stage.name} needs ${stage.quorum} approver(s) but only ${stage.approverIds.length} eligible one(s) resolve (the requester and the subject never approve)`,
             policy: decision.policy,
+            noEligibleApprover: { stage: stage.name, quorum: stage.quorum, eligible: stage.approverIds.length },
             ...base,
           };
         }
