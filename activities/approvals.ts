@@ -1,6 +1,6 @@
 import { and, eq } from 'drizzle-orm';
 import { accessRequests, approvals, auditEvents } from '../db/schema.js';
-import { appendAudit } from './domain/audit.js';
+import { appendAudit, appendAuditEvent } from './domain/audit.js';
 import type { ActivityDeps } from './deps.js';
 import { actorTypeOf, apiRef, BY_WORKFLOW, loadLease, notFound, setRequestStatus, type FromApi, type Keyed } from './lease-context.js';
 
@@ -55,16 +55,15 @@ export function createApprovalActivities({ db, policies, metrics }: Pick<Activit
     async escalateStage(input: Keyed & { requestId: string; stage: number; stageName: string; waitingApproverIds: string[]; excludeIds: string[]; policyVersion: string; dueAt: string }) {
       const [already] = await db.select().from(auditEvents).where(eq(auditEvents.idempotencyKey, input.idempotencyKey));
       if (already) return { approverIds: (already.data as { added?: string[] }).added ?? [] };
-      const added = await policies.escalationTargets(input.waitingApproverIds, input.excludeIds);
-      metrics.exceptions.inc({ kind: 'escalation' });
-      await db.transaction(async (tx) => {
+      const added = await policies.escalationTargets(input.requestId, input.waitingApproverIds, input.excludeIds);
+      const wrote = await db.transaction(async (tx) => {
         if (added.length) {
           await tx
             .insert(approvals)
             .values(added.map((approverId) => ({ requestId: input.requestId, stage: input.stage, stageName: input.stageName, approverId, policyVersion: input.policyVersion, dueAt: new Date(input.dueAt) })))
             .onConflictDoNothing();
         }
-        await appendAudit(tx, {
+        const { inserted } = await appendAuditEvent(tx, {
           idempotencyKey: input.idempotencyKey,
           ...BY_WORKFLOW,
           action: 'approval.escalated',
@@ -72,7 +71,10 @@ export function createApprovalActivities({ db, policies, metrics }: Pick<Activit
           policyVersion: input.policyVersion,
           data: { stage: input.stage, waiting: input.waitingApproverIds, added },
         });
+        return inserted;
       });
+      // Counted once per escalation, after the commit: a retried attempt found the event and counts nothing.
+      if (wrote) metrics.exceptions.inc({ kind: 'escalation' });
       return { approverIds: added };
     },
 
@@ -168,7 +170,9 @@ export function createApprovalActivities({ db, policies, metrics }: Pick<Activit
       const stageComplete = input.stageComplete ?? true;
       const finalStage = input.finalStage ?? true;
       const now = new Date();
-      await db.transaction(async (tx) => {
+      // Metrics are counted after the commit, and only by the attempt that wrote the decision.
+      const counted: Array<() => void> = [];
+      const wrote = await db.transaction(async (tx) => {
         await tx
           .update(approvals)
           .set({ status: input.decision === 'approve' ? 'approved' : 'rejected', comment: input.comment ?? null, decidedAt: now })
@@ -185,13 +189,13 @@ export function createApprovalActivities({ db, policies, metrics }: Pick<Activit
         else if (final) await setRequestStatus(tx, input.requestId, 'granting', { decidedAt: now });
         if (final) {
           const [r] = await tx.select({ createdAt: accessRequests.createdAt }).from(accessRequests).where(eq(accessRequests.id, input.requestId));
-          if (r) metrics.approvalHumanWait.observe({ outcome: input.decision === 'reject' ? 'rejected' : 'approved' }, (now.getTime() - r.createdAt.getTime()) / 1000);
+          if (r) counted.push(() => metrics.approvalHumanWait.observe({ outcome: input.decision === 'reject' ? 'rejected' : 'approved' }, (now.getTime() - r.createdAt.getTime()) / 1000));
         }
         if (input.decision === 'approve' && stageComplete) {
           const [a] = await tx.select({ stageName: approvals.stageName }).from(approvals).where(and(eq(approvals.requestId, input.requestId), eq(approvals.stage, input.stage))).limit(1);
-          if (a?.stageName?.startsWith('sod-')) metrics.exceptions.inc({ kind: 'sod_exception' });
+          if (a?.stageName?.startsWith('sod-')) counted.push(() => metrics.exceptions.inc({ kind: 'sod_exception' }));
         }
-        await appendAudit(tx, {
+        const { inserted } = await appendAuditEvent(tx, {
           idempotencyKey: input.idempotencyKey,
           actorType: 'identity',
           actorId: input.approverId,
@@ -207,7 +211,9 @@ export function createApprovalActivities({ db, policies, metrics }: Pick<Activit
           reason: input.comment ?? null,
           data: { stage: input.stage, stageComplete, ...apiRef(input) },
         });
+        return inserted;
       });
+      if (wrote) for (const count of counted) count();
     },
 
     async closeUnapproved(

@@ -3,20 +3,42 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { and, eq, inArray, isNull, max } from 'drizzle-orm';
 import { accessRequests, credentials, grants, hrEvents, identities, systems } from '../db/schema.js';
 import type { HrEventType } from '../workflows/messages.js';
-import { appendAudit } from './domain/audit.js';
+import { appendAudit, appendAuditEvent } from './domain/audit.js';
+import { alertRecipients } from './domain/notifier.js';
 import { ConnectorError } from './connectors/types.js';
 import { identityVars } from './domain/policy/service.js';
 import type { ActivityDeps } from './deps.js';
-import { createLeaseTargets } from './lease-context.js';
+import { createLeaseTargets, withMembershipLock } from './lease-context.js';
 import { hrEventBody } from './domain/hr-event.js';
 
 
 const ACTOR = { actorType: 'client', actorId: 'hr' } as const;
 export const CONTRACT_END_SOURCE = 'accessloop:contract-end';
 
-export function createHrActivities(deps: Pick<ActivityDeps, 'db' | 'policies' | 'connectors' | 'metrics'>) {
-  const { db, policies, connectors } = deps;
-  const { onTarget } = createLeaseTargets(deps);
+const BY_IDENTITY_WORKFLOW = { actorType: 'workflow', actorId: 'identityWorkflow' } as const;
+
+export function createHrActivities(deps: Pick<ActivityDeps, 'db' | 'policies' | 'connectors' | 'metrics' | 'notifier' | 'log'>) {
+  const { db, policies, connectors, metrics, notifier, log } = deps;
+  const { onLease, onTarget } = createLeaseTargets(deps);
+
+  /**
+   * A birthright grant that can no longer succeed is `failed`: it justifies nothing (overlap
+   * checks, reconciliation) and the next plan grants the entitlement afresh. Only a grant still
+   * `granting` turns failed; one that became active stays so.
+   */
+  async function failBirthright(input: { identityId: string; grantId: string; errorType: string }) {
+    await db.transaction(async (tx) => {
+      await tx.update(grants).set({ status: 'failed' }).where(and(eq(grants.id, input.grantId), eq(grants.status, 'granting')));
+      await appendAudit(tx, {
+        idempotencyKey: `birthright/${input.grantId}/failed`,
+        ...ACTOR,
+        action: 'grant.birthright_failed',
+        grantId: input.grantId,
+        identityId: input.identityId,
+        reason: input.errorType,
+      });
+    });
+  }
 
   /**
    * Runs an account operation on every system whose connector supports it and where the
@@ -149,14 +171,26 @@ export function createHrActivities(deps: Pick<ActivityDeps, 'db' | 'policies' | 
       };
     },
 
-    /** Grants one birthright entitlement and reads it back (no approval: the rule is the justification). */
+    /**
+     * Grants one birthright entitlement and reads it back (no approval: the rule is the
+     * justification). An error that can never succeed marks the grant `failed` before it fails
+     * the activity; a grant that fails by running out of time is marked by `markBirthrightFailed`.
+     */
     async grantBirthright(input: { identityId: string; entitlementId: string; grantId: string; rules: string[]; policyVersion: string }) {
       await db
         .insert(grants)
         .values({ id: input.grantId, identityId: input.identityId, entitlementId: input.entitlementId, source: 'birthright', status: 'granting' })
         .onConflictDoNothing();
       const lease = { subjectId: input.identityId, entitlementId: input.entitlementId };
-      const { changed } = await onTarget(lease, 'grant', (c, m) => c.grant(m));
+      let changed: boolean;
+      try {
+        // Under the membership's lock, like a request's grant: a concurrent removal of the same
+        // membership either sees this `granting` row or finishes before the membership is added.
+        ({ changed } = await onLease(lease, 'grant', (ctx) => withMembershipLock(db, ctx, () => ctx.connector.grant(ctx.m))));
+      } catch (err) {
+        if (err instanceof ApplicationFailure && err.nonRetryable) await failBirthright({ identityId: input.identityId, grantId: input.grantId, errorType: err.type ?? 'ApplicationFailure' });
+        throw err;
+      }
       const { present } = await onTarget(lease, 'check', (c, m) => c.check(m));
       if (!present) throw ApplicationFailure.retryable('membership not yet visible on the target', 'GrantNotVerified');
       const now = new Date();
@@ -176,6 +210,45 @@ export function createHrActivities(deps: Pick<ActivityDeps, 'db' | 'policies' | 
         });
       });
       return { changed };
+    },
+
+    /** The identity workflow gave up on a birthright grant (its activity failed for good): it justifies nothing. */
+    async markBirthrightFailed(input: { identityId: string; grantId: string; errorType: string }) {
+      await failBirthright(input);
+    },
+
+    /**
+     * The alert for a leaver whose removals are not all verified by the deadline (they keep
+     * retrying): an audit event, a counter and a signed notification to the owners of the
+     * entitlements concerned and the operators, once per idempotency key.
+     */
+    async alertStuckLeaver(input: { identityId: string; eventId: string; pendingGrantIds: string[]; sinceSeconds: number; idempotencyKey: string }) {
+      const { inserted } = await db.transaction((tx) =>
+        appendAuditEvent(tx, {
+          idempotencyKey: input.idempotencyKey,
+          ...BY_IDENTITY_WORKFLOW,
+          action: 'leaver.removals_overdue',
+          identityId: input.identityId,
+          data: { eventId: input.eventId, pendingGrantIds: input.pendingGrantIds, sinceSeconds: input.sinceSeconds },
+        }),
+      );
+      if (inserted) {
+        metrics.leaverRemovalsOverdue.inc();
+        metrics.exceptions.inc({ kind: 'leaver_removals_overdue' });
+        log.error({ alert: 'leaver_removals_overdue', identityId: input.identityId, pending: input.pendingGrantIds.length, sinceSeconds: input.sinceSeconds }, 'leaver removals not verified by the deadline');
+      }
+      const pending = input.pendingGrantIds.length
+        ? await db.select({ entitlementId: grants.entitlementId }).from(grants).where(inArray(grants.id, input.pendingGrantIds))
+        : [];
+      const recipientIds = await alertRecipients(db, { entitlementIds: [...new Set(pending.map((p) => p.entitlementId))], securityTeam: (await policies.active()).document.securityTeam });
+      // The notifier does not resend a delivered message, so a retry (webhook down) is safe.
+      return notifier.send({
+        event: 'leaver.removals_overdue',
+        identityId: input.identityId,
+        details: { eventId: input.eventId, pendingGrantIds: input.pendingGrantIds, sinceSeconds: input.sinceSeconds },
+        recipientIds,
+        idempotencyKey: `leaver-overdue/${input.idempotencyKey}`,
+      });
     },
 
     /** Leavers: lock the directory/database accounts so nothing can log in, whatever access remains elsewhere. */

@@ -1,8 +1,10 @@
-import { ApplicationFailure } from '@temporalio/activity';
-import { eq } from 'drizzle-orm';
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { and, eq, gt, or, sql } from 'drizzle-orm';
+import { DrizzleQueryError } from 'drizzle-orm/errors';
+import postgres from 'postgres';
 import { ZodError } from 'zod';
 import type { Db } from '../db/client.js';
-import { accessRequests, entitlements, identities, type Entitlement, type Identity, type RequestStatus, type System } from '../db/schema.js';
+import { accessRequests, entitlements, grants, identities, type Entitlement, type Identity, type RequestStatus, type System } from '../db/schema.js';
 import { ConnectorError, type Connector, type Membership } from './connectors/types.js';
 import type { ActivityDeps } from './deps.js';
 
@@ -27,15 +29,78 @@ export const BY_WORKFLOW = { actorType: 'workflow', actorId: 'accessRequestWorkf
 
 export const notFound = (what: string) => ApplicationFailure.nonRetryable(`${what} not found`, 'NotFound');
 
-/** Maps connector errors onto Temporal's retry semantics with stable types. */
-export function toFailure(err: unknown): unknown {
+/**
+ * What a PostgreSQL error means for a retry, by SQLSTATE class. Data exceptions (22: a bad enum
+ * value, a malformed uuid), integrity violations (23) and syntax/access-rule errors (42: a schema
+ * that does not match the code) fail the same way every time, so retrying them would only strand
+ * the lease; connection, resource and transaction-conflict errors (08, 53, 57, 40) and anything
+ * unknown pass once the database recovers.
+ */
+const PG_NON_RETRYABLE: Record<string, { type: string; phrase: string }> = {
+  '22': { type: 'InvalidInput', phrase: 'a value was rejected by the database' },
+  '23': { type: 'ConstraintViolation', phrase: 'a database constraint was violated' },
+  '42': { type: 'InvalidQuery', phrase: 'the database refused the query' },
+};
+
+/** The PostgresError in an error's cause chain; a drizzle query error without one is the connection failing. */
+function databaseCause(err: unknown): { code: string | undefined; server: boolean; constraint?: string } | undefined {
+  let e: unknown = err;
+  for (let depth = 0; e instanceof Error && depth < 5; depth++) {
+    // The constraint's name is schema, not data: it says which rule failed without the values.
+    if (e instanceof postgres.PostgresError) return { code: e.code, server: true, ...(e.constraint_name ? { constraint: e.constraint_name } : {}) };
+    e = e.cause;
+  }
+  if (!(err instanceof DrizzleQueryError)) return undefined;
+  const code = (err.cause as { code?: unknown } | undefined)?.code;
+  return { code: typeof code === 'string' ? code : undefined, server: false };
+}
+
+/**
+ * Maps activity errors onto Temporal's retry semantics with stable types: connector errors by
+ * their closed type, configuration errors, and database errors by SQLSTATE class. Database
+ * failure messages are built from the code and a fixed phrase only: the driver's message and
+ * drizzle's ("Failed query: … params: …") can carry SQL parameters, i.e. personal data, and
+ * failures end up in workflow history.
+ */
+export function toFailure(err: unknown, zodMeans: 'InvalidConfig' | 'InvalidInput' = 'InvalidInput'): unknown {
+  if (err instanceof ApplicationFailure) return err;
   if (err instanceof ConnectorError) {
     return err.retryable
       ? ApplicationFailure.retryable(err.message, err.type)
       : ApplicationFailure.nonRetryable(err.message, err.type);
   }
-  if (err instanceof ZodError) return ApplicationFailure.nonRetryable(`invalid system configuration: ${err.issues.map((i) => i.message).join('; ')}`, 'InvalidConfig');
+  if (err instanceof ZodError) {
+    // Around a target, a schema error is the system's stored configuration; elsewhere, the input.
+    const what = zodMeans === 'InvalidConfig' ? 'invalid system configuration' : 'invalid input';
+    return ApplicationFailure.nonRetryable(`${what}: ${err.issues.map((i) => i.message).join('; ')}`, zodMeans);
+  }
+  const db = databaseCause(err);
+  if (db) {
+    const rule = db.server && db.code ? PG_NON_RETRYABLE[db.code.slice(0, 2)] : undefined;
+    if (rule) return ApplicationFailure.nonRetryable(`${rule.phrase} (SQLSTATE ${db.code}${db.constraint ? `, constraint ${db.constraint}` : ''})`, rule.type);
+    return ApplicationFailure.retryable(`database unavailable or busy (${db.server ? 'SQLSTATE ' : ''}${db.code ?? 'no code'})`, 'DatabaseUnavailable');
+  }
   return err;
+}
+
+type ActivityFns = Record<string, (...args: never[]) => Promise<unknown>>;
+
+/**
+ * Wraps every activity of a factory so its errors go through `toFailure`: the one place where
+ * an activity's error becomes a Temporal failure, whichever factory it came from.
+ */
+export function classified<T extends ActivityFns>(activities: T): T {
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(activities)) {
+    out[name] = async (...args: never[]) => {
+      try {
+        return await fn(...args);
+      } catch (err) {
+        throw toFailure(err);
+      }
+    };
+  }
+  return out as T;
 }
 
 /**
@@ -92,7 +157,7 @@ export function createLeaseTargets({ db, connectors, metrics }: Pick<ActivityDep
       return result;
     } catch (err) {
       metrics.targetCalls.inc({ kind, op, outcome: err instanceof ConnectorError ? err.type : 'error' });
-      throw toFailure(err);
+      throw toFailure(err, 'InvalidConfig');
     }
   }
 
@@ -102,4 +167,51 @@ export function createLeaseTargets({ db, connectors, metrics }: Pick<ActivityDep
   }
 
   return { onLease, onTarget };
+}
+
+/**
+ * A grant still `granting` counts as a live justification only this long after its row was
+ * written: longer than a grant's bounded target write (TARGET_WRITE, 10 min) plus its read-back.
+ * Within it, the grant is genuinely in flight (its workflow will make it `active`, or mark it
+ * `failed` and remove it itself); past it, it is stuck and justifies nothing. `failed`, `revoking`
+ * and every ended state never count.
+ */
+export const GRANT_IN_FLIGHT_SECONDS = 15 * 60;
+
+/** The same rule on a loaded row (see GRANT_IN_FLIGHT_SECONDS). */
+export function isLiveJustification(g: { status: string; createdAt: Date }, now = Date.now()): boolean {
+  return g.status === 'active' || (g.status === 'granting' && now - g.createdAt.getTime() < GRANT_IN_FLIGHT_SECONDS * 1000);
+}
+
+/** The SQL condition "this grant justifies its membership now" (see GRANT_IN_FLIGHT_SECONDS). */
+export const justifiesMembership = () =>
+  or(eq(grants.status, 'active'), and(eq(grants.status, 'granting'), gt(grants.createdAt, sql`now() - make_interval(secs => ${GRANT_IN_FLIGHT_SECONDS})`)))!;
+
+/** Advisory-lock class for memberships (two-int form: its own key space, apart from the audit chain's lock). */
+const MEMBERSHIP_LOCK_CLASS = 0x6d656d62; // "memb"
+
+export type LockedTx = Parameters<Parameters<Db['transaction']>[0]>[0];
+
+/**
+ * Runs `fn` in a transaction holding a per-membership advisory lock (system, account, resource),
+ * so "does another grant still justify this membership?" and the target call that acts on the
+ * answer are one step against a concurrent grant or removal of the same membership. Everything
+ * inside must use `tx` (the embedded database serves one connection), and stay short: the
+ * connector calls inside have their own timeouts.
+ */
+export async function withMembershipLock<T>(db: Pick<Db, 'transaction'>, ctx: Pick<LeaseContext, 'system' | 'm'>, fn: (tx: LockedTx) => Promise<T>): Promise<T> {
+  return db.transaction(async (tx) => {
+    const key = `${ctx.system.id}\n${ctx.m.account}\n${ctx.m.resource}`;
+    await tx.execute(sql`select pg_advisory_xact_lock(${MEMBERSHIP_LOCK_CLASS}, hashtext(${key}))`);
+    return fn(tx);
+  });
+}
+
+/** The attempt number when running as an activity (1-based), undefined when called directly. */
+export function activityAttempt(): number | undefined {
+  try {
+    return Context.current().info.attempt;
+  } catch {
+    return undefined;
+  }
 }

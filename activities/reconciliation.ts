@@ -5,6 +5,7 @@ import { appendAudit } from './domain/audit.js';
 import { connectorKinds } from './connectors/registry.js';
 import { ConnectorError } from './connectors/types.js';
 import type { ActivityDeps } from './deps.js';
+import { isLiveJustification } from './lease-context.js';
 
 type Kind = 'orphaned_account' | 'unauthorized_access' | 'failed_revocation' | 'missing_grant';
 
@@ -48,11 +49,11 @@ export function createReconciliationActivities({ db, connectors, policies }: Pic
         }
         counts.memberships += actual.length;
         const rows = await db
-          .select({ id: grants.id, identityId: grants.identityId, status: grants.status })
+          .select({ id: grants.id, identityId: grants.identityId, status: grants.status, createdAt: grants.createdAt })
           .from(grants)
           .where(eq(grants.entitlementId, ent.id))
           .orderBy(desc(grants.createdAt));
-        const live = new Set(rows.filter((g) => g.status === 'granting' || g.status === 'active').map((g) => g.identityId));
+        const live = new Set(rows.filter((g) => isLiveJustification(g)).map((g) => g.identityId));
         const latestEnded = new Map<string, string>();
         for (const g of rows) if ((g.status === 'revoked' || g.status === 'revocation_unverified') && !latestEnded.has(g.identityId)) latestEnded.set(g.identityId, g.id);
 

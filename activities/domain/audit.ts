@@ -8,7 +8,8 @@ export type Tx = Pick<Db, 'select' | 'insert' | 'update' | 'execute'>;
 
 export interface AuditInput {
   idempotencyKey: string;
-  actorType: 'identity' | 'client' | 'system' | 'workflow';
+  /** `temporal`: an unauthenticated action taken on the Temporal side (a signal from the UI or CLI). */
+  actorType: 'identity' | 'client' | 'system' | 'workflow' | 'temporal';
   actorId: string;
   action: string;
   requestId?: string | null;
@@ -64,9 +65,17 @@ const CHAIN_LOCK = 0x616363657373; // "access"
  * activity that already wrote its event gets the existing row back.
  */
 export async function appendAudit(tx: Tx, input: AuditInput): Promise<AuditEvent> {
+  return (await appendAuditEvent(tx, input)).event;
+}
+
+/**
+ * `appendAudit` that also says whether this call wrote the event (`inserted`) or found it from
+ * an earlier attempt: effects counted once (metrics, alerts) key off `inserted`, after commit.
+ */
+export async function appendAuditEvent(tx: Tx, input: AuditInput): Promise<{ event: AuditEvent; inserted: boolean }> {
   await tx.execute(sql`select pg_advisory_xact_lock(${CHAIN_LOCK})`);
   const [existing] = await tx.select().from(auditEvents).where(eq(auditEvents.idempotencyKey, input.idempotencyKey));
-  if (existing) return existing;
+  if (existing) return { event: existing, inserted: false };
   const [last] = await tx.select({ seq: auditEvents.seq, hash: auditEvents.hash }).from(auditEvents).orderBy(desc(auditEvents.seq)).limit(1);
   const row: Hashable = {
     seq: (last?.seq ?? 0) + 1,
@@ -84,7 +93,7 @@ export async function appendAudit(tx: Tx, input: AuditInput): Promise<AuditEvent
     prevHash: last?.hash ?? GENESIS_HASH,
   };
   const [inserted] = await tx.insert(auditEvents).values({ ...row, hash: hashEvent(row) }).returning();
-  return inserted!;
+  return { event: inserted!, inserted: true };
 }
 
 /** Recomputes the whole chain; returns the first broken seq, or null when intact. */

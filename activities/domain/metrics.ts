@@ -56,9 +56,20 @@ export function createMetrics() {
       labelNames: ['reason', 'automated', 'verified'],
       registers: [registry],
     }),
+    sentinelFindings: new Counter({
+      name: 'accessloop_sentinel_findings_total',
+      help: 'Findings the sentinel alerted on, once per finding, by kind (alert on any increase)',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
+    leaverRemovalsOverdue: new Counter({
+      name: 'accessloop_leaver_removals_overdue_total',
+      help: 'Leavers whose removals were not all verified by the deadline (alert on any increase)',
+      registers: [registry],
+    }),
     exceptions: new Counter({
       name: 'accessloop_exceptions_total',
-      help: 'Events that need a human: revocation_unverified, escalation, sod_exception',
+      help: 'Events that need a human: revocation_unverified, leaver_removals_overdue, escalation, sod_exception',
       labelNames: ['kind'],
       registers: [registry],
     }),
@@ -73,6 +84,6 @@ export function createMetrics() {
 }
 
 /** Revocation reasons that no person had to act on. */
-export const AUTOMATED_REVOKE_REASONS: readonly string[] = ['expired', 'leaver', 'mover', 'reconciliation'];
+export const AUTOMATED_REVOKE_REASONS: readonly string[] = ['expired', 'leaver', 'mover', 'reconciliation', 'sentinel'];
 
 export type Metrics = ReturnType<typeof createMetrics>;
