@@ -1,3 +1,4 @@
+import type { Client } from '@temporalio/client';
 import type { Db } from '../db/client.js';
 import type { Logger } from '../temporal/logger.js';
 import type { ConnectorRegistry } from './connectors/registry.js';
@@ -16,4 +17,6 @@ export interface ActivityDeps {
   metrics: Metrics;
   /** Seals issued credentials until their owner reads them once. */
   vault: CredentialVault;
+  /** The sentinel describes lease workflows (last workflow task failed?); absent: that check is skipped. */
+  temporal?: Pick<Client, 'workflow'> | undefined;
 }

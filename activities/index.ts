@@ -3,8 +3,10 @@ import { createCredentialActivities } from './credentials.js';
 import type { ActivityDeps } from './deps.js';
 import { createHrActivities } from './hr.js';
 import { createLeaseActivities } from './lease.js';
+import { classified } from './lease-context.js';
 import { createNotificationActivities } from './notifications.js';
 import { createReconciliationActivities } from './reconciliation.js';
+import { createSentinelActivities } from './sentinel.js';
 
 export type { ActivityDeps } from './deps.js';
 export { credentialModeOf } from './lease-context.js';
@@ -15,20 +17,23 @@ export type CredentialActivities = ReturnType<typeof createCredentialActivities>
 export type NotificationActivities = ReturnType<typeof createNotificationActivities>;
 export type HrActivities = ReturnType<typeof createHrActivities>;
 export type ReconciliationActivities = ReturnType<typeof createReconciliationActivities>;
+export type SentinelActivities = ReturnType<typeof createSentinelActivities>;
 
 /**
  * Every activity the worker registers. The keys are activity type names that running
  * workflows and recorded histories refer to: a slice may move, a name may not change.
  */
 export function createActivities(deps: ActivityDeps) {
-  return {
+  // One boundary for every slice: activity errors become Temporal failures in toFailure only.
+  return classified({
     ...createApprovalActivities(deps),
     ...createLeaseActivities(deps),
     ...createCredentialActivities(deps),
     ...createNotificationActivities(deps),
     ...createHrActivities(deps),
     ...createReconciliationActivities(deps),
-  };
+    ...createSentinelActivities(deps),
+  });
 }
 
 export type Activities = ReturnType<typeof createActivities>;

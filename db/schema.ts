@@ -50,7 +50,15 @@ export const grantStatus = pgEnum('grant_status', [
   'revoked',
   'failed',
 ]);
-export const revokeReason = pgEnum('revoke_reason', ['expired', 'leaver', 'mover', 'review', 'manual', 'reconciliation']);
+export const revokeReason = pgEnum('revoke_reason', [
+  'expired',
+  'leaver',
+  'mover',
+  'review',
+  'manual',
+  'reconciliation',
+  'sentinel',
+]);
 export const apiRole = pgEnum('api_role', ['hr_system', 'requester', 'approver', 'operator', 'auditor']);
 
 export const identities = pgTable(
@@ -175,6 +183,13 @@ export const accessRequests = pgTable(
     index('access_request_subject_idx').on(t.subjectId),
     index('access_request_requester_idx').on(t.requesterId),
     uniqueIndex('access_request_workflow_uq').on(t.workflowId),
+    // At most one open request per (subject, entitlement): the submission's duplicate check
+    // is check-then-insert, so only the database can close the race between two submissions.
+    uniqueIndex('access_request_open_uq')
+      .on(t.subjectId, t.entitlementId)
+      .where(
+        sql`status in ('pending_approval','scheduled','granting','active','revoking','revocation_unverified')`,
+      ),
   ],
 );
 
@@ -410,6 +425,41 @@ export const reconciliationFindings = pgTable(
   ],
 );
 
+export const sentinelFindingKind = pgEnum('sentinel_finding_kind', [
+  'expired_not_revoked',
+  'stuck_granting',
+  'removal_overdue',
+  'terminated_with_grant',
+  'unjustified_member',
+  'workflow_task_failed',
+  'workflow_ended',
+]);
+
+/**
+ * What the sentinel found. The sentinel is independent of the lease workflows and of
+ * reconciliation, so its findings have their own table: one row per (kind, subject key) is the
+ * "alert once" record (the unique index over unresolved rows makes a rerun a no-op), and `remediated_at` records a
+ * direct removal. `subject_key` is a grant id, a workflow id or `<entitlementId>/<account>`.
+ */
+export const sentinelFindings = pgTable(
+  'sentinel_finding',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    kind: sentinelFindingKind('kind').notNull(),
+    subjectKey: text('subject_key').notNull(),
+    grantId: uuid('grant_id').references(() => grants.id),
+    entitlementId: uuid('entitlement_id').references(() => entitlements.id),
+    identityId: uuid('identity_id').references(() => identities.id),
+    detail: text('detail'),
+    detectedAt: ts('detected_at').notNull().defaultNow(),
+    alertedAt: ts('alerted_at'),
+    remediatedAt: ts('remediated_at'),
+    /** Set when a run no longer sees it: the same thing found again later is a new finding. */
+    resolvedAt: ts('resolved_at'),
+  },
+  (t) => [uniqueIndex('sentinel_finding_open_uq').on(t.kind, t.subjectKey).where(sql`resolved_at is null`)],
+);
+
 /** Messages to approvers and operators; action-link tokens are never stored, only who got one. */
 export const notifications = pgTable(
   'notification',
@@ -489,3 +539,5 @@ export type ApiToken = typeof apiTokens.$inferSelect;
 export type ApiRole = (typeof apiRole.enumValues)[number];
 export type RequestStatus = (typeof requestStatus.enumValues)[number];
 export type RevokeReason = (typeof revokeReason.enumValues)[number];
+export type SentinelFinding = typeof sentinelFindings.$inferSelect;
+export type SentinelFindingKind = (typeof sentinelFindingKind.enumValues)[number];

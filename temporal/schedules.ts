@@ -1,6 +1,7 @@
 import { ScheduleAlreadyRunning, type Client } from '@temporalio/client';
-import { reconciliationWorkflow } from '../workflows/index.js';
-import { reconciliationScheduleId, reconciliationWorkflowId } from '../workflows/ids.js';
+import { reconciliationWorkflow, sentinelWorkflow } from '../workflows/index.js';
+import { reconciliationScheduleId, reconciliationWorkflowId, sentinelScheduleId, sentinelWorkflowId } from '../workflows/ids.js';
+import type { SentinelInput } from '../workflows/sentinel.js';
 import { SystemRefKey } from '../workflows/search-attributes.js';
 import type { Config } from './config.js';
 
@@ -23,5 +24,29 @@ export async function ensureReconcileSchedule(client: Client, config: Config, sy
     });
   } catch (e) {
     if (!(e instanceof ScheduleAlreadyRunning)) throw e;
+  }
+}
+
+/**
+ * The sentinel's Schedule (every ACCESSLOOP_SENTINEL_INTERVAL_SECONDS). Updated in place when it
+ * exists, so a changed interval or grace takes effect on the next start.
+ */
+export async function ensureSentinelSchedule(client: Client, config: Config): Promise<void> {
+  const spec = { intervals: [{ every: `${config.ACCESSLOOP_SENTINEL_INTERVAL_SECONDS}s` }] };
+  const action = {
+    type: 'startWorkflow' as const,
+    workflowType: sentinelWorkflow,
+    args: [{ v: 1 as const, graceSeconds: config.ACCESSLOOP_SENTINEL_GRACE_SECONDS, revokeDeadlineSeconds: config.ACCESSLOOP_REVOKE_VERIFY_DEADLINE_SECONDS }] as [SentinelInput],
+    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    workflowId: sentinelWorkflowId(config.TEMPORAL_TASK_QUEUE, 'scheduled'),
+    // A run whose workers are gone must not hold the schedule (overlap SKIP) forever.
+    workflowExecutionTimeout: '10m',
+    staticSummary: 'Sentinel',
+  };
+  try {
+    await client.schedule.create({ scheduleId: sentinelScheduleId(config.TEMPORAL_TASK_QUEUE), spec, action, policies: { overlap: 'SKIP' } });
+  } catch (e) {
+    if (!(e instanceof ScheduleAlreadyRunning)) throw e;
+    await client.schedule.getHandle(sentinelScheduleId(config.TEMPORAL_TASK_QUEUE)).update((prev) => ({ ...prev, spec, action }));
   }
 }

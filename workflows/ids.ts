@@ -12,3 +12,7 @@ export const reconciliationWorkflowId = (systemId: string, runKey: string) => `r
 
 /** The Temporal Schedule that starts a system's reconciliation runs. */
 export const reconciliationScheduleId = (systemId: string) => `reconcile/${systemId}`;
+
+/** The sentinel's Schedule and its runs, one per task queue (the workers it runs on). */
+export const sentinelScheduleId = (taskQueue: string) => `sentinel/${taskQueue}`;
+export const sentinelWorkflowId = (taskQueue: string, runKey: string) => `sentinel/${taskQueue}/${runKey}`;

@@ -2,3 +2,4 @@
 export { accessRequestWorkflow } from './access-request.js';
 export { identityWorkflow } from './identity.js';
 export { reconciliationWorkflow } from './reconciliation.js';
+export { sentinelWorkflow } from './sentinel.js';

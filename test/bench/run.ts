@@ -24,6 +24,7 @@ import { startStackAt, waitFor } from '../helpers/stack-core.js';
 import { benchCodec } from './codec.js';
 import { HR_BENCH_SECRET, benchLeavers } from './leavers.js';
 import { benchReconciliation } from './reconcile.js';
+import { benchSentinel } from './sentinel.js';
 import { minimalApprove, minimalState } from './minimal-workflow.js';
 import { pool, summary } from './stats.js';
 
@@ -38,6 +39,16 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const binary = await resolveTemporalBinary({ cliPath: process.env.TEMPORAL_CLI_PATH, say });
 const serverVersion = (await promisify(execFile)(binary, ['--version'])).stdout.trim();
 const server = await startDevServer({ binary, logDir: await mkdtemp(path.join(os.tmpdir(), 'accessloop-bench-')) });
+if (process.env.BENCH_ONLY === 'sentinel') {
+  try {
+    const sentinel = await benchSentinel(server.address, say);
+    console.log(sentinel.section);
+    say(sentinel.summary);
+  } finally {
+    await server.stop();
+  }
+  process.exit(0);
+}
 if (process.env.BENCH_ONLY === 'codec') {
   // One scenario while developing: printed, never written over BENCHMARKS.md (a partial report).
   try {
@@ -271,6 +282,8 @@ try {
   const reconcileSection = await benchReconciliation(s, say);
   // ---- 7. payload encryption overhead (issue 6)
   const codec = await benchCodec(server.address, say);
+  // ---- 8. the sentinel: wedged lease expiry → alert → verified removal (issue 11)
+  const sentinel = await benchSentinel(server.address, say);
 
   const unverifiedCount = await s.rt.db.$count(auditEvents, eq(auditEvents.action, 'grant.revocation_unverified'));
   const thr = { accessloop: LEASES / accessloopSeconds, minimal: LEASES / minimalSeconds };
@@ -357,7 +370,7 @@ mix employees, contractors, self-service and on-behalf requests.
 
 Outcomes of the pure evaluations: ${Object.entries(effects).map(([k, v]) => `${k} ${v}`).join(', ')}.
 
-${leaverSection}${reconcileSection}${codec.section}
+${leaverSection}${reconcileSection}${codec.section}${sentinel.section}
 ## Reading the numbers
 
 - The throughput ratio prices what a real lease adds over a bare workflow of the same shape.
@@ -378,6 +391,7 @@ ${leaverSection}${reconcileSection}${codec.section}
   say(`wave: ${lagS.n} leases, spread ${spreadMs} ms, expiry→verified p50 ${fmt(lagS.p50)} p99 ${fmt(lagS.p99)} max ${fmt(lagS.max)}`);
   say(`approval system part p50 ${fmt(systemPart.p50)} p99 ${fmt(systemPart.p99)}; policy evaluate p50 ${evalS.p50.toFixed(1)} µs, decide p50 ${decideS.p50.toFixed(2)} ms`);
   say(codec.summary);
+  say(sentinel.summary);
   say(`wrote ${out}`);
 } finally {
   minimalWorker.shutdown();

@@ -112,6 +112,12 @@ export const policyDocument = z.strictObject({
       redriveFailedRevocations: z.boolean().default(true),
     })
     .default({ removeUnauthorized: 'privileged', redriveFailedRevocations: true }),
+  /**
+   * What the sentinel removes by itself (it alerts on every finding): access past expiry + grace
+   * (`expired`, the default), also unexplained members, terminated identities' grants and
+   * overdue removals (`all`), or nothing (`none`).
+   */
+  sentinel: z.strictObject({ remove: z.enum(['expired', 'all', 'none']).default('expired') }).optional(),
   /** How long a mover keeps birthright the new attributes no longer justify. */
   moverGraceSeconds: z.number().int().min(0).max(90 * 86400).default(86400),
   /** The group whose members act as `security_team` (and receive escalations). */

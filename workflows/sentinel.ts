@@ -1,0 +1,32 @@
+import { proxyActivities, setCurrentDetails, workflowInfo } from '@temporalio/workflow';
+import type { SentinelActivities } from '../activities/index.js';
+
+// Short on purpose: the next scheduled run is the retry, so a failed run must not hold the
+// schedule (overlap SKIP) for long.
+const check = proxyActivities<SentinelActivities>({
+  startToCloseTimeout: '2m',
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '20s', maximumAttempts: 3 },
+});
+
+export interface SentinelInput {
+  v: 1;
+  /** How far past a deadline before it is a finding (ACCESSLOOP_SENTINEL_GRACE_SECONDS). */
+  graceSeconds: number;
+  /** The lease workflows' removal verification deadline (ACCESSLOOP_REVOKE_VERIFY_DEADLINE_SECONDS). */
+  revokeDeadlineSeconds: number;
+}
+
+/**
+ * One sentinel pass (a Temporal Schedule starts it every ACCESSLOOP_SENTINEL_INTERVAL_SECONDS).
+ * Database first, so access it ends directly is gone before the targets are read.
+ */
+export async function sentinelWorkflow(input: SentinelInput) {
+  const args = { runId: workflowInfo().runId, graceSeconds: input.graceSeconds, revokeDeadlineSeconds: input.revokeDeadlineSeconds };
+  setCurrentDetails('checking grants, targets and lease workflows');
+  const grants = await check.sentinelCheckGrants(args);
+  const targets = await check.sentinelCheckTargets(args);
+  const workflows = await check.sentinelCheckWorkflows(args);
+  const total = [grants, targets, workflows].reduce((a, c) => ({ findings: a.findings + c.findings, alerted: a.alerted + c.alerted, removed: a.removed + c.removed, unreachable: a.unreachable + c.unreachable }));
+  setCurrentDetails(`**done** — ${total.findings} findings (${total.alerted} new alerts), ${total.removed} removed, ${total.unreachable} systems unreachable`);
+  return total;
+}
