@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
-import { workflowsPath } from './worker.js';
+import { workflowBundleOptions } from './worker.js';
 
 /**
  * `npm run build`: the production entry points (api/server.ts, api/cli.ts,
@@ -28,9 +28,11 @@ execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.build.json'
 
 // db/client.ts resolves its migrations folder next to itself: dist/db/migrations.
 await cp(path.join(root, 'db', 'migrations'), path.join(scratch, 'db', 'migrations'), { recursive: true });
+// temporal/codec.ts loads the failure converter by path next to itself (plain CommonJS, not compiled).
+await cp(path.join(root, 'temporal', 'failure-converter.cjs'), path.join(scratch, 'temporal', 'failure-converter.cjs'));
 
 // Bundled from the TypeScript source (this script runs through tsx), the same code tsc compiled.
-const { code } = await bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('WARN') });
+const { code } = await bundleWorkflowCode({ ...workflowBundleOptions, logger: new DefaultLogger('WARN') });
 await writeFile(path.join(scratch, 'workflow-bundle.js'), code);
 
 await rm(dist, { recursive: true, force: true });

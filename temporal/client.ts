@@ -7,15 +7,24 @@ import type { Config } from './config.js';
 
 type TlsSettings = { serverNameOverride?: string; serverRootCACertificate?: Buffer; clientCertPair?: { crt: Buffer; key: Buffer } };
 
+/** Reads a file a variable names; a missing or unreadable one is reported by the variable's name. */
+async function readConfiguredFile(variable: string, file: string): Promise<Buffer> {
+  try {
+    return await readFile(file);
+  } catch (e) {
+    throw new Error(`${variable}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); expected a readable PEM file`, { cause: e });
+  }
+}
+
 /** TLS and API-key settings shared by the client and the worker connection (self-hosted mTLS or Temporal Cloud). */
 async function connectionSecurity(c: Config): Promise<{ tls?: TlsSettings | boolean; apiKey?: string }> {
   const out: { tls?: TlsSettings | boolean; apiKey?: string } = {};
   if (c.TEMPORAL_TLS || c.TEMPORAL_TLS_CERT_PATH || c.TEMPORAL_API_KEY) {
     const tls: TlsSettings = {};
     if (c.TEMPORAL_TLS_SERVER_NAME) tls.serverNameOverride = c.TEMPORAL_TLS_SERVER_NAME;
-    if (c.TEMPORAL_TLS_CA_PATH) tls.serverRootCACertificate = await readFile(c.TEMPORAL_TLS_CA_PATH);
+    if (c.TEMPORAL_TLS_CA_PATH) tls.serverRootCACertificate = await readConfiguredFile('TEMPORAL_TLS_CA_PATH', c.TEMPORAL_TLS_CA_PATH);
     if (c.TEMPORAL_TLS_CERT_PATH && c.TEMPORAL_TLS_KEY_PATH) {
-      tls.clientCertPair = { crt: await readFile(c.TEMPORAL_TLS_CERT_PATH), key: await readFile(c.TEMPORAL_TLS_KEY_PATH) };
+      tls.clientCertPair = { crt: await readConfiguredFile('TEMPORAL_TLS_CERT_PATH', c.TEMPORAL_TLS_CERT_PATH), key: await readConfiguredFile('TEMPORAL_TLS_KEY_PATH', c.TEMPORAL_TLS_KEY_PATH) };
     }
     out.tls = Object.keys(tls).length ? tls : true;
   }

@@ -1,4 +1,5 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import type { DataConverter, Payload, PayloadCodec } from '@temporalio/common';
 // A CommonJS module whose exports Node's ESM loader cannot list: take the default export.
 import proto from '@temporalio/proto';
@@ -132,10 +133,20 @@ export class AesGcmPayloadCodec implements PayloadCodec {
 }
 
 /**
+ * The failure converter module (temporal/failure-converter.cjs): failure messages and stack
+ * traces become a payload, so the codec below seals them too. Next to this file in the source
+ * tree and in dist/temporal/ (temporal/build.ts copies it). The worker also bundles it into the
+ * workflow code (temporal/worker.ts workflowBundle()), where workflow-side failures are made.
+ */
+export const failureConverterPath = fileURLToPath(new URL('./failure-converter.cjs', import.meta.url));
+
+/**
  * The one data converter definition: the API's client, the worker and the codec endpoint all
  * get their codec from here (the endpoint reuses the client's), so what one seals the others
- * open. Failure messages and stack traces are not payloads; they stay plaintext (SDK default).
+ * open. Failures are encoded (`encodeCommonAttributes`) whether or not encryption is on: the
+ * workflow bundle holds one failure converter, and decoding accepts both forms, so histories
+ * written before this keep replaying and old failures keep reading.
  */
 export function createDataConverter(config: Pick<Config, 'ACCESSLOOP_PAYLOAD_ENCRYPTION'>, ring: PayloadKeyRing): DataConverter {
-  return { payloadCodecs: [new AesGcmPayloadCodec(ring, config.ACCESSLOOP_PAYLOAD_ENCRYPTION)] };
+  return { payloadCodecs: [new AesGcmPayloadCodec(ring, config.ACCESSLOOP_PAYLOAD_ENCRYPTION)], failureConverterPath };
 }

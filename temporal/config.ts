@@ -37,17 +37,48 @@ function parseOrigins(v: string | undefined, ctx: z.RefinementCtx): string[] | u
   });
 }
 
+/**
+ * Standard Webhooks secrets, comma-separated: `whsec_<base64>` (or the bare base64). The library
+ * decodes them strictly at start (express builds the verifiers), so a bad one would otherwise
+ * stop the start with the decoder's "incorrect padding", naming neither the variable nor the form.
+ */
+const STRICT_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+function checkHrSecrets(v: string | undefined, ctx: z.RefinementCtx): void {
+  if (v === undefined) return;
+  const entries = v.split(',').map((x) => x.trim());
+  entries.forEach((entry, i) => {
+    const b64 = entry.startsWith('whsec_') ? entry.slice('whsec_'.length) : entry;
+    // Problems name the entry's position, never its value: it is a secret.
+    if (b64 === '' || !STRICT_BASE64.test(b64)) {
+      ctx.addIssue({ code: 'custom', message: `secret ${i + 1} of ${entries.length}: each comma-separated secret must be whsec_<base64> (standard alphabet, = padding, not empty), e.g. whsec_ followed by \`openssl rand -base64 24\`` });
+    }
+  });
+}
+
+/** The notification signing secret: `whsec_<base64>` or any other text (its UTF-8 bytes are the key); never an empty key. */
+function checkNotifySecret(v: string | undefined, ctx: z.RefinementCtx): void {
+  if (v === undefined || !v.startsWith('whsec_')) return;
+  if (Buffer.from(v.slice('whsec_'.length), 'base64').length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'whsec_<base64> must decode to at least one byte (or use a plain-text secret without the whsec_ prefix)' });
+  }
+}
+
+const httpUrl = (what: string) =>
+  optionalString.refine((v) => v === undefined || (URL.canParse(v) && ['http:', 'https:'].includes(new URL(v).protocol)), { message: `must be an http(s) URL (${what})` });
+
 export const configSchema = z
   .object({
-    PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+    PORT: z.coerce.number({ error: 'must be a port number 0-65535 (0: any free port)' }).int().min(0).max(65535).default(3000),
     HOST: z.string().default('127.0.0.1'),
     ACCESSLOOP_DATA_DIR: z.string().default('./.data'),
-    DATABASE_URL: optionalString,
-    TEMPORAL_ADDRESS: optionalString,
+    DATABASE_URL: optionalString.refine((v) => v === undefined || /^postgres(ql)?:\/\//.test(v), { message: 'must be a postgres:// or postgresql:// connection URL' }),
+    TEMPORAL_ADDRESS: optionalString.refine((v) => v === undefined || /^[^\s/:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(v), { message: 'must be host:port (e.g. temporal.internal:7233), no scheme' }),
     TEMPORAL_NAMESPACE: z.string().default('default'),
     TEMPORAL_TASK_QUEUE: z.string().default('accessloop'),
     TEMPORAL_CLI_PATH: optionalString,
-    TEMPORAL_UI_PORT: z.coerce.number().int().min(1).max(65535).default(8233),
+    TEMPORAL_UI_PORT: z.coerce.number({ error: 'must be a port number 1-65535' }).int().min(1).max(65535).default(8233),
+    /** The embedded dev server's gRPC port (`npm start` without TEMPORAL_ADDRESS); 0 picks a free one. */
+    TEMPORAL_DEV_PORT: z.coerce.number({ error: 'must be a port number 0-65535 (0: any free port)' }).int().min(0).max(65535).default(7233),
     TEMPORAL_TLS: z
       .enum(['true', 'false'])
       .default('false')
@@ -67,10 +98,10 @@ export const configSchema = z
     /** Default approval stage timeout when an entitlement's policy does not set one. */
     ACCESSLOOP_APPROVAL_TIMEOUT_SECONDS: seconds(72 * 3600),
     /** Where approvers reach the API (action links point here); default http://localhost:PORT. */
-    ACCESSLOOP_PUBLIC_URL: optionalString,
+    ACCESSLOOP_PUBLIC_URL: httpUrl('where approvers reach the API, e.g. https://access.example.com'),
     /** Notifications (approval requests, reminders, escalations) are POSTed here, signed per Standard Webhooks. */
-    ACCESSLOOP_NOTIFY_WEBHOOK_URL: optionalString,
-    ACCESSLOOP_NOTIFY_WEBHOOK_SECRET: optionalString,
+    ACCESSLOOP_NOTIFY_WEBHOOK_URL: httpUrl('the endpoint notifications are POSTed to'),
+    ACCESSLOOP_NOTIFY_WEBHOOK_SECRET: optionalString.superRefine(checkNotifySecret),
     /** HMAC key of approval action links; unset → generated once into the data dir (set it when running several processes). */
     ACCESSLOOP_ACTION_LINK_SECRET: optionalString.refine((v) => v === undefined || v.length >= 32, { message: 'ACCESSLOOP_ACTION_LINK_SECRET must be at least 32 characters' }),
     ACCESSLOOP_ACTION_LINK_TTL_SECONDS: seconds(24 * 3600),
@@ -85,14 +116,25 @@ export const configSchema = z
     /** Origins of the Temporal UI allowed to call the codec endpoint (comma-separated); default: the dev server's UI. */
     ACCESSLOOP_UI_ORIGIN: optionalString.transform(parseOrigins),
     /** Standard Webhooks secrets HR events are signed with (comma-separated: several during rotation). */
-    ACCESSLOOP_HR_WEBHOOK_SECRETS: optionalString,
+    ACCESSLOOP_HR_WEBHOOK_SECRETS: optionalString.superRefine(checkHrSecrets),
     /** How often each system is reconciled (a Temporal Schedule per system). */
     ACCESSLOOP_RECONCILE_INTERVAL_MINUTES: z.coerce.number().int().min(1).max(7 * 24 * 60).default(60),
+    /** How often the sentinel checks the database and the targets (a Temporal Schedule). */
+    ACCESSLOOP_SENTINEL_INTERVAL_SECONDS: z.coerce.number().int().min(1).max(24 * 3600).default(60),
+    /** How long past a deadline (expiry, grant, removal, termination) before the sentinel calls it a finding. */
+    ACCESSLOOP_SENTINEL_GRACE_SECONDS: z.coerce.number().int().min(0).max(7 * 86400).default(120),
+    /** How old the KPI gauges on /metrics may get: a scrape is served from the last snapshot and, when older, starts a refresh in the background. */
+    ACCESSLOOP_METRICS_REFRESH_SECONDS: z.coerce.number({ error: 'must be a number of seconds 1-3600' }).int().min(1).max(3600).default(30),
+    /** When set, /metrics answers only `Authorization: Bearer <this value>` (at least 24 characters). */
+    ACCESSLOOP_METRICS_TOKEN: optionalString.refine((v) => v === undefined || v.length >= 24, { message: 'ACCESSLOOP_METRICS_TOKEN must be at least 24 characters' }),
     /** Ed25519 seed (64 hex characters) signing evidence bundles; unset → generated once into the data dir. Share it across API replicas. */
     ACCESSLOOP_EVIDENCE_SIGNING_KEY: optionalString.refine((v) => v === undefined || /^[0-9a-fA-F]{64}$/.test(v), { message: 'ACCESSLOOP_EVIDENCE_SIGNING_KEY must be 64 hex characters (32 bytes)' }),
     /** YAML/JSON approval policy published at start when it differs from the active version. */
     ACCESSLOOP_POLICY_FILE: optionalString,
-    ACCESSLOOP_BODY_LIMIT: z.string().default('64kb'),
+    ACCESSLOOP_BODY_LIMIT: z
+      .string()
+      .regex(/^\d+(\.\d+)?\s*(b|kb|mb|gb)?$/i, { message: 'must be a size such as 64kb, 1mb or 65536 (bytes)' })
+      .default('64kb'),
     ACCESSLOOP_DEMO: z
       .enum(['true', 'false'])
       .default('true')

@@ -1,10 +1,11 @@
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { spawn, execFile } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
 import { access, mkdir, open } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { endOrphanedServers, spawnWatched, type WatchedChild } from '../activities/connectors/child-process.js';
 import { allSearchAttributeKeys } from '../workflows/search-attributes.js';
 
 const execFileAsync = promisify(execFile);
@@ -95,18 +96,21 @@ export async function freePort(): Promise<number> {
   });
 }
 
-async function waitForPort(port: number, deadlineMs: number, child: ChildProcess, logFile: string): Promise<void> {
+function canConnect(port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => {
+      s.end();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
+
+async function waitForPort(port: number, deadlineMs: number, child: WatchedChild, logFile: string): Promise<void> {
   const until = Date.now() + deadlineMs;
   while (Date.now() < until) {
-    if (child.exitCode !== null) throw new Error(`temporal dev server exited with ${child.exitCode}; see ${logFile}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ host: '127.0.0.1', port }, () => {
-        s.end();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
+    if (child.exitInfo() !== undefined) throw new Error(`temporal dev server exited (${child.exitInfo()}); see ${logFile}`);
+    if (await canConnect(port)) return;
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`temporal dev server did not listen on 127.0.0.1:${port} within ${deadlineMs} ms; see ${logFile}`);
@@ -121,7 +125,10 @@ export interface DevServer {
 
 export interface DevServerOptions {
   binary: string;
-  /** SQLite file for durable state; omitted → in-memory (tests). */
+  /**
+   * SQLite file for durable state; omitted → in-memory (tests). With a file, `temporal.pid` beside
+   * it names the server, and a server a killed run left on that file is ended before starting.
+   */
   dbFile?: string;
   port?: number;
   /** undefined → headless (no Web UI). */
@@ -130,11 +137,27 @@ export interface DevServerOptions {
   namespace?: string;
   /** Our codec endpoint (`<API>/codec`): the Web UI decrypts payloads through it in the browser. */
   codecEndpoint?: string;
+  /** Progress lines (an orphan found and ended). */
+  say?: Say;
 }
 
-/** Starts `temporal server start-dev` on 127.0.0.1 with our search attributes registered. */
+/**
+ * Starts `temporal server start-dev` on 127.0.0.1 with our search attributes registered, under
+ * the watchdog (activities/connectors/child-process.ts), so it ends when this process does.
+ */
 export async function startDevServer(opts: DevServerOptions): Promise<DevServer> {
-  const port = opts.port ?? (await freePort());
+  const say = opts.say ?? (() => {});
+  const pidFile = opts.dbFile ? path.join(path.dirname(opts.dbFile), 'temporal.pid') : undefined;
+  if (opts.dbFile && pidFile) {
+    const dbFile = path.resolve(opts.dbFile);
+    // Never two servers on one SQLite file: a previous run killed hard may have left one behind.
+    await endOrphanedServers('a Temporal dev server', dbFile, pidFile, (argv) => argv.includes('start-dev') && argv[argv.indexOf('--db-filename') + 1] === dbFile, say);
+  }
+  const port = opts.port || (await freePort());
+  // A fixed port already taken is someone else's server: using it would run our workflows there.
+  if (opts.port && (await canConnect(port))) {
+    throw new Error(`port ${port} (TEMPORAL_DEV_PORT) on 127.0.0.1 is already in use by another process, not by a dev server of this data dir: stop it, set TEMPORAL_DEV_PORT to a free port, or point TEMPORAL_ADDRESS at that server`);
+  }
   await mkdir(opts.logDir, { recursive: true });
   const logFile = path.join(opts.logDir, `temporal-${port}.log`);
   const log = await open(logFile, 'a');
@@ -155,20 +178,20 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
   if (opts.namespace && opts.namespace !== 'default') args.push('--namespace', opts.namespace);
   if (opts.dbFile) {
     await mkdir(path.dirname(opts.dbFile), { recursive: true });
-    args.push('--db-filename', opts.dbFile);
+    args.push('--db-filename', path.resolve(opts.dbFile));
   }
   if (opts.uiPort === undefined) args.push('--headless');
   else args.push('--ui-ip', '127.0.0.1', '--ui-port', String(opts.uiPort));
   if (opts.uiPort !== undefined && opts.codecEndpoint) args.push('--ui-codec-endpoint', opts.codecEndpoint);
   for (const k of allSearchAttributeKeys) args.push('--search-attribute', `${k.name}=${saTypeFlag(k.type)}`);
 
-  const child = spawn(opts.binary, args, { stdio: ['ignore', log.fd, log.fd], detached: false });
-  const killOnExit = () => child.kill('SIGKILL');
-  process.on('exit', killOnExit);
+  const child = spawnWatched(opts.binary, args, { pidFile: pidFile ?? path.join(opts.logDir, `temporal-${port}.pid`), stdout: log.fd, stderr: log.fd });
   try {
+    await child.serverPid();
     await waitForPort(port, 60_000, child, logFile);
   } catch (e) {
-    child.kill('SIGKILL');
+    await child.terminate(0);
+    await log.close();
     throw e;
   }
   return {
@@ -176,14 +199,8 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
     port,
     uiUrl: opts.uiPort === undefined ? undefined : `http://localhost:${opts.uiPort}`,
     async stop() {
-      process.off('exit', killOnExit);
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(t);
-      await log.close();
+      await child.terminate(10_000);
+      await log.close().catch(() => undefined);
     },
   };
 }

@@ -20,7 +20,7 @@ import type { Config } from './config.js';
 import { freePort, resolveTemporalBinary, startDevServer, type DevServer } from './dev-server.js';
 import type { Logger } from './logger.js';
 import { systems } from '../db/schema.js';
-import { ensureReconcileSchedule } from './schedules.js';
+import { ensureReconcileSchedule, ensureSentinelSchedule } from './schedules.js';
 import { createWorker, installTemporalRuntime } from './worker.js';
 
 export interface RuntimeOptions {
@@ -80,8 +80,9 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
       dev = await startDevServer({
         binary,
         dbFile: path.join(config.ACCESSLOOP_DATA_DIR, 'temporal.sqlite'),
-        port: 7233,
+        port: config.TEMPORAL_DEV_PORT,
         uiPort: config.TEMPORAL_UI_PORT,
+        say,
         logDir: config.ACCESSLOOP_DATA_DIR,
         namespace: config.TEMPORAL_NAMESPACE,
         // The UI decrypts payloads in the browser through our codec endpoint (PORT 0: not known yet).
@@ -146,6 +147,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     const connectors = createConnectorRegistry({ db, env: connectorEnv });
     // Reconciliation schedules for every system already registered (new ones get theirs on creation).
     for (const s of await db.select({ id: systems.id }).from(systems)) await ensureReconcileSchedule(temporal, config, s.id);
+    await ensureSentinelSchedule(temporal, config);
     stops.push(() => connectors.close());
 
     // ---- Worker
@@ -159,7 +161,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
         connection: workerConn,
         namespace: config.TEMPORAL_NAMESPACE,
         taskQueue: config.TEMPORAL_TASK_QUEUE,
-        deps: { db, connectors, log, metrics, policies, notifier, vault },
+        deps: { db, connectors, log, metrics, policies, notifier, vault, temporal },
         dataConverter,
       });
       workerDone = worker.run();
@@ -232,6 +234,7 @@ async function startDemo(config: Config, db: Db, env: Record<string, string | un
       rootDn,
       rootPassword: password,
       seedLdif: demoSeedLdif(DEMO_SUFFIX),
+      say,
     });
     stops.push(() => slapd.stop());
     env[DEMO_LDAP_SECRET_ENV] = password;

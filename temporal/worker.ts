@@ -4,6 +4,7 @@ import type { DataConverter } from '@temporalio/common';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type NativeConnection, type WorkflowBundleOption } from '@temporalio/worker';
 import { activityMetricsInterceptor } from '../activities/activity-metrics.js';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
+import { failureConverterPath } from './codec.js';
 import type { Logger } from './logger.js';
 
 // This module runs either compiled (dist/temporal/worker.js, `npm run worker`) or from source
@@ -23,12 +24,20 @@ export const prebuiltWorkflowBundlePath = compiled ? fileURLToPath(new URL('../w
 let bundle: Promise<WorkflowBundleOption> | undefined;
 
 /**
+ * What the workflow code is bundled with, here and in temporal/build.ts: the failure converter
+ * must be inside the bundle, because failures raised in workflow code (and update rejections)
+ * are converted in the sandbox, where a worker's dataConverter option does not reach once a
+ * bundle is given.
+ */
+export const workflowBundleOptions = { workflowsPath, failureConverterPath } as const;
+
+/**
  * The prebuilt bundle when there is one; otherwise the workflow code bundled once per process
  * (webpack is slow; tests and the bench share it).
  */
 export function workflowBundle(): Promise<WorkflowBundleOption> {
   if (prebuiltWorkflowBundlePath && existsSync(prebuiltWorkflowBundlePath)) return Promise.resolve({ codePath: prebuiltWorkflowBundlePath });
-  bundle ??= bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('WARN') });
+  bundle ??= bundleWorkflowCode({ ...workflowBundleOptions, logger: new DefaultLogger('WARN') });
   return bundle;
 }
 

@@ -21,6 +21,8 @@ import { freePort, startDevServer } from '../../temporal/dev-server.js';
 import { createLogger } from '../../temporal/logger.js';
 import { decideUpdate } from '../../workflows/messages.js';
 import { decodedHistoryText, metadataText, payloadsIn, rawHistoryText } from '../helpers/history.js';
+import { ldapModify } from '../helpers/ldap.js';
+import { demoGroupDn, DEMO_SUFFIX } from '../../activities/connectors/ldap/seed.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
 
 const execFileAsync = promisify(execFile);
@@ -252,6 +254,39 @@ describe('the codec endpoint', () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe('a failure path', () => {
+  it('seals failure messages and stack traces: a grant that fails naming a directory entry leaves neither in the raw history', async () => {
+    // The group is gone from the directory (the last test to use it), so the grant fails with "LDAP read of member on cn=engineering,…: LDAP result 32 (NoSuchObjectError)".
+    const group = demoGroupDn(DEMO_SUFFIX, 'engineering');
+    await ldapModify({ url: s.slapd.url, rootDn: s.slapd.rootDn, rootPassword: s.slapd.rootPassword }, `dn: ${group}\nchangetype: delete\n`);
+    const created = await s.call('POST', '/v1/access-requests', tok.alice, { entitlementId: s.catalog.entitlements.engineering, durationSeconds: 600, justification: 'failure path' });
+    expect(created.status, JSON.stringify(created.body)).toBe(202);
+    await waitFor(async () => (await s.call('POST', `/v1/access-requests/${created.body.id}/decision`, tok.bob, { decision: 'approve', comment: 'ok' })).status === 200, 'approval');
+    // The grant fails at once (NoSuchResource is not retryable); its failure is the first failed activity.
+    const failedActivities = (h: { events: Array<Record<string, any>> }) => h.events.filter((e) => e.eventType === 'EVENT_TYPE_ACTIVITY_TASK_FAILED').map((e) => e.activityTaskFailedEventAttributes.failure);
+    const raw = await waitFor(async () => {
+      const h = JSON.parse(await cli(['workflow', 'show', '--workflow-id', created.body.workflowId, '--output', 'json']));
+      return failedActivities(h).length > 0 ? h : undefined;
+    }, 'the failed grant in history', 60_000, 250);
+    const failures = failedActivities(raw);
+    for (const f of failures) {
+      // The SDK's placeholder replaces the message; the real one and the stack ride in the sealed payload.
+      expect(f.message).toBe('Encoded failure');
+      expect(f.stackTrace ?? '').toBe('');
+      expect(metadataText(f.encodedAttributes, 'encoding')).toBe('binary/encrypted');
+    }
+    const text = rawHistoryText(raw);
+    for (const secret of [group, 'cn=engineering', 'NoSuchObject', 'at async']) expect(text, secret).not.toContain(secret);
+
+    // With the key, through the codec endpoint (as the Temporal UI reads it), the message is there.
+    const clear = await cli(['workflow', 'show', '--workflow-id', created.body.workflowId, '--output', 'json', '--codec-endpoint', `${s.rt.apiUrl}/codec`, '--codec-auth', `Bearer ${tok.operator}`]);
+    expect(rawHistoryText(JSON.parse(clear))).toContain(`LDAP read of member on ${group}: LDAP result 32`);
+    // And our client's fetched history decodes to it too.
+    const decoded = await decodedHistoryText(await s.rt.temporal.workflow.getHandle(created.body.workflowId).fetchHistory(), s.rt.temporal.options.loadedDataConverter.payloadCodecs);
+    expect(decoded).toContain(`LDAP read of member on ${group}: LDAP result 32`);
   });
 });
 

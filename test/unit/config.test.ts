@@ -35,4 +35,59 @@ describe('loadConfig', () => {
       defaultApprovalTimeoutSeconds: 72 * 3600,
     });
   });
+
+  it('names the variable and the expected form for an HR webhook secret, never the secret', () => {
+    const good = `whsec_${Buffer.from('a'.repeat(24)).toString('base64')}`;
+    expect(loadConfig({ ACCESSLOOP_HR_WEBHOOK_SECRETS: `${good}, ${good}` }).ACCESSLOOP_HR_WEBHOOK_SECRETS).toBe(`${good}, ${good}`);
+    // The padding the library's decoder refused at start ("Base64Coder: incorrect padding").
+    const bad = 'whsec_c2VjcmV0LXdpdGgtbm8tcGFk';
+    let message = '';
+    try {
+      loadConfig({ ACCESSLOOP_HR_WEBHOOK_SECRETS: `${good},${bad.slice(0, -1)}` });
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toMatch(/ACCESSLOOP_HR_WEBHOOK_SECRETS: secret 2 of 2: each comma-separated secret must be whsec_<base64>/);
+    expect(message).not.toContain(bad.slice(6, -1));
+    expect(() => loadConfig({ ACCESSLOOP_HR_WEBHOOK_SECRETS: 'whsec_' })).toThrowError(/ACCESSLOOP_HR_WEBHOOK_SECRETS: secret 1 of 1/);
+  });
+
+  it('every invalid variable is reported by name with its expected form', () => {
+    const cases: Array<[string, string, RegExp]> = [
+      ['PORT', 'eighty', /port number/],
+      ['TEMPORAL_UI_PORT', '0', /port number 1-65535/],
+      ['TEMPORAL_DEV_PORT', '70000', /port number 0-65535/],
+      ['TEMPORAL_ADDRESS', 'http://temporal:7233', /host:port/],
+      ['DATABASE_URL', 'mysql://x', /postgres:\/\//],
+      ['TEMPORAL_TLS', 'yes', /"true"/],
+      ['ACCESSLOOP_PUBLIC_URL', 'access.example.com', /http\(s\) URL/],
+      ['ACCESSLOOP_NOTIFY_WEBHOOK_URL', 'ftp://x', /http\(s\) URL/],
+      ['ACCESSLOOP_NOTIFY_WEBHOOK_SECRET', 'whsec_', /at least one byte/],
+      ['ACCESSLOOP_BODY_LIMIT', 'lots', /64kb/],
+      ['ACCESSLOOP_CREDENTIAL_KEY', 'abc', /64 hex/],
+      ['ACCESSLOOP_EVIDENCE_SIGNING_KEY', 'abc', /64 hex/],
+      ['ACCESSLOOP_ACTION_LINK_SECRET', 'short', /32 characters/],
+      ['ACCESSLOOP_PAYLOAD_KEYS', 'k1:zz', /<id>:<64 hex characters>/],
+      ['ACCESSLOOP_PAYLOAD_ENCRYPTION', 'on', /"true"/],
+      ['ACCESSLOOP_CODEC_AUTH', 'basic', /"auto"/],
+      ['ACCESSLOOP_UI_ORIGIN', 'http://ui/path', /not an origin/],
+      ['ACCESSLOOP_RECONCILE_INTERVAL_MINUTES', '0', />=1/],
+      ['ACCESSLOOP_REVOKE_VERIFY_DEADLINE_SECONDS', '-5', />0/],
+      ['ACCESSLOOP_DEMO', 'maybe', /"true"/],
+      ['LOG_LEVEL', 'loud', /"info"/],
+    ];
+    for (const [name, value, form] of cases) {
+      let message = '';
+      try {
+        loadConfig({ [name]: value });
+      } catch (e) {
+        expect(e, name).toBeInstanceOf(ConfigError);
+        message = (e as Error).message;
+      }
+      const line = message.split('\n').find((l) => l.trim().startsWith(`${name}:`));
+      expect(line, `${name}=${value} → ${message}`).toBeDefined();
+      expect(line, name).toMatch(form);
+    }
+    expect(loadConfig({}).TEMPORAL_DEV_PORT).toBe(7233);
+  });
 });

@@ -12,13 +12,13 @@
  * sets nothing else: no ageing, no quality checks, no automatic lockout after failed binds
  * (pwdMaxFailure 0). The root DN has no entry and is never subject to the policy.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { canConnect, superviseChild, type SupervisedChild } from '../child-process.js';
+import { canConnect, endOrphanedServers, spawnWatched, type WatchedChild } from '../child-process.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -31,6 +31,8 @@ export interface StartSlapdOptions {
   rootPassword: string;
   /** LDIF loaded with slapadd on first start (no db dir yet); should create the suffix entry. */
   seedLdif?: string;
+  /** Progress lines (a slapd a killed run left on this directory, found and ended). */
+  say?: (msg: string) => void;
 }
 
 export interface SlapdHandle {
@@ -204,6 +206,11 @@ export async function startSlapd(opts: StartSlapdOptions): Promise<SlapdHandle> 
   const dbDir = path.join(dataDir, 'db');
   const logPath = path.join(dataDir, 'slapd.log');
 
+  // Never two slapds on one database: a run killed hard may have left one on this directory
+  // (its pid in slapd.pid, which both slapd and our watchdog write).
+  const pidFile = path.join(dataDir, 'slapd.pid');
+  await endOrphanedServers('a slapd', dataDir, pidFile, (argv) => path.basename(argv[0] ?? '') === 'slapd' && argv[argv.indexOf('-f') + 1] === confPath, opts.say ?? (() => {}));
+
   const rootPw = await hashPassword(opts.rootPassword);
   const policyDn = passwordPolicyDn(opts.suffix);
   await writeFile(confPath, renderConf({ dataDir, suffix: opts.suffix, rootDn: opts.rootDn, rootPw, policyDn }), { mode: 0o600 });
@@ -230,9 +237,8 @@ export async function startSlapd(opts: StartSlapdOptions): Promise<SlapdHandle> 
   const url = `ldap://127.0.0.1:${port}`;
   const lines: string[] = [];
   let logStream: WriteStream | undefined;
-  let child: ChildProcess | undefined;
+  let child: WatchedChild | undefined;
   let exited: Promise<void> = Promise.resolve();
-  let supervisor: SupervisedChild | undefined;
 
 
   let sawStarting = false;
@@ -262,21 +268,19 @@ export async function startSlapd(opts: StartSlapdOptions): Promise<SlapdHandle> 
   const lastLines = (n = 20) => lines.slice(-n).join('\n');
 
   const start = async (): Promise<void> => {
-    if (child && child.exitCode === null && child.signalCode === null) return;
+    if (child && child.exitInfo() === undefined) return;
     if (!logStream) {
       logStream = createWriteStream(logPath, { flags: 'a' });
       logStream.on('error', () => undefined);
     }
     sawStarting = false;
-    const proc = spawn(slapd, ['-d', '256', '-f', confPath, '-h', `ldap://127.0.0.1:${port}/`], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child = proc;
-    attachOutput(proc.stdout);
-    attachOutput(proc.stderr);
-    const supervised = superviseChild(proc);
-    supervisor = supervised;
+    // Under the watchdog: slapd ends when this process does, even on SIGKILL.
+    const supervised = spawnWatched(slapd, ['-d', '256', '-f', confPath, '-h', `ldap://127.0.0.1:${port}/`], { pidFile, stdout: 'pipe', stderr: 'pipe' });
+    child = supervised;
+    attachOutput(supervised.proc.stdout);
+    attachOutput(supervised.proc.stderr);
     exited = supervised.exited;
+    await supervised.serverPid().catch(() => undefined);
 
     const deadline = Date.now() + START_DEADLINE_MS;
     for (;;) {
@@ -287,7 +291,7 @@ export async function startSlapd(opts: StartSlapdOptions): Promise<SlapdHandle> 
       // port makes sure we are not talking to some other process that holds the port.
       if (sawStarting && (await canConnect(port))) return;
       if (Date.now() > deadline) {
-        proc.kill('SIGKILL');
+        await supervised.terminate(0);
         throw new Error(
           `slapd did not accept connections on 127.0.0.1:${port} within ${START_DEADLINE_MS / 1000} s; last log lines:\n${lastLines()}`,
         );
@@ -297,7 +301,7 @@ export async function startSlapd(opts: StartSlapdOptions): Promise<SlapdHandle> 
   };
 
   const stop = async (): Promise<void> => {
-    await (supervisor?.terminate(STOP_GRACE_MS) ?? exited);
+    await (child?.terminate(STOP_GRACE_MS) ?? exited);
   };
 
   await start();
@@ -313,6 +317,6 @@ export async function startSlapd(opts: StartSlapdOptions): Promise<SlapdHandle> 
     logLines: () => lines.slice(),
     stop,
     start,
-    pid: () => (child && child.exitCode === null && child.signalCode === null ? child.pid : undefined),
+    pid: () => (child && child.exitInfo() === undefined ? child.pid() : undefined),
   };
 }
