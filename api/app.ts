@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Client } from '@temporalio/client';
 import { sql } from 'drizzle-orm';
 import express, { type Express } from 'express';
@@ -7,10 +8,11 @@ import type { PolicyService } from '../activities/domain/policy/service.js';
 import type { Db } from '../db/client.js';
 import type { Config } from '../temporal/config.js';
 import { ensureReconcileSchedule } from '../temporal/schedules.js';
+import { UNIT_MS } from './schemas.js';
 import type { Logger } from '../temporal/logger.js';
 import { authenticate } from './auth.js';
 import { requestContext } from './request-context.js';
-import { errorHandler, notFoundHandler } from './errors.js';
+import { errorHandler, notFoundHandler, unauthorized } from './errors.js';
 import { openApiDocument } from './openapi.js';
 import { docsRoutes } from './routes/docs.js';
 import { accessRequestRoutes } from './routes/access-requests.js';
@@ -19,10 +21,11 @@ import { evidenceRoutes } from './routes/evidence.js';
 import { codecRoutes } from './routes/codec.js';
 import { approvalRoutes, catalogRoutes, identityRoutes, tokenRoutes } from './routes/operator.js';
 import { hrRoutes } from './routes/hr.js';
-import { kpiRoutes, registerKpiGauges } from './routes/kpis.js';
+import { computeKpis, kpiRoutes, registerKpiGauges, type Kpis } from './routes/kpis.js';
 import { reconciliationRoutes } from './routes/reconciliation.js';
 import { delegationRoutes, groupRoutes, policyRoutes } from './routes/policies.js';
 import { createAccessRequestService } from './services/access-requests.js';
+import { createAdminService } from './services/admin.js';
 import { createHrIntakeService } from './services/hr-intake.js';
 import { createReconciliationService } from './services/reconciliation.js';
 
@@ -37,6 +40,22 @@ export interface AppDeps {
   actionLinkSecret: Buffer;
   /** Opens issued credentials for their one-time delivery. */
   vault: CredentialVault;
+  /** The KPI snapshot behind the /metrics gauges (default: the aggregates over the last day). */
+  kpiSnapshot?: () => Promise<Kpis>;
+}
+
+/**
+ * The /metrics guard when ACCESSLOOP_METRICS_TOKEN is set. Both sides are hashed first, so the
+ * comparison is constant-time and equal-length whatever the caller sends.
+ */
+function metricsGuard(token: string | undefined): express.RequestHandler {
+  if (!token) return (_req, _res, next) => next();
+  const want = createHash('sha256').update(token).digest();
+  return (req, _res, next) => {
+    const m = /^Bearer (.+)$/.exec(req.get('authorization') ?? '');
+    const got = createHash('sha256').update(m?.[1] ?? '').digest();
+    next(m && timingSafeEqual(got, want) ? undefined : unauthorized());
+  };
 }
 
 /**
@@ -48,6 +67,8 @@ export function createApp(deps: AppDeps): Express {
   const requests = createAccessRequestService({ db, temporal, config, policies });
   const hrIntake = createHrIntakeService({ db, temporal, config });
   const reconciliation = createReconciliationService({ db, temporal, config });
+  // Every registered system gets its reconciliation schedule.
+  const admin = createAdminService({ db, policies, onSystemCreated: (id) => ensureReconcileSchedule(temporal, config, id) });
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
@@ -75,8 +96,12 @@ export function createApp(deps: AppDeps): Express {
     const [dbOk, temporalOk] = checks.map((c) => c.status === 'fulfilled');
     res.status(dbOk && temporalOk ? 200 : 503).json({ status: dbOk && temporalOk ? 'ready' : 'not_ready', database: dbOk ? 'ok' : 'down', temporal: temporalOk ? 'ok' : 'down' });
   });
-  registerKpiGauges(metrics.registry, db);
-  app.get('/metrics', async (_req, res) => {
+  registerKpiGauges(metrics.registry, {
+    compute: deps.kpiSnapshot ?? (() => computeKpis(db, UNIT_MS.d)),
+    maxAgeMs: config.ACCESSLOOP_METRICS_REFRESH_SECONDS * 1000,
+    log,
+  });
+  app.get('/metrics', metricsGuard(config.ACCESSLOOP_METRICS_TOKEN), async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   app.get('/openapi.json', (_req, res) => {
@@ -97,23 +122,22 @@ export function createApp(deps: AppDeps): Express {
   // Authenticate before parsing: anonymous callers never get their bodies parsed.
   v1.use(authenticate(db));
   // Policies arrive as YAML/JSON text (line-precise errors need the original), so before JSON parsing.
-  v1.use('/policies', policyRoutes(db, policies, config.ACCESSLOOP_BODY_LIMIT));
+  v1.use('/policies', policyRoutes(db, policies, admin, config.ACCESSLOOP_BODY_LIMIT));
   // HR events are verified over the raw bytes (Standard Webhooks), so also before JSON parsing.
   v1.use('/hr', hrRoutes({ config, intake: hrIntake }));
   v1.use(express.json({ limit: config.ACCESSLOOP_BODY_LIMIT, strict: true }));
   v1.use('/access-requests', accessRequestRoutes({ db, requests, vault }));
-  v1.use('/groups', groupRoutes(db));
-  v1.use('/delegations', delegationRoutes(db));
+  v1.use('/groups', groupRoutes(admin));
+  v1.use('/delegations', delegationRoutes(admin));
   v1.use('/metrics', kpiRoutes(db));
   v1.use('/reconciliation', reconciliationRoutes({ db, reconciliation }));
   v1.use('/evidence', evidence.router);
   v1.use('/approvals', approvalRoutes(db));
-  v1.use('/identities', identityRoutes(db));
-  // Every registered system gets its reconciliation schedule.
-  const catalog = catalogRoutes(db, { onSystemCreated: (id) => ensureReconcileSchedule(temporal, config, id) });
+  v1.use('/identities', identityRoutes(db, admin));
+  const catalog = catalogRoutes(db, admin);
   v1.use('/systems', catalog.systems);
   v1.use('/entitlements', catalog.entitlements);
-  v1.use('/tokens', tokenRoutes(db));
+  v1.use('/tokens', tokenRoutes(admin));
   app.use('/v1', v1);
 
   app.use(notFoundHandler);

@@ -138,7 +138,20 @@ route('put', '/v1/identities/{id}/ssh-public-key', { summary: 'Register the publ
 route('post', '/v1/systems', { summary: 'Register a target system (non-secret config + secret env refs)', roles: 'operator', body: s.createSystemBody, ok: { 201: described('the system') } });
 route('post', '/v1/entitlements', { summary: 'Add a catalog item', roles: 'operator', body: s.createEntitlementBody, ok: { 201: described('the entitlement') } });
 route('get', '/v1/entitlements', { summary: 'List the catalog', roles: 'any role but hr_system', ok: { 200: described('{items}') } });
-route('post', '/v1/tokens', { summary: 'Issue an API token (shown once, stored hashed)', roles: 'operator', body: s.createTokenBody, ok: { 201: described('{id, token, principalId, roles, expiresAt}') } });
+route('post', '/v1/tokens', {
+  summary: 'Issue an API token (shown once, stored hashed; optional expiresInSeconds or expiresAt)',
+  roles: 'operator',
+  body: s.createTokenBody,
+  ok: { 201: described('{id, token, principalId, roles, expiresAt}') },
+});
+route('get', '/v1/tokens', { summary: 'List API tokens (never the token or its hash)', roles: 'operator', ok: { 200: described('{items: [{id, principalId, roles, description, createdBy, createdAt, expiresAt, revokedAt}]}') } });
+route('delete', '/v1/tokens/{id}', {
+  summary: 'Revoke a token now (audited; it answers 401 from the next request)',
+  roles: 'operator',
+  params: s.idParam,
+  ok: { 200: described('the revoked token: {id, principalId, roles, …, revokedAt}; revoking it again changes nothing') },
+  errors: { 409: 'the last live operator token (issue another first)' },
+});
 
 // Policies.
 route('put', '/v1/policies', {
@@ -150,7 +163,7 @@ route('put', '/v1/policies', {
 route('get', '/v1/policies/active', { summary: 'The active policy document and version', roles: 'operator, auditor', ok: { 200: described('{version, source, createdBy, createdAt, document}') } });
 route('get', '/v1/policies/{entitlementId}/explain', {
   summary: 'Dry run: the stages, approvers and rules a request would get',
-  roles: 'requester (self, reports), approver, operator, auditor',
+  roles: 'operator, auditor; the subject; their manager, sponsor or owner (requester); approvers with an open task on the subject\'s requests; others 404',
   params: s.explainParams,
   query: s.explainQuery,
   ok: { 200: described('{policyVersion, policy, effect, reason?, maxDurationSeconds, rules, stages}') },
@@ -184,7 +197,12 @@ route('post', '/codec/encode', { summary: 'Encode payloads (e.g. a signal sent f
 // Operations.
 route('get', '/healthz', { summary: 'Liveness', ok: { 200: described('ok') } });
 route('get', '/readyz', { summary: 'Readiness (database and Temporal)', ok: { 200: described('ready'), 503: described('not ready') } });
-route('get', '/metrics', { summary: 'Prometheus metrics', ok: { 200: described('text exposition format') } });
+route('get', '/metrics', {
+  summary: 'Prometheus metrics (KPI gauges from a cached snapshot, ACCESSLOOP_METRICS_REFRESH_SECONDS)',
+  description: 'No token unless ACCESSLOOP_METRICS_TOKEN is set; then `Authorization: Bearer <that value>` (401 otherwise).',
+  optionalAuth: true,
+  ok: { 200: described('text exposition format') },
+});
 
 let cached: unknown;
 

@@ -147,13 +147,22 @@ export const createEntitlementBody = z
 
 export const apiRoles = ['hr_system', 'requester', 'approver', 'operator', 'auditor'] as const;
 
-export const createTokenBody = z.strictObject({
-  /** An identity id, or `client:<name>` for a system client such as an HR feed. */
-  principalId: z.union([z.uuid(), z.string().regex(/^client:[a-z0-9][a-z0-9._-]{0,63}$/, 'client:<name> with a lower-case name')]),
-  roles: z.array(z.enum(apiRoles)).min(1).max(apiRoles.length),
-  description: z.string().max(200).optional(),
-  expiresInSeconds: z.number().int().positive().max(2 * 365 * 24 * 3600).optional(),
-});
+/** Two years: a token that must outlive that is a configuration, not a credential. */
+const TOKEN_MAX_LIFETIME_SECONDS = 2 * 365 * 24 * 3600;
+
+export const createTokenBody = z
+  .strictObject({
+    /** An identity id, or `client:<name>` for a system client such as an HR feed. */
+    principalId: z.union([z.uuid(), z.string().regex(/^client:[a-z0-9][a-z0-9._-]{0,63}$/, 'client:<name> with a lower-case name')]),
+    roles: z.array(z.enum(apiRoles)).min(1).max(apiRoles.length),
+    description: z.string().max(200).optional(),
+    expiresInSeconds: z.number().int().positive().max(TOKEN_MAX_LIFETIME_SECONDS).optional(),
+    /** An absolute expiry instead (one or the other): authentication refuses the token from then on. */
+    expiresAt: z.iso.datetime({ offset: true }).optional(),
+  })
+  .refine((b) => !(b.expiresInSeconds !== undefined && b.expiresAt !== undefined), { message: 'give expiresInSeconds or expiresAt, not both', path: ['expiresAt'] })
+  .refine((b) => b.expiresAt === undefined || Date.parse(b.expiresAt) > Date.now(), { message: 'expiresAt must be in the future', path: ['expiresAt'] })
+  .refine((b) => b.expiresAt === undefined || Date.parse(b.expiresAt) <= Date.now() + TOKEN_MAX_LIFETIME_SECONDS * 1000, { message: 'expiresAt must be within two years', path: ['expiresAt'] });
 
 export const explainParams = z.strictObject({ entitlementId: z.uuid() });
 /** A dry run for a subject (default: the caller) and a duration (default: the entitlement's). */

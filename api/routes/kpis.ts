@@ -2,6 +2,7 @@ import { sql, type SQL } from 'drizzle-orm';
 import { Router } from 'express';
 import { Gauge, type Registry } from 'prom-client';
 import type { Db } from '../../db/client.js';
+import type { Logger } from '../../temporal/logger.js';
 import { requireRole } from '../auth.js';
 import { UNIT_MS, kpiQuery } from '../schemas.js';
 import { valid, validate } from '../validate.js';
@@ -105,51 +106,80 @@ export function kpiRoutes(db: Db): Router {
   return r;
 }
 
+export type Kpis = Awaited<ReturnType<typeof computeKpis>>;
+
+export interface KpiGaugeOptions {
+  /** Computes a snapshot (the aggregates over the last day). */
+  compute: () => Promise<Kpis>;
+  /** How old a snapshot may get before a scrape starts a refresh. */
+  maxAgeMs: number;
+  log: Pick<Logger, 'warn'>;
+  now?: () => number;
+}
+
 /**
- * The state-like measures as Prometheus gauges, read from the database when scraped (one query
- * set per scrape, shared by the gauges): open requests by age, orphaned access, open findings,
- * revocations still unverified. The event-like ones are counters and histograms in metrics.ts.
+ * The state-like measures as Prometheus gauges: open requests by age, orphaned access, open
+ * findings, revocations still unverified (the event-like ones are counters and histograms in
+ * metrics.ts). /metrics may be unauthenticated, so a scrape never runs the aggregates itself: it
+ * is served from the last snapshot, and one older than `maxAgeMs` starts a single refresh in the
+ * background (at most one per `maxAgeMs`, successful or not), which the next scrape shows. No
+ * timer runs, so an app nobody scrapes costs nothing and there is nothing to stop on shutdown.
+ * `accessloop_kpi_snapshot_timestamp_seconds` says how old the figures are (0: none yet).
  */
-export function registerKpiGauges(registry: Registry, db: Db): void {
-  let pending: Promise<Awaited<ReturnType<typeof computeKpis>>> | undefined;
-  // Several gauges collect in one scrape: they share one computation.
-  const snapshot = () => {
-    pending ??= computeKpis(db, UNIT_MS.d).finally(() => setTimeout(() => (pending = undefined), 1000).unref());
-    return pending;
+export function registerKpiGauges(registry: Registry, opts: KpiGaugeOptions) {
+  const now = opts.now ?? Date.now;
+  let snapshot: { at: number; kpis: Kpis } | undefined;
+  let attemptedAt = -Infinity;
+  let inFlight: Promise<void> | undefined;
+
+  const refresh = (): Promise<void> =>
+    (inFlight ??= (async () => {
+      attemptedAt = now();
+      try {
+        snapshot = { at: now(), kpis: await opts.compute() };
+      } catch (err) {
+        // the last snapshot stays (its timestamp shows its age); the next due scrape tries again
+        opts.log.warn({ err }, 'KPI gauge refresh failed');
+      } finally {
+        inFlight = undefined;
+      }
+    })());
+  const current = () => {
+    if (now() - attemptedAt >= opts.maxAgeMs) void refresh();
+    return snapshot;
   };
+
+  /** A gauge set from the snapshot; until the first one, labelled gauges show no series (unlabelled ones read 0: see the timestamp). */
+  const gauge = (name: string, help: string, labelNames: string[], set: (g: Gauge, k: Kpis) => void) =>
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect() {
+        const s = current();
+        this.reset();
+        if (s) set(this, s.kpis);
+      },
+    });
+  gauge('accessloop_open_requests', 'Requests not yet closed, by age since they were made', ['age'], (g, k) => {
+    for (const [age, n] of Object.entries(k.openRequests.byAge)) g.set({ age }, n);
+  });
+  gauge('accessloop_orphaned_access', 'Active grants held by identities that are no longer active', [], (g, k) => g.set(k.orphanedAccess.activeGrantsOfInactiveIdentities));
+  gauge('accessloop_reconciliation_findings_open', 'Open reconciliation findings by kind', ['kind'], (g, k) => {
+    for (const [kind, n] of Object.entries(k.orphanedAccess.openFindings)) g.set({ kind }, n);
+  });
+  gauge('accessloop_revocations_unverified_open', 'Grants whose removal is still not verified (an operator must look)', [], (g, k) => g.set(k.exceptions.revocationsUnverifiedOpen));
   new Gauge({
-    name: 'accessloop_open_requests',
-    help: 'Requests not yet closed, by age since they were made',
-    labelNames: ['age'],
+    name: 'accessloop_kpi_snapshot_timestamp_seconds',
+    help: 'When the KPI gauges were last computed (unix seconds; 0: not yet)',
     registers: [registry],
-    async collect() {
-      const k = await snapshot();
-      for (const [age, n] of Object.entries(k.openRequests.byAge)) this.set({ age }, n);
+    collect() {
+      this.set(snapshot ? snapshot.at / 1000 : 0);
     },
   });
-  new Gauge({
-    name: 'accessloop_orphaned_access',
-    help: 'Active grants held by identities that are no longer active',
-    registers: [registry],
-    async collect() {
-      this.set((await snapshot()).orphanedAccess.activeGrantsOfInactiveIdentities);
-    },
-  });
-  new Gauge({
-    name: 'accessloop_reconciliation_findings_open',
-    help: 'Open reconciliation findings by kind',
-    labelNames: ['kind'],
-    registers: [registry],
-    async collect() {
-      for (const [kind, n] of Object.entries((await snapshot()).orphanedAccess.openFindings)) this.set({ kind }, n);
-    },
-  });
-  new Gauge({
-    name: 'accessloop_revocations_unverified_open',
-    help: 'Grants whose removal is still not verified (an operator must look)',
-    registers: [registry],
-    async collect() {
-      this.set((await snapshot()).exceptions.revocationsUnverifiedOpen);
-    },
-  });
+  return {
+    /** Computes a snapshot now (the refresh a due scrape starts); resolves when it is in place. */
+    refresh,
+  };
 }

@@ -12,6 +12,7 @@ let s: Stack;
 let tok: Record<string, string>;
 const HUMAN_WAIT_MS = 1500;
 const ids: Record<'manual' | 'expired' | 'rejected' | 'pending', string> = { manual: '', expired: '', rejected: '', pending: '' };
+let scenarioDoneAt = 0;
 
 async function request(token: string | undefined, entitlement: string, durationSeconds: number, justification: string): Promise<{ id: string; at: number }> {
   const r = await s.call('POST', '/v1/access-requests', token, { entitlementId: s.catalog.entitlements[entitlement], durationSeconds, justification });
@@ -24,7 +25,8 @@ async function decide(id: string, decision: 'approve' | 'reject'): Promise<void>
 }
 
 beforeAll(async () => {
-  s = await startStack();
+  // a short snapshot age, so the gauges catch up with the scenario within the test's wait
+  s = await startStack({ env: { ACCESSLOOP_METRICS_REFRESH_SECONDS: '1' } });
   tok = Object.fromEntries(Object.entries(s.catalog.tokens).map(([k, v]) => [k, v.token]));
 
   // 1. approved after a deliberate human wait, then revoked by hand
@@ -48,6 +50,7 @@ beforeAll(async () => {
   await decide(ids.rejected, 'reject');
   await s.waitForStatus(ids.rejected, ['rejected']);
   ids.pending = (await request(tok.carol, 'engineering', 600, 'kpi scenario: still pending')).id;
+  scenarioDoneAt = Date.now();
 }, 120_000);
 
 afterAll(async () => {
@@ -92,8 +95,12 @@ describe('governance KPIs', () => {
   });
 
   it('exposes the same as Prometheus histograms, counters and gauges, with HTTP and activity metrics', async () => {
-    const res = await fetch(`${s.rt.apiUrl}/metrics`);
-    const text = await res.text();
+    // The KPI gauges come from a cached snapshot: a scrape finding it stale starts a refresh, a later one shows it.
+    const text = await waitFor(async () => {
+      const t = await (await fetch(`${s.rt.apiUrl}/metrics`)).text();
+      const at = /^accessloop_kpi_snapshot_timestamp_seconds (\S+)$/m.exec(t);
+      return at && Number(at[1]) * 1000 >= scenarioDoneAt ? t : undefined;
+    }, 'a KPI snapshot taken after the scenario');
     const value = (series: string) => {
       const line = text.split('\n').find((l) => l.startsWith(`${series} `));
       return line === undefined ? undefined : Number(line.slice(series.length + 1));
