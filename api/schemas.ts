@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { revokeReasonSchema } from '../workflows/message-schemas.js';
 
 // Request/response contracts: the routes validate with these and api/openapi.ts documents
 // these, so the two cannot drift. Strict objects: an unknown field is a client bug worth a
@@ -27,7 +28,8 @@ export const errorBody = z
 
 const justification = z.string().trim().min(10, 'say why in at least 10 characters').max(2000);
 const durationSeconds = z.number().int().positive().max(10 * 365 * 24 * 3600);
-const revokeReasons = ['expired', 'leaver', 'mover', 'review', 'manual', 'reconciliation'] as const;
+// The workflow's own reason schema, less the one only the sentinel itself records.
+const apiRevokeReason = revokeReasonSchema.exclude(['sentinel']);
 
 export const createAccessRequestBody = z.strictObject({
   subjectId: z.uuid().optional(),
@@ -63,7 +65,7 @@ export const decisionBody = z.strictObject({
 export const extendBody = z.strictObject({ durationSeconds, justification });
 
 export const revokeBody = z.strictObject({
-  reason: z.enum(revokeReasons).default('manual'),
+  reason: apiRevokeReason.default('manual'),
   comment: z.string().trim().max(2000).optional(),
 });
 

@@ -106,6 +106,12 @@ export class Approvals {
     if (!open || decided(open)) {
       throw ApplicationFailure.nonRetryable(`request is ${this.host.state.status}, with no approval open`, UpdateRejection.NotPending);
     }
+    if (this.host.revokeRequested) {
+      // Withdrawn (or revoked): the open stage is ending and its close is being recorded; a
+      // decision accepted now would be written after the cancellation and claim `granting`.
+      // Replay-safe: validators do not run for updates a history already accepted.
+      throw ApplicationFailure.nonRetryable(`request is ${this.host.state.status} and being withdrawn, with no approval open`, UpdateRejection.NotPending);
+    }
     if (args.stage !== undefined && args.stage !== open.number) {
       // An action link is bound to the stage it was sent for.
       throw ApplicationFailure.nonRetryable(`this approval is for stage ${args.stage}; stage ${open.number} is open`, UpdateRejection.NotPending);
