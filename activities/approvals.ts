@@ -16,7 +16,12 @@ export function createApprovalActivities({ db, policies, metrics }: Pick<Activit
       // The API commits the row before it starts the workflow, so a missing row is final.
       if (!req) throw notFound('access request');
       const { identity: subject } = await loadLease(db, input);
-      const d = subject.status !== 'active'
+      // The API closes a request as `failed` when it could not start its workflow; if a start it
+      // gave up on went through after all, that run must not route a request already closed.
+      const closedBeforeStart = input.purpose !== 'extension' && req.status === 'failed';
+      const d = closedBeforeStart
+        ? ({ effect: 'deny', reason: 'the request was closed before its workflow started', fired: [], maxDurationSeconds: 0, policyVersion: 'n/a' } as const)
+        : subject.status !== 'active'
         ? ({ effect: 'deny', reason: 'subject is not active', fired: [], maxDurationSeconds: 0, policyVersion: 'n/a' } as const)
         : await policies.decide({
             requestId: input.requestId,

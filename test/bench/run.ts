@@ -380,6 +380,11 @@ ${leaverSection}${reconcileSection}${codec.section}${sentinel.section}
   - an audit event per transition (one global hash chain, serialised by an advisory lock);
   - two LDAP round trips;
   - the API's own database reads.
+  - the safety additions of issue 11: a per-membership advisory-lock transaction around each
+    grant and removal, the attestation lookup when a revoke is recorded, input parsing at the
+    workflow's message boundary, and the sentinel's Schedule running alongside. The ratio read
+    0.31 on 2026-11-23 without them (on a slower day for both sides); their share is not yet
+    profiled, which is the first step toward issue 14's target.
 - Wave latency is bounded by how fast one worker drains ${LEASES} timers at once: ${LEASES}
   workflow tasks, then three activities per lease (the revocation record, the remove-and-verify
   against slapd, and the completion). The dev server and the worker share the same
