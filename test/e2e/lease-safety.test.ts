@@ -16,20 +16,17 @@ import { auditEvents, entitlements, grants, identities, notifications } from '..
 import { createLogger } from '../../temporal/logger.js';
 import { revokeSignal } from '../../workflows/messages.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
+import { startWebhookReceiver, type WebhookDelivery, type WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 // The lease activities' safety properties, exercised through the activity functions the worker
 // registers (createActivities over the stack's real database, slapd and a local signed-webhook
 // receiver), and checked with ldapsearch, SQL and the receiver's own signature verification.
 
-interface Delivery {
-  headers: http.IncomingHttpHeaders;
-  body: string;
-  json: { type: string; data: { requestId: string | null; grantId?: string; subjectId: string; details?: Record<string, unknown>; recipients: Array<{ identityId: string }> } };
-}
+type Delivery = WebhookDelivery<{ type: string; data: { requestId: string | null; grantId?: string; subjectId: string; details?: Record<string, unknown>; recipients: Array<{ identityId: string }> } }>;
 
 const secretBytes = randomBytes(24);
 const deliveries: Delivery[] = [];
-let receiver: http.Server;
+let receiver: WebhookReceiver | undefined;
 let s: Stack;
 let acts: Activities;
 let metrics: ReturnType<typeof createMetrics>;
@@ -66,22 +63,14 @@ async function grantRow(identityId: string, entitlementId: string, status: 'acti
 }
 
 beforeAll(async () => {
-  receiver = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      deliveries.push({ headers: req.headers, body, json: JSON.parse(body) });
-      res.writeHead(204).end();
-    });
-  });
-  await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+  receiver = await startWebhookReceiver(deliveries);
   s = await startStack();
   ids = s.catalog.identities;
   ent = s.catalog.entitlements;
   const log = createLogger('error');
   metrics = createMetrics();
   const notifier = createNotifier(
-    { webhookUrl: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`, webhookSecret: `whsec_${secretBytes.toString('base64')}`, publicUrl: 'http://localhost', linkSecret: randomBytes(32), linkTtlSeconds: 60 },
+    { webhookUrl: receiver.url, webhookSecret: `whsec_${secretBytes.toString('base64')}`, publicUrl: 'http://localhost', linkSecret: randomBytes(32), linkTtlSeconds: 60 },
     s.rt.db,
     log,
   );
@@ -89,7 +78,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await s?.stop();
-  await new Promise((r) => receiver?.close(r));
+  await receiver?.close();
 });
 
 describe('database errors become stable Temporal failures', () => {

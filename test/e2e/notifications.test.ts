@@ -1,19 +1,14 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
+import { startWebhookReceiver, type WebhookDelivery, type WebhookReceiver } from '../helpers/webhook-receiver.js';
 
-interface Delivery {
-  headers: http.IncomingHttpHeaders;
-  body: string;
-  json: { type: string; data: { requestId: string; stage: number; recipients: Array<{ identityId: string; actionUrl?: string }> } };
-}
+type Delivery = WebhookDelivery<{ type: string; data: { requestId: string; stage: number; recipients: Array<{ identityId: string; actionUrl?: string }> } }>;
 
 const secretBytes = randomBytes(24);
 const WEBHOOK_SECRET = `whsec_${secretBytes.toString('base64')}`;
 const LINK_TTL = 4;
-let receiver: http.Server;
+let receiver: WebhookReceiver | undefined;
 const deliveries: Delivery[] = [];
 let s: Stack;
 let tok: Record<string, string>;
@@ -48,16 +43,8 @@ const request = (body: Record<string, unknown>) => s.call('POST', '/v1/access-re
 const act = (token: string, body: unknown, bearer?: string) => s.call('POST', `/v1/approvals/actions/${token}`, bearer, body);
 
 beforeAll(async () => {
-  receiver = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      deliveries.push({ headers: req.headers, body, json: JSON.parse(body) });
-      res.writeHead(204).end();
-    });
-  });
-  await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
-  const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
+  receiver = await startWebhookReceiver(deliveries);
+  const url = receiver.url;
   s = await startStack({ env: { ACCESSLOOP_NOTIFY_WEBHOOK_URL: url, ACCESSLOOP_NOTIFY_WEBHOOK_SECRET: WEBHOOK_SECRET, ACCESSLOOP_ACTION_LINK_TTL_SECONDS: String(LINK_TTL) } });
   tok = Object.fromEntries(Object.entries(s.catalog.tokens).map(([k, v]) => [k, v.token]));
   ids = { ...s.catalog.identities };
@@ -65,7 +52,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await s?.stop();
-  await new Promise((r) => receiver?.close(r));
+  await receiver?.close();
 });
 
 describe('approval notifications and action links', () => {

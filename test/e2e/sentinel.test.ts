@@ -1,6 +1,4 @@
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { and, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_SUFFIX, demoGroupDn } from '../../activities/connectors/ldap/seed.js';
@@ -8,6 +6,7 @@ import { accessRequests, auditEvents, grants, identities, sentinelFindings } fro
 import { sentinelScheduleId } from '../../workflows/ids.js';
 import { ldapModify } from '../helpers/ldap.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
+import { startWebhookReceiver, type WebhookDelivery, type WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 // The sentinel runs on its own Schedule every 5 s with 1 s of grace, as an operator would
 // configure it tightly; each test wedges something behind the lease workflows' back and waits
@@ -15,14 +14,10 @@ import { startStack, waitFor, type Stack } from '../helpers/stack.js';
 const INTERVAL_S = 5;
 const GRACE_S = 1;
 
-interface Delivery {
-  headers: http.IncomingHttpHeaders;
-  body: string;
-  json: { type: string; data: { findingId: string; kind: string; grantId: string | null; requestId: string | null; removed: boolean; recipients: Array<{ identityId: string }> } };
-}
+type Delivery = WebhookDelivery<{ type: string; data: { findingId: string; kind: string; grantId: string | null; requestId: string | null; removed: boolean; recipients: Array<{ identityId: string }> } }>;
 const secretBytes = randomBytes(24);
 const deliveries: Delivery[] = [];
-let receiver: http.Server;
+let receiver: WebhookReceiver | undefined;
 let s: Stack;
 let tok: Record<'operator' | 'alice' | 'bob' | 'carol', string>;
 let ids: Stack['catalog']['identities'];
@@ -63,18 +58,10 @@ async function sentinelRuns(n: number) {
 }
 
 beforeAll(async () => {
-  receiver = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      deliveries.push({ headers: req.headers, body, json: JSON.parse(body) });
-      res.writeHead(204).end();
-    });
-  });
-  await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+  receiver = await startWebhookReceiver(deliveries);
   s = await startStack({
     env: {
-      ACCESSLOOP_NOTIFY_WEBHOOK_URL: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`,
+      ACCESSLOOP_NOTIFY_WEBHOOK_URL: receiver.url,
       ACCESSLOOP_NOTIFY_WEBHOOK_SECRET: `whsec_${secretBytes.toString('base64')}`,
       ACCESSLOOP_SENTINEL_INTERVAL_SECONDS: String(INTERVAL_S),
       ACCESSLOOP_SENTINEL_GRACE_SECONDS: String(GRACE_S),
@@ -86,7 +73,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await s?.stop();
-  await new Promise((r) => receiver?.close(r));
+  await receiver?.close();
 });
 
 describe('the sentinel, independent of the lease workflows', () => {
