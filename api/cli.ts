@@ -35,6 +35,12 @@ Commands (you act as the owner of ACCESSLOOP_TOKEN):
   evidence verify <file> [--public-key <file>]  verify a bundle offline: schema, every event hash,
                                                 adjacency links, signature (optionally pinned key)
   evidence public-key [-o <file>]               the key that signs bundles, with its fingerprint
+  token list                                    API tokens: id, principal, roles, expiry (operator;
+                                                never a secret)
+  token issue <principalId> --role <role> [--role <role> …] [--expires-in <seconds>] [--description <text>]
+                                                a token for an identity id or client:<name>; printed
+                                                once, only its hash is stored (operator)
+  token revoke <tokenId>                        refused for the last live operator token (operator)
 
 Options:
   --json          machine-readable output on stdout
@@ -63,10 +69,13 @@ const OPTIONS = {
   reason: { type: 'string' },
   output: { type: 'string', short: 'o' },
   'public-key': { type: 'string' },
+  role: { type: 'string', multiple: true },
+  'expires-in': { type: 'string' },
+  description: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 type OptionName = keyof typeof OPTIONS;
-type Values = { [K in OptionName]?: (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
+type Values = { [K in OptionName]?: (typeof OPTIONS)[K] extends { multiple: true } ? string[] : (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -85,7 +94,7 @@ interface ApiErrorBody {
 
 function apiClient(env: CliIo['env']) {
   const base = (env.ACCESSLOOP_URL?.trim() || 'http://127.0.0.1:3000').replace(/\/+$/, '');
-  return async function call<T = any>(method: 'GET' | 'POST', path: string, body?: unknown, opts: { auth?: boolean } = {}): Promise<T> {
+  return async function call<T = any>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, opts: { auth?: boolean } = {}): Promise<T> {
     const token = env.ACCESSLOOP_TOKEN?.trim();
     if (opts.auth !== false && !token) throw new CliError('ACCESSLOOP_TOKEN is not set: export your API token (the demo writes them to .data/demo.env)', 2);
     let res: Response;
@@ -135,6 +144,18 @@ function table(headers: string[], rows: Array<Array<string | number | null | und
   const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
   return [line(headers), ...cells.map(line)].join('\n');
 }
+
+interface TokenRow {
+  id: string;
+  principalId: string;
+  roles: string[];
+  description: string | null;
+  createdBy: string;
+  createdAt: string;
+  expiresAt: string | null;
+  revokedAt: string | null;
+}
+const tokenState = (t: TokenRow) => (t.revokedAt ? 'revoked' : t.expiresAt && Date.parse(t.expiresAt) <= Date.now() ? 'expired' : 'live');
 
 const clip = (s: string | null | undefined, n: number) => (!s ? s : s.length > n ? `${s.slice(0, n - 1)}…` : s);
 const when = (s: string | null | undefined) => (s ? s.replace(/\.\d{3}Z$/, 'Z') : null);
@@ -320,7 +341,56 @@ const COMMANDS: Record<string, Command> = {
       return 0;
     },
   },
+  'token list': {
+    options: ['json'],
+    async run(args, v, io) {
+      if (args.length) throw usage('token list takes no arguments');
+      const { items } = await apiClient(io.env)<{ items: TokenRow[] }>('GET', '/v1/tokens');
+      if (v.json) return io.out(JSON.stringify(items, null, 2)), 0;
+      io.out(table(['ID', 'PRINCIPAL', 'ROLES', 'STATE', 'EXPIRES', 'CREATED', 'BY', 'DESCRIPTION'], items.map((t) => [t.id, t.principalId, t.roles.join(','), tokenState(t), when(t.expiresAt), when(t.createdAt), t.createdBy, clip(t.description, 40)])));
+      return 0;
+    },
+  },
+  'token issue': {
+    options: ['role', 'expires-in', 'description', 'json'],
+    async run(args, v, io) {
+      const [principalId, ...extra] = args;
+      if (!principalId || extra.length) throw usage('token issue takes one principal: an identity id or client:<name>');
+      if (!v.role?.length) throw usage('token issue needs at least one --role (hr_system, requester, approver, operator, auditor)');
+      let expiresInSeconds: number | undefined;
+      if (v['expires-in'] !== undefined) {
+        expiresInSeconds = Number(v['expires-in']);
+        if (!Number.isInteger(expiresInSeconds) || expiresInSeconds <= 0) throw usage(`--expires-in takes a whole number of seconds, not "${v['expires-in']}"`);
+      }
+      const r = await apiClient(io.env)<{ id: string; token: string; principalId: string; roles: string[]; expiresAt: string | null }>('POST', '/v1/tokens', {
+        principalId,
+        roles: v.role,
+        ...(expiresInSeconds !== undefined ? { expiresInSeconds } : {}),
+        ...(v.description !== undefined ? { description: v.description } : {}),
+      });
+      if (v.json) return io.out(JSON.stringify(r, null, 2)), 0;
+      // The secret on stdout alone (pipe it into a secret store); what it is goes to stderr.
+      io.err(`issued token ${r.id} for ${r.principalId} (${r.roles.join(', ')}), ${r.expiresAt ? `expires ${when(r.expiresAt)}` : 'no expiry'}; it is shown only this once`);
+      io.out(r.token);
+      return 0;
+    },
+  },
+  'token revoke': {
+    options: ['json'],
+    async run(args, v, io) {
+      if (args.length > 1) throw usage('token revoke takes one token id');
+      const id = args[0];
+      if (!id || !UUID.test(id)) throw usage(`${id ? `"${id}" is not` : 'token revoke needs'} a token id (a UUID, from accessloop token list)`);
+      const t = await apiClient(io.env)<TokenRow>('DELETE', `/v1/tokens/${id}`);
+      if (v.json) return io.out(JSON.stringify(t, null, 2)), 0;
+      io.out(`token ${t.id} for ${t.principalId} revoked ${when(t.revokedAt)}; it is refused from now on`);
+      return 0;
+    },
+  },
 };
+
+/** Commands with subcommands, and the subcommands a bare group names in its usage error. */
+const GROUPS: Record<string, string> = { evidence: 'export, verify or public-key', token: 'list, issue or revoke' };
 
 async function decide(decision: 'approve' | 'reject', args: string[], v: Values, io: CliIo): Promise<number> {
   if (args.length > 1) throw usage(`${decision} takes one request id`);
@@ -346,9 +416,10 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
       (first || values.help ? io.out : io.err)(USAGE);
       return values.help ? 0 : 2;
     }
-    const name = first === 'evidence' ? `evidence ${rest.shift() ?? ''}`.trim() : first;
+    const group = GROUPS[first];
+    const name = group ? `${first} ${rest.shift() ?? ''}`.trim() : first;
     const command = COMMANDS[name];
-    if (!command) throw usage(name === 'evidence' ? 'evidence needs a subcommand: export, verify or public-key' : `unknown command "${name}"`);
+    if (!command) throw usage(group && name === first ? `${first} needs a subcommand: ${group}` : `unknown command "${name}"`);
     const given = (Object.keys(values) as OptionName[]).filter((k) => values[k] !== undefined);
     const foreign = given.filter((k) => !command.options.includes(k));
     if (foreign.length) throw usage(`${name} does not take ${foreign.map((k) => `--${k}`).join(', ')}`);

@@ -231,5 +231,15 @@ export async function ensureBootstrapToken(db: Db, token: string): Promise<void>
   const h = hashToken(token);
   const [found] = await db.select({ id: apiTokens.id }).from(apiTokens).where(eq(apiTokens.tokenHash, h));
   if (found) return;
-  await db.insert(apiTokens).values({ tokenHash: h, clientName: 'bootstrap', roles: ['operator'], description: 'ACCESSLOOP_BOOTSTRAP_TOKEN', createdBy: 'bootstrap' });
+  await db.transaction(async (tx) => {
+    // Two replicas starting at once: one inserts (and audits), the other finds nothing to do.
+    const [t] = await tx
+      .insert(apiTokens)
+      .values({ tokenHash: h, clientName: 'bootstrap', roles: ['operator'], description: 'ACCESSLOOP_BOOTSTRAP_TOKEN', createdBy: 'bootstrap' })
+      .onConflictDoNothing({ target: apiTokens.tokenHash })
+      .returning({ id: apiTokens.id });
+    if (!t) return;
+    // Issued by configuration: the same event an operator's POST /v1/tokens writes, by `system/startup`.
+    await appendAudit(tx, { idempotencyKey: `startup/token/${t.id}/issued`, actorType: 'system', actorId: 'startup', action: 'token.issued', data: { tokenId: t.id, principalId: 'client:bootstrap', roles: ['operator'], expiresAt: null, source: 'ACCESSLOOP_BOOTSTRAP_TOKEN' } });
+  });
 }

@@ -1,10 +1,11 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import path from 'node:path';
 import type { Client } from '@temporalio/client';
 import type { NativeConnection, Worker } from '@temporalio/worker';
 import { createConnectorRegistry, type ConnectorRegistry } from '../activities/connectors/registry.js';
+import { appendAudit } from '../activities/domain/audit.js';
 import { createMetrics, type Metrics } from '../activities/domain/metrics.js';
 import { createNotifier } from '../activities/domain/notifier.js';
 import { createCredentialVault } from '../activities/domain/vault.js';
@@ -122,7 +123,11 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
       // A bad file stops the start with line-precise problems; the active version stays as it was.
       const file = path.resolve(config.ACCESSLOOP_POLICY_FILE);
       try {
-        const r = await policies.publish(await readFile(file, 'utf8'), `file:${path.basename(file)}`, 'startup');
+        const source = `file:${path.basename(file)}`;
+        // Published by configuration, not by a person: the chain says so (actor `system/startup`).
+        const r = await policies.publish(await readFile(file, 'utf8'), source, 'startup', (tx, version) =>
+          appendAudit(tx, { idempotencyKey: `startup/policy/${version}/${randomUUID()}`, actorType: 'system', actorId: 'startup', action: 'policy.published', policyVersion: version, data: { source } }),
+        );
         say(`policy ${r.version} ${r.changed ? 'published' : 'unchanged'} from ${file}`);
       } catch (e) {
         if (e instanceof PolicyError) throw new Error(`${e.message}:\n${formatProblems(e.problems, file)}`);

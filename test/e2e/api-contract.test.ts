@@ -85,6 +85,9 @@ describe('API contract: authentication, validation, error shape', () => {
 
   it('lets a fresh install be set up entirely through the API with the bootstrap token', async () => {
     const op = BOOTSTRAP;
+    // The token configuration created is in the audit chain, issued by the system at start.
+    const issued = await s.tdb.db.execute<{ actor_type: string; actor_id: string; data: Record<string, unknown> }>(sql`select actor_type, actor_id, data from audit_event where action = 'token.issued' and data->>'principalId' = 'client:bootstrap'`);
+    expect([...issued].map((e) => [e.actor_type, e.actor_id, e.data.source])).toEqual([['system', 'startup', 'ACCESSLOOP_BOOTSTRAP_TOKEN']]);
     const owner = await s.call('POST', '/v1/identities', op, { kind: 'employee', username: 'erin', displayName: 'Erin Owner', externalId: 'HR-ERIN' });
     expect(owner.status, JSON.stringify(owner.body)).toBe(201);
     const dupe = await s.call('POST', '/v1/identities', op, { kind: 'employee', username: 'erin', displayName: 'Erin Again' });

@@ -121,6 +121,48 @@ describe('operator CLI (npx accessloop) against a running API', () => {
     expect(alice.stderr).toContain('error: access request not found (not_found, HTTP 404)');
   });
 
+  it('issues, lists and revokes a token as operator; the secret is printed once and refused after revocation', async () => {
+    const issued = await cli(tok.operator, 'token', 'issue', 'client:cli-feed', '--role', 'hr_system', '--role', 'auditor', '--expires-in', '3600', '--description', 'CLI test feed');
+    expect(issued.code, issued.stderr).toBe(0);
+    const secret = issued.stdout.trim();
+    expect(secret).toMatch(/^\S{24,}$/);
+    const tokenId = /issued token ([0-9a-f-]{36}) for client:cli-feed \(hr_system, auditor\), expires \S+; it is shown only this once/.exec(issued.stderr)?.[1];
+    expect(tokenId, issued.stderr).toBeTruthy();
+    // The new token works against the API: an auditor may read the KPIs.
+    expect((await s.call('GET', '/v1/metrics/kpis', secret)).status).toBe(200);
+
+    const list = await cli(tok.operator, 'token', 'list');
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout.split('\n')[0]).toMatch(/^ID\s+PRINCIPAL\s+ROLES\s+STATE\s+EXPIRES/);
+    expect(list.stdout.split('\n').find((l) => l.startsWith(tokenId!))).toMatch(/client:cli-feed\s+hr_system,auditor\s+live\s+\S+Z\s+.*CLI test feed/);
+    // Never a secret in the listing, neither the new one nor the caller's own.
+    expect(list.stdout).not.toContain(secret);
+    expect(list.stdout).not.toContain(tok.operator);
+    const asJson = JSON.parse((await cli(tok.operator, 'token', 'list', '--json')).stdout) as Array<Record<string, unknown>>;
+    expect(asJson.find((t) => t.id === tokenId)).toMatchObject({ principalId: 'client:cli-feed', roles: ['hr_system', 'auditor'], revokedAt: null });
+
+    // Only an operator manages tokens: the API's 403, and the token stays live.
+    const notOperator = await cli(tok.bob, 'token', 'revoke', tokenId!);
+    expect(notOperator.code).toBe(1);
+    expect(notOperator.stderr).toMatch(/\(forbidden, HTTP 403\)/);
+    const revoked = await cli(tok.operator, 'token', 'revoke', tokenId!);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    expect(revoked.stdout).toMatch(new RegExp(`^token ${tokenId} for client:cli-feed revoked \\S+; it is refused from now on`));
+    expect((await s.call('GET', '/v1/metrics/kpis', secret)).status).toBe(401);
+    expect((await cli(tok.operator, 'token', 'list')).stdout.split('\n').find((l) => l.startsWith(tokenId!))).toMatch(/\srevoked\s/);
+
+    // Bad input is refused before anything is sent.
+    const noRole = await cli(tok.operator, 'token', 'issue', 'client:cli-feed');
+    expect([noRole.code, noRole.stderr]).toEqual([2, expect.stringContaining('token issue needs at least one --role')]);
+    const badExpiry = await cli(tok.operator, 'token', 'issue', 'client:cli-feed', '--role', 'auditor', '--expires-in', 'soon');
+    expect([badExpiry.code, badExpiry.stderr]).toEqual([2, expect.stringContaining('--expires-in takes a whole number of seconds')]);
+    const badRole = await cli(tok.operator, 'token', 'issue', 'client:cli-feed', '--role', 'root');
+    expect(badRole.code).toBe(1);
+    expect(badRole.stderr).toMatch(/HTTP 400/);
+    const bare = await cli(tok.operator, 'token');
+    expect([bare.code, bare.stderr]).toEqual([2, expect.stringContaining('token needs a subcommand: list, issue or revoke')]);
+  });
+
   it('fails with the API’s message on a bad token and with usage errors on bad input', async () => {
     const bad = await cli('al_this-token-was-never-issued-by-anyone', 'pending');
     expect(bad.code).toBe(1);

@@ -251,6 +251,33 @@ describe('policy-routed approvals', () => {
     await finish(req.body.id);
   });
 
+  it('audits a policy published from ACCESSLOOP_POLICY_FILE at start as a system action, once per change', async () => {
+    const { mkdtemp, writeFile } = await import('node:fs/promises');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const { loadConfig } = await import('../../temporal/config.js');
+    const { createLogger } = await import('../../temporal/logger.js');
+    const { startRuntime } = await import('../../temporal/runtime.js');
+    const { psql } = await import('../helpers/postgres.js');
+    const { verifyChain } = await import('../../activities/domain/audit.js');
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'accessloop-policy-'));
+    const file = path.join(dir, 'startup-policy.yaml');
+    await writeFile(file, `apiVersion: accessloop/v1\npolicies:\n  - name: from-file-${Date.now()}\n    stages:\n      - { name: owner, approvers: [entitlement_owner] }\n`);
+    const events = async () =>
+      (await psql(s.tdb.url, `select actor_type || '|' || actor_id || '|' || policy_version || '|' || (data->>'source') from audit_event where action = 'policy.published' and data->>'source' = 'file:startup-policy.yaml' order by seq;\n`)).trim().split('\n').filter(Boolean);
+    const start = async () => {
+      const rt = await startRuntime({ config: loadConfig({ ...s.workerEnv, PORT: '0', ACCESSLOOP_POLICY_FILE: file }), log: createLogger('silent'), api: false, worker: false, say: () => {} });
+      await rt.stop();
+    };
+    await start();
+    const active = (await s.call('GET', '/v1/policies/active', tok.operator)).body.version;
+    expect(await events()).toEqual([`system|startup|${active}|file:startup-policy.yaml`]);
+    // The same file again is no change, and no second event.
+    await start();
+    expect(await events()).toHaveLength(1);
+    expect(await verifyChain(s.tdb.db)).toMatchObject({ ok: true });
+  });
+
   it('refuses a malformed ACCESSLOOP_POLICY_FILE at start with file:line:column, leaving the active policy', async () => {
     const { mkdtemp, writeFile } = await import('node:fs/promises');
     const os = await import('node:os');
