@@ -1,11 +1,12 @@
 import { ApplicationFailure } from '@temporalio/activity';
-import { and, eq } from 'drizzle-orm';
-import { credentials, grants, type Identity } from '../db/schema.js';
+import { and, eq, ne, sql } from 'drizzle-orm';
+import type { Db } from '../db/client.js';
+import { credentials, entitlements, grants, type Identity } from '../db/schema.js';
 import { appendAudit } from './domain/audit.js';
 import { ConnectorError, type IssuedCredential } from './connectors/types.js';
 import { storeCredential, type CredentialRef } from './domain/vault.js';
 import type { ActivityDeps } from './deps.js';
-import { actorTypeOf, apiRef, BY_WORKFLOW, createLeaseTargets, credentialModeOf, type FromApi, type Keyed, type LeaseContext, type LeaseRef } from './lease-context.js';
+import { actorTypeOf, apiRef, BY_WORKFLOW, createLeaseTargets, credentialModeOf, justifiesMembership, type FromApi, type Keyed, type LeaseContext, type LeaseRef } from './lease-context.js';
 
 /** The subject's registered SSH public key (PUT /v1/identities/:id/ssh-public-key). */
 function sshPublicKeyOf(identity: Pick<Identity, 'attributes'>): string | undefined {
@@ -33,6 +34,40 @@ export async function issueOnTarget(ctx: LeaseContext, notAfter: Date, opts: { r
     return { changed: g.changed, issued: g.credential };
   }
   return { changed: false, issued: undefined };
+}
+
+/** Another live grant of the same identity that also relies on its login credential on this system. */
+async function otherPasswordGrant(db: Pick<Db, 'select'>, identityId: string, systemId: string, grantId: string): Promise<string | undefined> {
+  const [row] = await db
+    .select({ id: grants.id })
+    .from(grants)
+    .innerJoin(entitlements, eq(entitlements.id, grants.entitlementId))
+    .where(
+      and(
+        eq(grants.identityId, identityId),
+        eq(entitlements.systemId, systemId),
+        ne(grants.id, grantId),
+        justifiesMembership(),
+        sql`${entitlements.attributes}->>'credential' = 'password'`,
+      ),
+    )
+    .limit(1);
+  return row?.id;
+}
+
+/**
+ * Ends the lease's login credential on the target when the grant is the last one relying on it,
+ * and reads it back: verified only once the role can no longer log in and none of its sessions
+ * is left; throws while it still can. Reports whether the target changed. Runs under the
+ * membership lock (the lease's removal and the sentinel's), in its transaction.
+ */
+export async function revokeLoginCredential(tx: Pick<Db, 'select'>, ctx: LeaseContext, grantId: string): Promise<boolean> {
+  const { connector, m, system, entitlement, identity } = ctx;
+  if (credentialModeOf(system, entitlement) !== 'password' || (await otherPasswordGrant(tx, identity.id, system.id, grantId))) return false;
+  if (!connector.revokeCredential || !connector.credentialActive) throw new ConnectorError('InvalidConfig', `${system.kind} systems cannot revoke credentials`);
+  const { changed } = await connector.revokeCredential(m.account);
+  if ((await connector.credentialActive(m.account)).active) throw new ConnectorError('TargetUnavailable', 'login credential still active after revoke');
+  return changed;
 }
 
 export function createCredentialActivities(deps: Pick<ActivityDeps, 'db' | 'connectors' | 'metrics' | 'vault'>) {

@@ -1,13 +1,13 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import { and, desc, eq, ne, sql } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
-import { accessRequests, approvals, auditEvents, entitlements, grants, hrEvents, revokeReason, type RevokeReason } from '../db/schema.js';
+import { accessRequests, approvals, auditEvents, grants, hrEvents, revokeReason, type RevokeReason } from '../db/schema.js';
 import { appendAudit, appendAuditEvent, type AuditInput } from './domain/audit.js';
 import { alertRecipients } from './domain/notifier.js';
 import { ConnectorError } from './connectors/types.js';
 import { endCredentials, storeCredential, type CredentialRef } from './domain/vault.js';
 import { AUTOMATED_REVOKE_REASONS } from './domain/metrics.js';
-import { issueOnTarget } from './credentials.js';
+import { issueOnTarget, revokeLoginCredential } from './credentials.js';
 import type { ActivityDeps } from './deps.js';
 import {
   activityAttempt,
@@ -24,25 +24,6 @@ import {
   type Keyed,
   type LeaseRef,
 } from './lease-context.js';
-
-/** Another live grant of the same identity that also relies on its login credential on this system. */
-async function otherPasswordGrant(db: Pick<Db, 'select'>, identityId: string, systemId: string, grantId: string): Promise<string | undefined> {
-  const [row] = await db
-    .select({ id: grants.id })
-    .from(grants)
-    .innerJoin(entitlements, eq(entitlements.id, grants.entitlementId))
-    .where(
-      and(
-        eq(grants.identityId, identityId),
-        eq(entitlements.systemId, systemId),
-        ne(grants.id, grantId),
-        justifiesMembership(),
-        sql`${entitlements.attributes}->>'credential' = 'password'`,
-      ),
-    )
-    .limit(1);
-  return row?.id;
-}
 
 export interface BeginRevocationInput extends Keyed, FromApi {
   requestId?: string | undefined;
@@ -277,13 +258,8 @@ export function createLeaseActivities(deps: Pick<ActivityDeps, 'db' | 'connector
             // A resource that does not exist holds no members: the removal is verified as such.
             if (!(e instanceof ConnectorError && e.type === 'NoSuchResource')) throw e;
           }
-          // The login credential goes with the last grant that relies on it; removal is verified
-          // only once the role can no longer log in and none of its sessions is left.
-          if (credentialModeOf(system, entitlement) === 'password' && !(await otherPasswordGrant(tx, identity.id, system.id, input.grantId))) {
-            if (!connector.revokeCredential || !connector.credentialActive) throw new ConnectorError('InvalidConfig', `${system.kind} systems cannot revoke credentials`);
-            changed = (await connector.revokeCredential(m.account)).changed || changed;
-            if ((await connector.credentialActive(m.account)).active) throw new ConnectorError('TargetUnavailable', 'login credential still active after revoke');
-          }
+          // The login credential goes with the last grant that relies on it, read back like the membership.
+          changed = (await revokeLoginCredential(tx, { connector, m, system, entitlement, identity }, input.grantId)) || changed;
           return { changed, retainedBy: undefined as string | undefined, verifiedAt: new Date().toISOString() };
         }),
       );

@@ -13,8 +13,10 @@ import {
   type Grant,
   type SentinelFindingKind,
 } from '../db/schema.js';
+import type * as workflows from '../workflows/index.js';
 import { appendAudit } from './domain/audit.js';
 import { endCredentials } from './domain/vault.js';
+import { revokeLoginCredential } from './credentials.js';
 import { connectorKinds } from './connectors/registry.js';
 import { ConnectorError, type Connector, type Membership } from './connectors/types.js';
 import type { ActivityDeps } from './deps.js';
@@ -27,6 +29,8 @@ export interface SentinelCheckInput {
   graceSeconds: number;
   /** The lease workflows' verification deadline: a removal is overdue past it plus the grace. */
   revokeDeadlineSeconds: number;
+  /** Running lease workflows described per run for a failing workflow task (default 500; see sentinelCheckWorkflows). */
+  workflowDescribeBatch?: number | undefined;
 }
 
 export interface SentinelCounts {
@@ -56,6 +60,10 @@ type Removable = Finding & { remove?: (findingId: string) => Promise<void> };
 const SENTINEL = { actorType: 'system', actorId: 'sentinel' } as const;
 /** Requests whose lease workflow must still be running. */
 const OPEN_REQUEST = ['pending_approval', 'scheduled', 'granting', 'active', 'revoking', 'revocation_unverified'] as const;
+/** The lease workflow's type name; typed against the exported workflows, so a rename fails to compile. */
+const LEASE_WORKFLOW_TYPE: keyof typeof workflows = 'accessRequestWorkflow';
+const RUNNING_LEASE_WORKFLOWS = `WorkflowType = '${LEASE_WORKFLOW_TYPE}' AND ExecutionStatus = 'Running'`;
+const DEFAULT_WORKFLOW_DESCRIBE_BATCH = 500;
 /** Grant states that explain a member on the target (the in-flight ones have checks of their own). */
 const EXPLAINS_MEMBER = ['granting', 'active', 'revoking', 'revocation_unverified'] as const;
 
@@ -68,6 +76,12 @@ const EXPLAINS_MEMBER = ['granting', 'active', 'revoking', 'revocation_unverifie
  */
 export function createSentinelActivities(deps: Pick<ActivityDeps, 'db' | 'connectors' | 'policies' | 'notifier' | 'metrics' | 'log' | 'temporal'>) {
   const { db, connectors, policies, notifier, metrics, log } = deps;
+  /**
+   * When each running lease workflow was last described by this worker, so the bounded batch
+   * rotates through all of them, least recently described first. Kept in memory: losing it on a
+   * restart only restarts the rotation.
+   */
+  const lastDescribed = new Map<string, number>();
 
   async function removalPolicy(): Promise<'expired' | 'all' | 'none'> {
     return (await policies.active()).document.sentinel?.remove ?? 'expired';
@@ -176,7 +190,12 @@ export function createSentinelActivities(deps: Pick<ActivityDeps, 'db' | 'connec
                 ),
               )
               .limit(1);
-      if (!justified) await removeVerified(connector, m);
+      if (!justified) {
+        await removeVerified(connector, m);
+        // As the lease's own removal: a login credential issued on the grant would otherwise keep
+        // working until its VALID UNTIL, so it is revoked and read back before the grant closes.
+        await revokeLoginCredential(tx, { connector, m, identity: who, entitlement: ent, system }, g.id);
+      }
       return justified;
     });
     const now = new Date();
@@ -340,25 +359,55 @@ export function createSentinelActivities(deps: Pick<ActivityDeps, 'db' | 'connec
       return handle(input, ['unjustified_member'], found, counts);
     },
 
-    /** Lease workflows of open requests that have ended, or whose last workflow task failed. */
+    /**
+     * Lease workflows of open requests that have ended, or whose last workflow task failed.
+     *
+     * One visibility listing of the running lease workflows replaces a describe per open request.
+     * Visibility is eventually consistent, so a request whose workflow it does not list is only a
+     * candidate: a describe confirms it (NotFound or a closed status) before it is a finding. A
+     * failing workflow task shows in no search attribute this server has (TemporalReportedProblems
+     * needs Temporal Server 1.30+; the dev server bundles 1.29.1), so running workflows are
+     * described in a bounded batch per run, least recently described first, plus every workflow
+     * with an unresolved finding, so a finding stays open until a describe shows it cleared.
+     */
     async sentinelCheckWorkflows(input: SentinelCheckInput): Promise<SentinelCounts> {
       const counts = zero();
-      if (!deps.temporal) return counts;
+      const temporal = deps.temporal;
+      if (!temporal) return counts;
       const cutoff = new Date(Date.now() - input.graceSeconds * 1000);
       const open = await db
         .select({ id: accessRequests.id, workflowId: accessRequests.workflowId, subjectId: accessRequests.subjectId, entitlementId: accessRequests.entitlementId, status: accessRequests.status })
         .from(accessRequests)
         .where(and(inArray(accessRequests.status, [...OPEN_REQUEST]), lt(accessRequests.updatedAt, cutoff)));
+      const running = new Set<string>();
+      for await (const w of temporal.workflow.list({ query: RUNNING_LEASE_WORKFLOWS, pageSize: 1000 })) running.add(w.workflowId);
+      const flagged = await db
+        .select({ subjectKey: sentinelFindings.subjectKey })
+        .from(sentinelFindings)
+        .where(and(inArray(sentinelFindings.kind, ['workflow_ended', 'workflow_task_failed']), isNull(sentinelFindings.resolvedAt)));
+      const stillFlagged = new Set(flagged.map((f) => f.subjectKey));
+
+      const confirm = open.filter((r) => !running.has(r.workflowId) || stillFlagged.has(r.workflowId));
+      const batch = Math.max(0, input.workflowDescribeBatch ?? DEFAULT_WORKFLOW_DESCRIBE_BATCH);
+      const rotation = open
+        .filter((r) => running.has(r.workflowId) && !stillFlagged.has(r.workflowId))
+        .sort((a, b) => (lastDescribed.get(a.workflowId) ?? 0) - (lastDescribed.get(b.workflowId) ?? 0))
+        .slice(0, batch);
+      const openIds = new Set(open.map((r) => r.workflowId));
+      for (const id of lastDescribed.keys()) if (!openIds.has(id)) lastDescribed.delete(id);
+
       const found: Finding[] = [];
-      for (const r of open) {
+      for (const r of [...confirm, ...rotation]) {
         const base = { subjectKey: r.workflowId, requestId: r.id, entitlementId: r.entitlementId, identityId: r.subjectId, workflowId: r.workflowId };
-        let d: Awaited<ReturnType<ReturnType<NonNullable<typeof deps.temporal>['workflow']['getHandle']>['describe']>>;
+        let d: Awaited<ReturnType<ReturnType<typeof temporal.workflow.getHandle>['describe']>>;
         try {
-          d = await deps.temporal.workflow.getHandle(r.workflowId).describe();
+          d = await temporal.workflow.getHandle(r.workflowId).describe();
         } catch (e) {
           if (!(e instanceof WorkflowNotFoundError)) throw e;
           found.push({ kind: 'workflow_ended', ...base, detail: `request ${r.status}, no lease workflow` });
           continue;
+        } finally {
+          lastDescribed.set(r.workflowId, Date.now());
         }
         if (d.status.name !== 'RUNNING') found.push({ kind: 'workflow_ended', ...base, detail: `request ${r.status}, workflow ${d.status.name}` });
         // A pending task on its second attempt or later means the one before it failed.

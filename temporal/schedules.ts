@@ -36,7 +36,7 @@ export async function ensureSentinelSchedule(client: Client, config: Config): Pr
   const action = {
     type: 'startWorkflow' as const,
     workflowType: sentinelWorkflow,
-    args: [{ v: 1 as const, graceSeconds: config.ACCESSLOOP_SENTINEL_GRACE_SECONDS, revokeDeadlineSeconds: config.ACCESSLOOP_REVOKE_VERIFY_DEADLINE_SECONDS }] as [SentinelInput],
+    args: [{ v: 1 as const, graceSeconds: config.ACCESSLOOP_SENTINEL_GRACE_SECONDS, revokeDeadlineSeconds: config.ACCESSLOOP_REVOKE_VERIFY_DEADLINE_SECONDS, workflowDescribeBatch: config.ACCESSLOOP_SENTINEL_WORKFLOW_DESCRIBE_BATCH }] as [SentinelInput],
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     workflowId: sentinelWorkflowId(config.TEMPORAL_TASK_QUEUE, 'scheduled'),
     // A run whose workers are gone must not hold the schedule (overlap SKIP) forever.

@@ -14,6 +14,8 @@ export interface SentinelInput {
   graceSeconds: number;
   /** The lease workflows' removal verification deadline (ACCESSLOOP_REVOKE_VERIFY_DEADLINE_SECONDS). */
   revokeDeadlineSeconds: number;
+  /** Running lease workflows described per run for a failing workflow task; absent: the activity's default. */
+  workflowDescribeBatch?: number | undefined;
 }
 
 /**
@@ -21,7 +23,7 @@ export interface SentinelInput {
  * Database first, so access it ends directly is gone before the targets are read.
  */
 export async function sentinelWorkflow(input: SentinelInput) {
-  const args = { runId: workflowInfo().runId, graceSeconds: input.graceSeconds, revokeDeadlineSeconds: input.revokeDeadlineSeconds };
+  const args = { runId: workflowInfo().runId, graceSeconds: input.graceSeconds, revokeDeadlineSeconds: input.revokeDeadlineSeconds, workflowDescribeBatch: input.workflowDescribeBatch };
   setCurrentDetails('checking grants, targets and lease workflows');
   const grants = await check.sentinelCheckGrants(args);
   const targets = await check.sentinelCheckTargets(args);
