@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings a fresh machine to the point where `npm start` (--for start) or `npm test`
-# (--for test) can run: node modules, OpenLDAP (slapd, ldap-utils), a reachable Postgres for
-# tests, and the Temporal CLI (built with `go install` when no binary is found).
+# (--for test) can run: node modules, OpenLDAP (slapd, ldap-utils), for tests also OpenSSH,
+# Chromium, Request Tracker 5 and a reachable Postgres, and the Temporal CLI (built with
+# `go install` when no binary is found).
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +55,27 @@ if [ "$purpose" = test ] && [ ! -x /usr/bin/chromium ]; then
     apt_install chromium
   else
     echo "chromium missing and cannot install it: apt-get install -y chromium" >&2; exit 1
+  fi
+fi
+
+# Request Tracker 5 as the service desk of the ticket integration tests (tests only; each run
+# starts its own RT on 127.0.0.1 with its own config and SQLite file, test/helpers/rt.ts, never
+# the system one). dbconfig gets its answers up front so the install asks nothing: an SQLite
+# database for the package's own instance, no cron jobs. Without recommends (cron, rsyslog,
+# S3/Dropbox attachment stores): 230 packages instead of 357, none needed here; w3m, which
+# RT uses to turn HTML mail into text (and warns on every start without), is asked for by name.
+if [ "$purpose" = test ] && { [ ! -x /usr/share/request-tracker5/libexec/rt-server ] || ! command -v w3m >/dev/null; }; then
+  if command -v apt-get >/dev/null && as_root true 2>/dev/null; then
+    say "installing Request Tracker 5 (apt-get install request-tracker5 rt5-db-sqlite rt5-standalone w3m; about a minute)"
+    printf '%s\n' \
+      'request-tracker5 request-tracker5/dbconfig-install boolean true' \
+      'request-tracker5 request-tracker5/database-type select sqlite3' \
+      'request-tracker5 request-tracker5/install-cronjobs boolean false' \
+      'request-tracker5 request-tracker5/handle-siteconfig-permissions boolean true' \
+      | as_root debconf-set-selections
+    apt_install --no-install-recommends request-tracker5 rt5-db-sqlite rt5-standalone w3m
+  else
+    echo "Request Tracker missing and cannot install it: apt-get install -y request-tracker5 rt5-db-sqlite rt5-standalone w3m" >&2; exit 1
   fi
 fi
 

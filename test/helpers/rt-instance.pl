@@ -1,0 +1,200 @@
+#!/usr/bin/perl
+# The private Request Tracker of the tests (driven by test/helpers/rt.ts; docs/rt.md).
+#
+#   rt-instance.pl setup
+#     On a freshly initialised database (rt-setup-database --action init): the "Access requests"
+#     queue, its custom fields, the users and the rights. Prints what it made as one JSON line.
+#     Run once per template database, never against a running server.
+#   rt-instance.pl serve --host 127.0.0.1 --port N --tokens FILE
+#     Mints the API tokens (when FILE does not exist yet) and serves RT in this same process.
+#
+# Both read the configuration named by RT_SITE_CONFIG / RT_SITE_CONFIG_DIR, never /etc.
+use strict;
+use warnings;
+
+use lib '/usr/local/share/request-tracker5/lib', '/usr/share/request-tracker5/lib';
+use Getopt::Long qw(GetOptionsFromArray);
+use JSON ();
+
+require RT;
+
+my $QUEUE = 'Access requests';
+my $REQUESTERS_GROUP = 'Access requesters';
+
+# All free text, one value each. The catalog (entitlement names, identities, duration limits)
+# lives in accessloop, which checks every value against it and answers on the ticket; a Select
+# list would be a second copy to keep in sync. No validation pattern either: on REST create RT
+# drops a value that fails the pattern without a word (201, the field just empty), so a
+# mistyped Duration would silently become the entitlement's default instead of a question back.
+my @FIELDS = (
+    { Name => 'Entitlement',   Description => 'Catalog name of the entitlement requested' },
+    { Name => 'Subject',       Description => 'Username of the identity that is to hold the access (the requester when empty)' },
+    { Name => 'Duration',      Description => 'How long the access is needed, ISO 8601 (PT8H, P3D); empty for the default' },
+    { Name => 'Justification', Description => 'Why the access is needed' },
+);
+
+# Least privilege, per principal, on the queue only (rights on a queue cover its tickets and
+# the custom fields applied to it). docs/rt.md#rights says why each one is there.
+my @INTEGRATION_RIGHTS = qw(SeeQueue ShowTicket ShowTicketComments SeeCustomField CommentOnTicket ReplyToTicket ModifyTicket);
+my @REQUESTER_RIGHTS   = qw(CreateTicket SeeCustomField SetInitialCustomField);
+my @REQUESTOR_ROLE_RIGHTS = qw(ShowTicket SeeCustomField ReplyToTicket);
+
+my %USERS = (
+    integration => { Name => 'accessloop', EmailAddress => 'accessloop@accessloop.test', RealName => 'accessloop integration', Privileged => 1 },
+    requester   => { Name => 'requester',  EmailAddress => 'requester@accessloop.test',  RealName => 'Access Requester',        Privileged => 0 },
+);
+
+sub fail { print STDERR "rt-instance.pl: @_\n"; exit 1 }
+
+sub must {
+    my ($what, $ok, $msg) = @_;
+    fail("$what: " . ($msg // 'failed')) unless $ok;
+    return $ok;
+}
+
+sub init_rt {
+    RT->LoadConfig();
+    RT->InitPluginPaths();
+    RT->InitLogging();
+    require RT::Handle;
+    my ($integrity, $state, $msg) = RT::Handle->CheckIntegrity;
+    fail('database ' . RT->Config->Get('DatabaseName') . " is not an initialised RT database ($state): $msg") unless $integrity;
+    RT->Init(Heavy => 1);
+    my ($compatible, $why) = RT::Handle->CheckCompatibility($RT::Handle->dbh, 'post');
+    fail($why) unless $compatible;
+}
+
+sub grant {
+    my ($principal, $right, $object) = @_;
+    my ($ok, $msg) = $principal->GrantRight(Right => $right, Object => $object);
+    # a second run over the same database finds its grants in place
+    must("granting $right", $ok || ($msg // '') =~ /already has the right/, $msg);
+}
+
+sub setup {
+    init_rt();
+    my $system = RT->SystemUser;
+
+    my $queue = RT::Queue->new($system);
+    $queue->Load($QUEUE);
+    unless ($queue->Id) {
+        must("creating queue $QUEUE", $queue->Create(
+            Name              => $QUEUE,
+            Description       => 'Requests for access, fulfilled by accessloop',
+            CorrespondAddress => 'access@accessloop.test',
+            CommentAddress    => 'access-comment@accessloop.test',
+        ));
+    }
+
+    my %field_ids;
+    for my $spec (@FIELDS) {
+        my $cf = RT::CustomField->new($system);
+        $cf->LoadByName(Name => $spec->{Name}, LookupType => RT::Ticket->CustomFieldLookupType, ObjectId => $queue->Id);
+        unless ($cf->Id) {
+            my ($ok, $msg) = $cf->Create(
+                Name        => $spec->{Name},
+                Type        => 'Freeform',
+                MaxValues   => 1,
+                LookupType  => RT::Ticket->CustomFieldLookupType,
+                Description => $spec->{Description},
+            );
+            must("creating custom field $spec->{Name}", $ok, $msg);
+        }
+        unless ($cf->IsAdded($queue->Id)) {
+            must("applying custom field $spec->{Name} to $QUEUE", $cf->AddToObject($queue));
+        }
+        $field_ids{ $spec->{Name} } = $cf->Id;
+    }
+
+    my %user_ids;
+    for my $key (sort keys %USERS) {
+        my $spec = $USERS{$key};
+        my $user = RT::User->new($system);
+        $user->Load($spec->{Name});
+        unless ($user->Id) {
+            my ($ok, $msg) = $user->Create(%$spec);
+            must("creating user $spec->{Name}", $ok, $msg);
+        }
+        $user_ids{$key} = $user->Id;
+    }
+
+    my $requesters = RT::Group->new($system);
+    $requesters->LoadUserDefinedGroup($REQUESTERS_GROUP);
+    unless ($requesters->Id) {
+        must("creating group $REQUESTERS_GROUP", $requesters->CreateUserDefinedGroup(
+            Name        => $REQUESTERS_GROUP,
+            Description => "May open tickets in $QUEUE",
+        ));
+    }
+    unless ($requesters->HasMember($user_ids{requester})) {
+        must("adding requester to $REQUESTERS_GROUP", $requesters->AddMember($user_ids{requester}));
+    }
+
+    my $integration = RT::User->new($system);
+    $integration->Load($user_ids{integration});
+    grant($integration->PrincipalObj, $_, $queue) for @INTEGRATION_RIGHTS;
+    grant($requesters->PrincipalObj, $_, $queue) for @REQUESTER_RIGHTS;
+    my $requestor_role = $queue->RoleGroup('Requestor');
+    grant($requestor_role->PrincipalObj, $_, $queue) for @REQUESTOR_ROLE_RIGHTS;
+
+    print JSON->new->canonical->encode({
+        queue        => { id => $queue->Id, name => $QUEUE },
+        customFields => \%field_ids,
+        users        => { map { ($_ => { id => $user_ids{$_}, name => $USERS{$_}{Name} }) } keys %USERS },
+        requestersGroup => { id => $requesters->Id, name => $REQUESTERS_GROUP },
+        rights       => { integration => \@INTEGRATION_RIGHTS, requesters => \@REQUESTER_RIGHTS, requestorRole => \@REQUESTOR_ROLE_RIGHTS },
+    }), "\n";
+}
+
+sub mint_tokens {
+    my ($file) = @_;
+    return if -e $file;
+    my %tokens;
+    for my $who ([integration => $USERS{integration}{Name}], [requester => $USERS{requester}{Name}], [admin => 'root']) {
+        my ($key, $name) = @$who;
+        my $user = RT::User->new(RT->SystemUser);
+        $user->Load($name);
+        fail("user $name does not exist: was the database made by `rt-instance.pl setup`?") unless $user->Id;
+        my $token = RT::AuthToken->new(RT->SystemUser);
+        my ($id, $msg, $secret) = $token->Create(Owner => $user->Id, Description => "accessloop tests ($key)");
+        must("minting a token for $name", $id, $msg);
+        $tokens{$key} = $secret;
+    }
+    my $tmp = "$file.tmp.$$";
+    umask 077;
+    open(my $fh, '>', $tmp) or fail("cannot write $tmp: $!");
+    print $fh JSON->new->canonical->encode(\%tokens);
+    close($fh) or fail("cannot write $tmp: $!");
+    rename($tmp, $file) or fail("cannot rename $tmp to $file: $!");
+}
+
+sub serve {
+    my @args = @_;
+    my ($host, $port, $tokens);
+    GetOptionsFromArray(\@args, 'host=s' => \$host, 'port=i' => \$port, 'tokens=s' => \$tokens)
+        or fail('usage: serve --host H --port N --tokens FILE');
+    fail('usage: serve --host H --port N --tokens FILE') unless $host && $port && $tokens;
+
+    # The same start-up as /usr/share/request-tracker5/libexec/rt-server, minus its install-mode
+    # fallback (a missing database is an error here) and its SIGINT chown of /var/lib.
+    init_rt();
+    mint_tokens($tokens);
+    $RT::Handle->dbh->disconnect if $RT::Handle->dbh;
+    $RT::Handle->dbh(undef);
+    undef $RT::Handle;
+
+    require RT::PlackRunner;
+    # One process, no forked workers: Starlet's workers outlive a SIGKILLed master and keep
+    # serving the port, which is exactly the orphan the watchdog exists to prevent.
+    my $runner = RT::PlackRunner->new(server => 'Standalone', env => 'deployment');
+    $runner->parse_options('--host', $host, '--port', $port);
+    $SIG{PIPE} = 'IGNORE';
+    # The watchdog's stop is SIGTERM: end as a clean exit (END blocks, database closed), not by the signal.
+    $SIG{TERM} = sub { exit 0 };
+    $runner->run;
+}
+
+my ($command, @rest) = @ARGV;
+if (($command // '') eq 'setup') { setup() }
+elsif (($command // '') eq 'serve') { serve(@rest) }
+else { fail('usage: rt-instance.pl setup | serve --host H --port N --tokens FILE') }
