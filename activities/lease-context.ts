@@ -1,10 +1,10 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import { and, eq, gt, or, sql } from 'drizzle-orm';
+import { and, eq, gt, notInArray, or, sql } from 'drizzle-orm';
 import { DrizzleQueryError } from 'drizzle-orm/errors';
 import postgres from 'postgres';
 import { ZodError } from 'zod';
 import type { Db } from '../db/client.js';
-import { accessRequests, entitlements, grants, identities, type Entitlement, type Identity, type RequestStatus, type System } from '../db/schema.js';
+import { accessRequests, entitlements, grants, identities, type Entitlement, type Grant, type Identity, type RequestStatus, type System } from '../db/schema.js';
 import { ConnectorError, type Connector, type Membership } from './connectors/types.js';
 import type { ActivityDeps } from './deps.js';
 
@@ -122,9 +122,29 @@ export function actorTypeOf(actorId: string): 'identity' | 'client' | 'workflow'
   return UUID.test(actorId) ? 'identity' : 'client';
 }
 
+/**
+ * States a request or grant never leaves. A late activity attempt (one Temporal already timed out,
+ * whose queries were queued through a database restart and ran afterwards) must not reopen what
+ * a newer attempt closed: a revoked request shown `active` again would block every new request
+ * for that subject and entitlement, and a revoked grant shown open would hold a leaver forever.
+ * The database refuses such a transition too (migration 0007, a trigger); these conditions make
+ * the ordinary writers skip it quietly instead of failing on it.
+ */
+export const FINAL_REQUEST_STATES = ['rejected', 'expired_unapproved', 'cancelled', 'revoked', 'failed'] as const satisfies readonly RequestStatus[];
+export const FINAL_GRANT_STATES = ['revoked', 'failed'] as const satisfies readonly Grant['status'][];
+
 export async function setRequestStatus(tx: Pick<Db, 'update'>, requestId: string | undefined, status: RequestStatus, extra: Partial<typeof accessRequests.$inferInsert> = {}) {
   if (!requestId) return;
-  await tx.update(accessRequests).set({ status, updatedAt: new Date(), ...extra }).where(eq(accessRequests.id, requestId));
+  await tx
+    .update(accessRequests)
+    .set({ status, updatedAt: new Date(), ...extra })
+    .where(and(eq(accessRequests.id, requestId), notInArray(accessRequests.status, [...FINAL_REQUEST_STATES])));
+}
+
+/** Locks the grant row for this transaction; undefined when it is gone or already in a final state (nothing left to change). */
+export async function lockOpenGrant(tx: Pick<Db, 'select'>, grantId: string): Promise<Grant | undefined> {
+  const [g] = await tx.select().from(grants).where(eq(grants.id, grantId)).for('update');
+  return g && !(FINAL_GRANT_STATES as readonly string[]).includes(g.status) ? g : undefined;
 }
 
 export async function loadLease(db: Pick<Db, 'select'>, l: Pick<LeaseRef, 'subjectId' | 'entitlementId'>) {

@@ -16,7 +16,9 @@ import {
   BY_WORKFLOW,
   createLeaseTargets,
   credentialModeOf,
+  FINAL_GRANT_STATES,
   justifiesMembership,
+  lockOpenGrant,
   notFound,
   setRequestStatus,
   withMembershipLock,
@@ -24,6 +26,9 @@ import {
   type Keyed,
   type LeaseRef,
 } from './lease-context.js';
+
+/** Grant states in which the membership must not be (re)added. */
+const REMOVING_OR_ENDED = ['revoking', 'revocation_unverified', ...FINAL_GRANT_STATES] as const;
 
 export interface BeginRevocationInput extends Keyed, FromApi {
   requestId?: string | undefined;
@@ -126,7 +131,12 @@ export function createLeaseActivities(deps: Pick<ActivityDeps, 'db' | 'connector
       // removal of the same membership that locks after us sees this grant and retains; one that
       // locked first finishes its removal before we add the membership back.
       const { changed, issued, identity } = await onLease(input, 'grant', (ctx) =>
-        withMembershipLock(db, ctx, async () => {
+        withMembershipLock(db, ctx, async (tx) => {
+          // Under the lock, so a removal of this membership cannot be in between: a grant whose
+          // removal has begun or ended (a late attempt after the lease ended, or the sentinel
+          // ended it) must not put the membership back on the target.
+          const [current] = await tx.select({ status: grants.status }).from(grants).where(eq(grants.id, input.grantId));
+          if (current && (REMOVING_OR_ENDED as readonly string[]).includes(current.status)) throw ApplicationFailure.nonRetryable('the grant is being removed or has ended', 'GrantClosed');
           const mode = credentialModeOf(ctx.system, ctx.entitlement);
           // The credential first: a login role must exist before it can be granted anything, and a
           // certificate is the grant itself.
@@ -175,6 +185,8 @@ export function createLeaseActivities(deps: Pick<ActivityDeps, 'db' | 'connector
         ? await db.select({ at: approvals.decidedAt }).from(approvals).where(and(eq(approvals.requestId, input.requestId), eq(approvals.status, 'approved'))).orderBy(desc(approvals.decidedAt)).limit(1)
         : [];
       const { inserted } = await db.transaction(async (tx) => {
+        // A late attempt after the lease already ended changes nothing (and writes no event).
+        if (!(await lockOpenGrant(tx, input.grantId))) return { inserted: false };
         await tx.update(grants).set({ status: 'active', grantVerifiedAt: verifiedAt, expiresAt }).where(eq(grants.id, input.grantId));
         await setRequestStatus(tx, input.requestId, 'active');
         return appendAuditEvent(tx, {
@@ -194,7 +206,8 @@ export function createLeaseActivities(deps: Pick<ActivityDeps, 'db' | 'connector
 
     async recordExtension(input: Keyed & FromApi & { requestId: string; grantId: string; actorId: string; justification: string; expiresAt: string }) {
       await db.transaction(async (tx) => {
-        const [before] = await tx.select({ expiresAt: grants.expiresAt }).from(grants).where(eq(grants.id, input.grantId));
+        const before = await lockOpenGrant(tx, input.grantId);
+        if (!before) return; // the lease ended meanwhile: no extension to record
         await tx.update(grants).set({ expiresAt: new Date(input.expiresAt) }).where(eq(grants.id, input.grantId));
         await setRequestStatus(tx, input.requestId, 'active');
         await appendAudit(tx, {
@@ -216,11 +229,13 @@ export function createLeaseActivities(deps: Pick<ActivityDeps, 'db' | 'connector
       if (!(revokeReason.enumValues as readonly string[]).includes(input.reason)) throw ApplicationFailure.nonRetryable('unknown revoke reason', 'InvalidInput');
       const { claimedActorId, ...actor } = await revocationActor(db, input);
       await db.transaction(async (tx) => {
+        // A grant that already ended (the sentinel ended it, or this is a late attempt) is not
+        // reopened, and no request to revoke it is recorded after the fact.
+        if (!(await lockOpenGrant(tx, input.grantId))) return;
         await tx
           .update(grants)
           .set({ status: 'revoking', revokeReason: input.reason, revokeRequestedAt: new Date(input.requestedAt), revokedBy: actor.actorId })
-          // A grant the sentinel already ended (revoked and verified) is not reopened by a lease workflow that recovers late.
-          .where(and(eq(grants.id, input.grantId), ne(grants.status, 'revoked')));
+          .where(eq(grants.id, input.grantId));
         await setRequestStatus(tx, input.requestId, 'revoking');
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
@@ -270,7 +285,10 @@ export function createLeaseActivities(deps: Pick<ActivityDeps, 'db' | 'connector
      * workflow). Flagged, counted and announced once per grant, however often this is retried.
      */
     async markRevocationUnverified(input: Keyed & { requestId?: string | undefined; grantId: string; error: string; errorType?: string }) {
-      const { inserted, entitlementId } = await db.transaction(async (tx) => {
+      const flagged = await db.transaction(async (tx) => {
+        // A late attempt (one that outlived its start-to-close timeout, its query queued through a
+        // database restart) can land after the removal was verified: it must not reopen the grant.
+        if (!(await lockOpenGrant(tx, input.grantId))) return undefined;
         const [g] = await tx.update(grants).set({ status: 'revocation_unverified' }).where(eq(grants.id, input.grantId)).returning({ entitlementId: grants.entitlementId });
         await setRequestStatus(tx, input.requestId, 'revocation_unverified');
         const { inserted } = await appendAuditEvent(tx, {
@@ -283,6 +301,8 @@ export function createLeaseActivities(deps: Pick<ActivityDeps, 'db' | 'connector
         });
         return { inserted, entitlementId: g?.entitlementId };
       });
+      if (!flagged) return;
+      const { inserted, entitlementId } = flagged;
       if (inserted) {
         metrics.revocationsUnverified.inc();
         metrics.exceptions.inc({ kind: 'revocation_unverified' });
@@ -337,6 +357,7 @@ export function createLeaseActivities(deps: Pick<ActivityDeps, 'db' | 'connector
 
     async markFailed(input: Keyed & { requestId: string; grantId: string; reason: string }) {
       await db.transaction(async (tx) => {
+        if (!(await lockOpenGrant(tx, input.grantId))) return; // already ended: a late attempt
         await tx.update(grants).set({ status: 'failed' }).where(eq(grants.id, input.grantId));
         await endCredentials(tx, input.grantId);
         await setRequestStatus(tx, input.requestId, 'failed', { failureReason: input.reason });

@@ -20,7 +20,7 @@ import { revokeLoginCredential } from './credentials.js';
 import { connectorKinds } from './connectors/registry.js';
 import { ConnectorError, type Connector, type Membership } from './connectors/types.js';
 import type { ActivityDeps } from './deps.js';
-import { setRequestStatus, withMembershipLock } from './lease-context.js';
+import { FINAL_GRANT_STATES, setRequestStatus, withMembershipLock } from './lease-context.js';
 
 /** One sentinel run's settings; the schedule carries them so activities need no config of their own. */
 export interface SentinelCheckInput {
@@ -203,7 +203,7 @@ export function createSentinelActivities(deps: Pick<ActivityDeps, 'db' | 'connec
       const closed = await tx
         .update(grants)
         .set({ status: 'revoked', revokeReason: 'sentinel', revokedBy: 'sentinel', revokeRequestedAt: g.revokeRequestedAt ?? now, revokedAt: now, removalVerifiedAt: other ? null : now })
-        .where(and(eq(grants.id, g.id), ne(grants.status, 'revoked')))
+        .where(and(eq(grants.id, g.id), notInArray(grants.status, [...FINAL_GRANT_STATES])))
         .returning({ id: grants.id });
       if (closed.length === 0) return;
       await endCredentials(tx, g.id);

@@ -15,6 +15,7 @@ import { closeDb, createDb } from '../../db/client.js';
 import { auditEvents, entitlements, grants, identities, notifications } from '../../db/schema.js';
 import { createLogger } from '../../temporal/logger.js';
 import { revokeSignal } from '../../workflows/messages.js';
+import { psqlRaw } from '../helpers/postgres.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
 import { startWebhookReceiver, type WebhookDelivery, type WebhookReceiver } from '../helpers/webhook-receiver.js';
 
@@ -232,6 +233,54 @@ describe('overlap-safe removal is serialised per membership', () => {
     expect(r.retainedBy).toBeUndefined();
     expect(await s.ldapMembers('prod-admins')).not.toContain(carol);
     expect(failed!.status).toBe('failed');
+  });
+});
+
+describe('a lease that ended stays ended', () => {
+  // A late activity attempt (timed out by Temporal, its queries queued through a database
+  // restart) runs after a newer attempt closed the lease. The fault drill caught one reopening a
+  // verified grant as `revocation_unverified`, which held a leaver forever.
+  it('late attempts after a verified removal change nothing: not the rows, not the audit trail, not slapd', async () => {
+    const dn = s.userDn('carol');
+    const [req] = await s.rt.db.execute<{ id: string }>(sql`insert into access_request (requester_id, subject_id, entitlement_id, justification, requested_duration_seconds, status, workflow_id) values (${ids.carol}, ${ids.carol}, ${ent['finance-readers']!}, 'late attempts', 600, 'granting', ${`late/${randomUUID()}`}) returning id`);
+    const requestId = req!.id;
+    const [g] = await s.rt.db.insert(grants).values({ identityId: ids.carol, entitlementId: ent['finance-readers']!, requestId, source: 'request', status: 'granting' }).returning();
+    const lease = { grantId: g!.id, subjectId: ids.carol, entitlementId: ent['finance-readers']! };
+    await acts.grantAccess({ ...lease, requestId, idempotencyKey: randomUUID() });
+    const verified = await acts.verifyGranted({ ...lease, requestId, expiresAt: new Date(Date.now() + 600_000).toISOString(), idempotencyKey: randomUUID() });
+    await acts.beginRevocation({ grantId: g!.id, requestId, reason: 'manual', actorId: 'system', requestedAt: new Date().toISOString(), idempotencyKey: randomUUID() });
+    const r = await acts.removeAndVerify({ ...lease, reason: 'manual' });
+    await acts.completeRevocation({ grantId: g!.id, requestId, changed: r.changed, verifiedAt: new Date().toISOString(), idempotencyKey: randomUUID() });
+    expect(await s.ldapMembers('finance-readers')).not.toContain(dn);
+    const eventsBefore = await s.rt.db.$count(auditEvents, eq(auditEvents.grantId, g!.id));
+
+    // Every late write a lease workflow could make, each as a fresh attempt.
+    await acts.markRevocationUnverified({ grantId: g!.id, requestId, error: 'deadline', idempotencyKey: randomUUID() });
+    await acts.verifyGranted({ ...lease, requestId, expiresAt: verified.expiresAt, idempotencyKey: randomUUID() }).catch(() => undefined); // absent on the target: retryable, and still nothing written
+    await acts.recordExtension({ grantId: g!.id, requestId, actorId: ids.bob, justification: 'late', expiresAt: new Date(Date.now() + 900_000).toISOString(), idempotencyKey: randomUUID() });
+    await acts.beginRevocation({ grantId: g!.id, requestId, reason: 'manual', actorId: 'system', requestedAt: new Date().toISOString(), idempotencyKey: randomUUID() });
+    await acts.markFailed({ grantId: g!.id, requestId, reason: 'late', idempotencyKey: randomUUID() });
+    // A late grant must not put the membership back on the target.
+    const err = (await failureOf(acts.grantAccess({ ...lease, requestId, idempotencyKey: randomUUID() }))) as ApplicationFailure;
+    expect([err.type, err.nonRetryable]).toEqual(['GrantClosed', true]);
+    expect(await s.ldapMembers('finance-readers')).not.toContain(dn);
+
+    const [after] = await s.rt.db.select().from(grants).where(eq(grants.id, g!.id));
+    expect([after!.status, after!.removalVerifiedAt !== null, after!.expiresAt?.toISOString()]).toEqual(['revoked', true, verified.expiresAt]);
+    const [row] = await s.rt.db.execute<{ status: string }>(sql`select status from access_request where id = ${requestId}`);
+    expect(row!.status).toBe('revoked');
+    // Not one event after the fact: the evidence says what happened, in the order it happened.
+    expect(await s.rt.db.$count(auditEvents, eq(auditEvents.grantId, g!.id))).toBe(eventsBefore);
+
+    // The database itself refuses to reopen a final state, whoever writes (psql here, not our code).
+    const reopen = await psqlRaw(s.tdb.url, `update "grant" set status = 'active' where id = :'id';\n`, { id: g!.id });
+    expect(reopen.code).not.toBe(0);
+    expect(reopen.stderr).toMatch(/grant .* is revoked, a final state/);
+    const reopenRequest = await psqlRaw(s.tdb.url, `update access_request set status = 'active' where id = :'id';\n`, { id: requestId });
+    expect(reopenRequest.stderr).toMatch(/access_request .* is revoked, a final state/);
+    // Between live states the row moves freely (the trigger guards only the final ones).
+    const live = await grantRow(ids.carol, ent['finance-readers']!, 'granting');
+    expect((await psqlRaw(s.tdb.url, `update "grant" set status = 'active' where id = :'id';\nupdate "grant" set status = 'revoked' where id = :'id';\n`, { id: live.id })).code).toBe(0);
   });
 });
 
