@@ -23,6 +23,7 @@ import { resolveTemporalBinary, startDevServer } from '../../temporal/dev-server
 import { startStackAt, waitFor } from '../helpers/stack-core.js';
 import { benchCodec } from './codec.js';
 import { HR_BENCH_SECRET, benchLeavers } from './leavers.js';
+import { benchModel } from './model.js';
 import { benchReconciliation } from './reconcile.js';
 import { benchSentinel } from './sentinel.js';
 import { minimalApprove, minimalState } from './minimal-workflow.js';
@@ -36,6 +37,13 @@ const POLL_MS = 25;
 const say = (m: string) => console.log(`[bench] ${m}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+if (process.env.BENCH_ONLY === 'model') {
+  // The randomized runs alone, while developing (vitest brings its own servers): printed, never written.
+  const model = await benchModel(say);
+  console.log(model.section);
+  say(model.summary);
+  process.exit(0);
+}
 const binary = await resolveTemporalBinary({ cliPath: process.env.TEMPORAL_CLI_PATH, say });
 const serverVersion = (await promisify(execFile)(binary, ['--version'])).stdout.trim();
 const server = await startDevServer({ binary, logDir: await mkdtemp(path.join(os.tmpdir(), 'accessloop-bench-')) });
@@ -284,6 +292,8 @@ try {
   const codec = await benchCodec(server.address, say);
   // ---- 8. the sentinel: wedged lease expiry → alert → verified removal (issue 11)
   const sentinel = await benchSentinel(server.address, say);
+  // ---- 9. randomized runs (issue 11): last, so its own servers do not load the measurements above
+  const model = await benchModel(say);
 
   const unverifiedCount = await s.rt.db.$count(auditEvents, eq(auditEvents.action, 'grant.revocation_unverified'));
   const thr = { accessloop: LEASES / accessloopSeconds, minimal: LEASES / minimalSeconds };
@@ -370,7 +380,7 @@ mix employees, contractors, self-service and on-behalf requests.
 
 Outcomes of the pure evaluations: ${Object.entries(effects).map(([k, v]) => `${k} ${v}`).join(', ')}.
 
-${leaverSection}${reconcileSection}${codec.section}${sentinel.section}
+${leaverSection}${reconcileSection}${codec.section}${sentinel.section}${model.section}
 ## Reading the numbers
 
 - The throughput ratio prices what a real lease adds over a bare workflow of the same shape.
@@ -397,6 +407,7 @@ ${leaverSection}${reconcileSection}${codec.section}${sentinel.section}
   say(`approval system part p50 ${fmt(systemPart.p50)} p99 ${fmt(systemPart.p99)}; policy evaluate p50 ${evalS.p50.toFixed(1)} µs, decide p50 ${decideS.p50.toFixed(2)} ms`);
   say(codec.summary);
   say(sentinel.summary);
+  say(model.summary);
   say(`wrote ${out}`);
 } finally {
   minimalWorker.shutdown();

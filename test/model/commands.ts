@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import { decideUpdate } from '../../workflows/messages.js';
 import { ENT_KEYS, PEOPLE, PRINCIPALS, type EntKey, type ModelEnv, type Person, type Principal, type RunCatalog } from './env.js';
 import { hrCmd, hrWeighted, type ModelHrWorker } from './hr.js';
-import { restartCmd, restartWeighted } from './restarts.js';
+import { restartCmd, restartWeighted, type WorkerOutage } from './restarts.js';
 
 export interface ModelRequest {
   id: string;
@@ -33,6 +33,10 @@ export interface Real {
   run: RunCatalog;
   /** What each command did and what the stack answered, for the failure report. */
   trace: string[];
+  /** The worker restarts of this run (the invariants' grace allows for them). */
+  outages: WorkerOutage[];
+  /** Read from the run's raw histories with the invariants: activity timeouts by activity, workflow task timeouts. */
+  timeouts?: { activities: Record<string, number>; workflowTasks: Record<string, number> };
 }
 
 type Cmd = fc.AsyncCommand<Model, Real>;
@@ -311,6 +315,7 @@ export const cmd = {
   revokeSignal: (req: number, payload: SignalPayload) => new RevokeSignalCmd(req, payload),
   wait: (ms: number) => new WaitCmd(ms),
   ...hrCmd,
-  restartWorker: restartCmd.worker,
+  crashWorker: restartCmd.crashWorker,
+  restartWorker: restartCmd.restartWorker,
   restartSlapd: restartCmd.slapd,
 };

@@ -17,7 +17,7 @@ const execFileAsync = promisify(execFile);
 export const INVARIANTS = {
   'requests-closed': 'every request is closed at quiescence (pending ones after an operator withdrew them)',
   'members-justified': 'every member of a managed group is the placeholder or justified by a live grant',
-  'no-lease-past-expiry': 'no grant stays unremoved past expires_at + grace',
+  'no-lease-past-expiry': 'no grant stays unremoved past expires_at + grace (the grace counted again after a worker restart that overlaps it)',
   'no-self-approval': "no approval row 'approved' was made by the request's subject or requester",
   'revocations-verified': 'every revoked grant has removal_verified_at and the directory agrees',
   'audit-chain': 'the audit hash chain verifies',
@@ -32,6 +32,17 @@ export interface Violation {
 
 /** Verification deadline (3 s in the test stack) plus read-back backoff plus a loaded two-core machine. */
 export const GRACE_MS = 15_000;
+
+/**
+ * The latest a removal due at `dueAt` may be verified: the grace, restarted after every worker
+ * outage that overlaps it, from the moment a worker could pick the work up again (the new process
+ * is up and, after a crash, the abandoned activities have timed out on the server).
+ */
+export function removalDeadline(real: Real, dueAt: number): number {
+  let deadline = dueAt + GRACE_MS;
+  for (const o of real.outages) if (o.down <= deadline && o.up + o.abandonedMs >= dueAt) deadline = Math.max(deadline, o.up + o.abandonedMs + GRACE_MS);
+  return deadline;
+}
 const TERMINAL = ['rejected', 'expired_unapproved', 'cancelled', 'revoked', 'failed'];
 const LIVE_GRANT = ['granting', 'active', 'revoking', 'revocation_unverified'];
 
@@ -71,9 +82,10 @@ export async function quiesce(real: Real): Promise<void> {
     const open = rows.filter((r) => !TERMINAL.includes(r.status));
     const hrDone = await hrSettled(real);
     if (open.length === 0 && hrDone) return void trace.push(`quiesce: all ${rows.length} requests closed, HR settled, after ${Date.now() - started} ms`);
-    // Leases end at their expiry; withdrawn or deciding requests close within the grace.
+    // Leases end at their expiry; withdrawn or deciding requests close within the grace (after a
+    // recent worker crash, within the grace of the abandoned activities' retry).
     const latest = Math.max(started, ...open.map((r) => r.expires_at?.getTime() ?? 0));
-    if (Date.now() > Math.min(latest + GRACE_MS, started + 60_000)) {
+    if (Date.now() > Math.min(removalDeadline(real, latest), started + 60_000)) {
       return void trace.push(`quiesce: gave up with ${open.length} open (${open.map((r) => `${r.id.slice(0, 8)}:${r.status}`).join(', ')})${hrDone ? '' : ', HR not settled'}`);
     }
     await new Promise((res) => setTimeout(res, 250));
@@ -90,15 +102,17 @@ export async function checkInvariants(real: Real): Promise<Violation[]> {
   for (const r of rows) {
     if (TERMINAL.includes(r.status)) continue;
     // A lease still inside its (extended) term is not a failure to close; anything else is.
-    if (r.grant_status === 'active' && r.expires_at && r.expires_at.getTime() + GRACE_MS > now) continue;
+    if (r.grant_status === 'active' && r.expires_at && removalDeadline(real, r.expires_at.getTime()) > now) continue;
     out.push({ invariant: 'requests-closed', detail: `request ${short(r.id)} is ${r.status} (grant ${r.grant_status ?? 'none'}, expires ${r.expires_at?.toISOString() ?? '-'}); ${await diagnose(env, r)}` });
   }
 
   for (const r of rows) {
     if (!r.grant_id || !r.expires_at || r.grant_status === 'failed') continue;
     const endedAt = r.removal_verified_at?.getTime() ?? now;
-    if (endedAt > r.expires_at.getTime() + GRACE_MS) {
-      out.push({ invariant: 'no-lease-past-expiry', detail: `grant ${short(r.grant_id)} (${r.grant_status}) expired ${r.expires_at.toISOString()}, removal verified ${r.removal_verified_at?.toISOString() ?? 'never'}` });
+    const deadline = removalDeadline(real, r.expires_at.getTime());
+    if (endedAt > deadline) {
+      const allowed = deadline - r.expires_at.getTime() > GRACE_MS ? ` (allowed until ${new Date(deadline).toISOString()} for a worker restart)` : '';
+      out.push({ invariant: 'no-lease-past-expiry', detail: `grant ${short(r.grant_id)} (${r.grant_status}) expired ${r.expires_at.toISOString()}, removal verified ${r.removal_verified_at?.toISOString() ?? 'never'}${allowed}` });
     }
   }
 
@@ -114,7 +128,9 @@ export async function checkInvariants(real: Real): Promise<Violation[]> {
   out.push(...(await checkHrInvariants(real)));
   out.push(...(await checkAuditChain(env)));
   const hr = await hrHistoryMarkers(real);
-  out.push(...(await checkHistories(env, [...rows.map((r) => r.workflow_id), ...hr.workflowIds], hr.markers)));
+  const histories = await readHistories(env, [...rows.map((r) => r.workflow_id), ...hr.workflowIds]);
+  out.push(...checkHistories(env, histories, hr.markers));
+  real.timeouts = countTimeouts(histories);
   return out;
 }
 
@@ -167,13 +183,52 @@ async function checkAuditChain(env: ModelEnv): Promise<Violation[]> {
   return out;
 }
 
+interface RawHistory {
+  id: string;
+  history: { events?: Array<Record<string, any>> };
+}
+
+/** Each workflow's history as the CLI prints it, without our codec (read once for every check below). */
+async function readHistories(env: ModelEnv, workflowIds: string[]): Promise<RawHistory[]> {
+  const out: RawHistory[] = [];
+  for (const id of workflowIds) {
+    const { stdout } = await execFileAsync(env.temporalCli, ['workflow', 'show', '--workflow-id', id, '--output', 'json', '--address', env.temporalAddress, '--namespace', 'default'], { maxBuffer: 64 << 20 });
+    out.push({ id, history: JSON.parse(stdout) as RawHistory['history'] });
+  }
+  return out;
+}
+
+/**
+ * Tasks the server timed out: after a SIGKILL, what the dead worker held (its activities wait for
+ * their startToCloseTimeout, its workflow tasks for the task timeout) before running elsewhere.
+ * A timed-out attempt that is retried leaves no event of its own: the final attempt's started
+ * event carries it as `lastFailure`.
+ */
+function countTimeouts(histories: RawHistory[]): NonNullable<Real['timeouts']> {
+  const activities: Record<string, number> = {};
+  const workflowTasks: Record<string, number> = {};
+  const add = (to: Record<string, number>, k: string) => (to[k] = (to[k] ?? 0) + 1);
+  for (const { history } of histories) {
+    const events = history.events ?? [];
+    const typeOf = new Map(events.map((e) => [String(e.eventId), String(e.activityTaskScheduledEventAttributes?.activityType?.name ?? 'unknown')]));
+    for (const e of events) {
+      const started = e.activityTaskStartedEventAttributes;
+      if (started?.lastFailure?.timeoutFailureInfo) add(activities, `${typeOf.get(String(started.scheduledEventId))} (${started.lastFailure.timeoutFailureInfo.timeoutType})`);
+      const timedOut = e.activityTaskTimedOutEventAttributes;
+      if (timedOut) add(activities, `${typeOf.get(String(timedOut.scheduledEventId))} (final, ${timedOut.failure?.timeoutFailureInfo?.timeoutType})`);
+      if (e.eventType === 'EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT') add(workflowTasks, String(e.workflowTaskTimedOutEventAttributes?.timeoutType));
+    }
+  }
+  return { activities, workflowTasks };
+}
+
 /**
  * `temporal workflow show --output json`, with no codec: what anyone with namespace read access
  * sees. Encrypted payload bytes are dropped before looking for short strings (usernames), since
  * random ciphertext or base64 can spell "bob"; long markers (tokens, e-mails, display names,
  * directory DNs) are looked for everywhere, base64-decoded payloads included.
  */
-async function checkHistories(env: ModelEnv, workflowIds: string[], extraMarkers: Array<{ what: string; s: string }>): Promise<Violation[]> {
+function checkHistories(env: ModelEnv, histories: RawHistory[], extraMarkers: Array<{ what: string; s: string }>): Violation[] {
   const out: Violation[] = [];
   const people = PEOPLE.map((p) => env.people[p]);
   const long = [
@@ -189,9 +244,7 @@ async function checkHistories(env: ModelEnv, workflowIds: string[], extraMarkers
     ...extraMarkers,
   ];
   const usernames = new RegExp(`\\b(${people.map((p) => p.username).join('|')})\\b`);
-  for (const id of workflowIds) {
-    const { stdout } = await execFileAsync(env.temporalCli, ['workflow', 'show', '--workflow-id', id, '--output', 'json', '--address', env.temporalAddress, '--namespace', 'default'], { maxBuffer: 64 << 20 });
-    const history = JSON.parse(stdout) as unknown;
+  for (const { id, history } of histories) {
     const { full, withoutCiphertext } = readableTexts(history);
     for (const { what, s } of long) if (full.includes(s)) out.push({ invariant: 'history-clean', detail: `${id}: ${what} in raw history` });
     const u = usernames.exec(withoutCiphertext);

@@ -3,8 +3,9 @@
  * sequences of requests, decisions by random principals (through the API and straight to the
  * workflow), extensions, revokes through the API and as raw Temporal signals with valid and
  * invalid payloads, HR joiners, movers and leavers through the signed webhook (fresh workers per
- * sequence), and rare worker and slapd restarts; each sequence then goes quiet and the invariants are read from slapd,
- * Postgres and the raw history (invariants.ts).
+ * sequence), and rare restarts: the worker process SIGKILLed (or, less often, stopped with
+ * SIGTERM) and started again, and slapd; each sequence then goes quiet and the invariants are read
+ * from slapd, Postgres and the raw history (invariants.ts).
  *
  * Sizes and replay (env):
  *   MODEL_RUNS    sequences (default 4; `npm run soak` runs 40)
@@ -15,6 +16,8 @@
  *   MODEL_TIME_LIMIT_SECONDS  stop generating (and shrinking) after this long (default 240)
  *   MODEL_VERBOSE print every sequence's trace, passing or not
  *   MODEL_COLLECT survey: run every sequence, then print pass/fail per invariant (no shrinking)
+ *   MODEL_REPORT  write what the random sequences did (operations by kind, restarts, violations per
+ *                 invariant, duration) as JSON to this file (report.ts; `npm run bench` uses it)
  *
  * A failing sequence, once understood, goes into REGRESSIONS below as explicit commands (seeds
  * do not survive a change to the generators), and is replayed on every run.
@@ -28,7 +31,8 @@ import { startStack, type Stack } from '../helpers/stack.js';
 import { cmd, commandSequence, newModel, type Model, type Real } from './commands.js';
 import { closeModelEnv, createModelEnv, createRunCatalog, type ModelEnv } from './env.js';
 import { hrWebhookSecret } from './hr.js';
-import { checkInvariants, formatViolations, INVARIANTS, quiesce } from './invariants.js';
+import { checkInvariants, formatViolations, INVARIANTS, quiesce, type InvariantName } from './invariants.js';
+import { ModelTally } from './report.js';
 
 const num = (name: string, dflt: number) => (process.env[name] ? Number(process.env[name]) : dflt);
 const RUNS = num('MODEL_RUNS', 4);
@@ -49,7 +53,7 @@ let env: ModelEnv;
 
 beforeAll(async () => {
   const hr = hrWebhookSecret();
-  // No worker in the stack: the model runs its own (restarts.ts), so that it can restart it.
+  // No worker in the stack: the model runs its own as a child process (restarts.ts), so that it can kill it.
   stack = await startStack({ worker: false, env: { ACCESSLOOP_HR_WEBHOOK_SECRETS: hr.secret } });
   env = await createModelEnv(stack, { cli: inject('temporalCli'), address: inject('temporalAddress') }, hr.key);
 });
@@ -58,14 +62,27 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-/** One sequence on a fresh set of groups: run the commands, go quiet, read the invariants. */
-async function runSequence(cmds: Iterable<fc.AsyncCommand<Model, Real>>): Promise<void> {
-  const real: Real = { env, run: await createRunCatalog(env), trace: [] };
-  if (process.env.MODEL_VERBOSE) console.log(`[model] sequence: ${[...cmds].map(String).join(', ')}`);
-  await fc.asyncModelRun(() => ({ model: newModel(), real }), cmds);
+const newReal = async (): Promise<Real> => ({ env, run: await createRunCatalog(env), trace: [], outages: [] });
+
+/**
+ * One sequence on a fresh set of groups: run the commands, go quiet, read the invariants. The
+ * random sequences are counted for the report (`counted`); regressions are not.
+ */
+async function runSequence(cmds: Array<fc.AsyncCommand<Model, Real>>, counted?: ModelTally): Promise<void> {
+  const real = await newReal();
+  if (process.env.MODEL_VERBOSE) console.log(`[model] sequence: ${cmds.map(String).join(', ')}`);
+  await fc.asyncModelRun(() => ({ model: newModel(), real }), counted ? counted.counted(cmds) : cmds);
+  const quiet = Date.now();
   await quiesce(real);
+  const quiesceMs = Date.now() - quiet;
+  // A worker that died on its own is a finding (it is started again so the run can go on).
+  const died = await env.worker.unexpectedExits();
   const violations = await checkInvariants(real);
+  const timedOut = [...Object.entries(real.timeouts?.activities ?? {}), ...Object.entries(real.timeouts?.workflowTasks ?? {}).map(([k, n]) => [`workflow task (${k})`, n])];
+  if (timedOut.length) real.trace.push(`history: timed out ${timedOut.map(([k, n]) => `${k} ×${n}`).join(', ')}`);
+  counted?.sequence(real, cmds, quiesceMs, violations, died.length);
   if (process.env.MODEL_VERBOSE) console.log(`[model] run ${real.run.tag}:\n${real.trace.map((t) => `    ${t}`).join('\n')}`);
+  if (died.length > 0) throw new Error(`the worker exited on its own:\n${died.join('\n')}\n  trace:\n${real.trace.map((t) => `    ${t}`).join('\n')}`);
   if (COLLECT) {
     for (const v of violations) tally.set(v.invariant, [...(tally.get(v.invariant) ?? []), { detail: v.detail, sequence: [...cmds].map(String).join(', ') }]);
     return;
@@ -77,7 +94,12 @@ async function runSequence(cmds: Iterable<fc.AsyncCommand<Model, Real>>): Promis
  * Sequences replayed on every run, written out as commands: the shapes of known bugs, each with
  * the invariant it guards and where it came from (issue item, or the seed that found it).
  */
-const REGRESSIONS: Array<{ name: string; commands: () => Array<fc.AsyncCommand<Model, Real>> }> = [
+const REGRESSIONS: Array<{
+  name: string;
+  commands: () => Array<fc.AsyncCommand<Model, Real>>;
+  /** For the bench's "seeds that found bugs fixed on the way" (report.ts foundBugs). */
+  foundBy?: { seeds: number[]; invariant: InvariantName; bug: string; fix: string };
+}> = [
   {
     // no-self-approval, issue 11 item 2: the owner is the subject, so nobody else resolves as
     // approver; today the request is refused up front (403 no_eligible_approver).
@@ -91,25 +113,38 @@ const REGRESSIONS: Array<{ name: string; commands: () => Array<fc.AsyncCommand<M
     // row `granting` with no grant (a race: it fails on most runs, not all).
     name: 'a pending request withdrawn by signal, then approved',
     commands: () => [cmd.request('alice', 'fin', 2), cmd.revokeSignal(0, 'manual'), cmd.decideApi(0, 'assigned')],
+    foundBy: {
+      seeds: [452848027, 796014011],
+      invariant: 'requests-closed',
+      bug: 'a revoke signal while pending, then an approval at once: the row ended `granting` with no grant',
+      fix: 'the decide validator refuses a decision once a revoke is requested (4b6fd58)',
+    },
   },
   {
     // requests-closed, the same race through the API (survey seed 194008498): the subject
     // withdraws with POST /revoke (request.revoke_submitted → request.cancelled → request.approved).
     name: 'a pending request withdrawn through the API, then approved',
     commands: () => [cmd.request('alice', 'fin', 2), cmd.revokeApi(0, 'subject', 'manual'), cmd.decideApi(0, 'assigned')],
+    foundBy: {
+      seeds: [194008498],
+      invariant: 'requests-closed',
+      bug: 'the same race through the API: POST /revoke by the subject, then the approval',
+      fix: 'the same validator (4b6fd58)',
+    },
   },
   {
     // leavers-removed / birthright-held, with both restarts: a joiner, a mover whose old
-    // birthright ends after the grace while the worker restarts, and a leaver whose removal runs
-    // while slapd is away; a lease is granted around them so the restarts meet it too.
-    name: 'HR joiner, mover and leaver around a worker restart and a slapd restart',
+    // birthright ends after the grace while the worker is SIGKILLed and started again, and a
+    // leaver whose removal runs while slapd is away; a lease is granted around them so the
+    // restarts meet it too.
+    name: 'HR joiner, mover and leaver around a worker crash and a slapd restart',
     commands: () => [
       cmd.request('alice', 'fin', 4),
       cmd.joiner('model-a'),
       cmd.joiner('model-b'),
       cmd.decideApi(0, 'assigned'),
       cmd.mover(0, 'model-b'),
-      cmd.restartWorker(),
+      cmd.crashWorker(),
       cmd.leaver(1),
       cmd.restartSlapd(1000),
     ],
@@ -118,7 +153,7 @@ const REGRESSIONS: Array<{ name: string; commands: () => Array<fc.AsyncCommand<M
 
 describe('model-based runs against the real stack', () => {
   it('notices planted violations (the invariants can fail)', async () => {
-    const real: Real = { env, run: await createRunCatalog(env), trace: [] };
+    const real = await newReal();
     // A member nobody granted, written straight into the directory.
     await ldapModify(env.ldap, `dn: ${real.run.ents.eng.groupDn}\nchangetype: modify\nadd: member\nmember: ${stack.userDn('dave')}\n`);
     await fc.asyncModelRun(() => ({ model: newModel(), real }), [cmd.request('alice', 'prod', 8), cmd.decideApi(0, 'assigned')]);
@@ -142,7 +177,7 @@ describe('model-based runs against the real stack', () => {
   });
 
   it('notices planted HR violations (the HR invariants can fail)', async () => {
-    const real: Real = { env, run: await createRunCatalog(env), trace: [] };
+    const real = await newReal();
     await fc.asyncModelRun(() => ({ model: newModel(), real }), [cmd.joiner('model-a'), cmd.joiner('model-b'), cmd.leaver(1)]);
     await quiesce(real);
     const [stayer, leaver] = await env.sql<Array<{ id: string; username: string }>>`
@@ -169,9 +204,22 @@ describe('model-based runs against the real stack', () => {
 
   it(`holds every invariant over ${RUNS} random sequences of up to ${OPS} operations (seed ${SEED})`, { timeout: TIME_LIMIT_MS + 120_000 }, async () => {
     console.log(`[model] seed ${SEED}${PATH ? ` path ${PATH}` : ''}: ${RUNS} runs × ≤${OPS} ops; replay with MODEL_SEED=${SEED}; invariants: ${Object.keys(INVARIANTS).join(', ')}`);
+    const counts = new ModelTally({ seed: SEED, path: PATH ?? null, runsRequested: RUNS, maxOps: OPS, collect: COLLECT });
     const sequences = fc.limitShrink(commandSequence(OPS), SHRINKS);
-    const property = fc.asyncProperty(sequences, (cmds) => runSequence(cmds));
-    const details = await fc.check(property, { seed: SEED, numRuns: RUNS, interruptAfterTimeLimit: TIME_LIMIT_MS, ...(PATH ? { path: PATH } : {}) });
+    const property = fc.asyncProperty(sequences, (cmds) => runSequence(cmds, counts));
+    let details: fc.RunDetails<[Array<fc.AsyncCommand<Model, Real>>]> | undefined;
+    try {
+      details = await fc.check(property, { seed: SEED, numRuns: RUNS, interruptAfterTimeLimit: TIME_LIMIT_MS, ...(PATH ? { path: PATH } : {}) });
+    } finally {
+      console.log(`[model] ${counts.summary()}`);
+      await counts.write(process.env.MODEL_REPORT, {
+        fastCheckRuns: details?.numRuns ?? 0,
+        shrinks: details?.numShrinks ?? 0,
+        failed: details?.failed ?? true,
+        interrupted: details?.interrupted ?? false,
+        foundBugs: REGRESSIONS.flatMap((r) => (r.foundBy ? [r.foundBy] : [])),
+      });
+    }
     if (details.failed) {
       const error = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
       // The path is only meaningful for the same generator shape, hence MODEL_OPS in the replay line.
