@@ -4,15 +4,24 @@ import type { LifecycleTiming } from './messages.js';
 // Activity profiles shared by every workflow, grouped by how the step behaves (sandbox-safe:
 // plain option objects). A workflow picks a profile; it never spells out options inline.
 
+/**
+ * How soon an attempt on a worker that died is retried elsewhere: every activity on the lease
+ * path heartbeats while it runs (activities/lease-context.ts, `classified`), so a crash costs
+ * this long, not the start-to-close timeout.
+ */
+const HEARTBEAT = '10s';
+
 /** Bookkeeping in our own database: fast, idempotent, retried until it lands. */
 export const BOOKKEEPING: ActivityOptions = {
   startToCloseTimeout: '15s',
+  heartbeatTimeout: HEARTBEAT,
   retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
 };
 
 /** A write to a target system: idempotent by contract, bounded so a dead target fails the grant. */
 export const TARGET_WRITE: ActivityOptions = {
   startToCloseTimeout: '30s',
+  heartbeatTimeout: HEARTBEAT,
   scheduleToCloseTimeout: '10m',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
 };
@@ -27,6 +36,7 @@ export const NOTIFICATION: ActivityOptions = {
 /** A short read that waits on other workflows' removals: retried without limit until they are all verified. */
 export const AWAIT_REMOVALS: ActivityOptions = {
   startToCloseTimeout: '15s',
+  heartbeatTimeout: HEARTBEAT,
   retry: { initialInterval: '250ms', backoffCoefficient: 1.5, maximumInterval: '5s' },
 };
 
@@ -42,6 +52,7 @@ export const TARGET_SCAN: ActivityOptions = {
  */
 export const removalWithinDeadline = (timing: LifecycleTiming): ActivityOptions => ({
   startToCloseTimeout: '30s',
+  heartbeatTimeout: HEARTBEAT,
   scheduleToCloseTimeout: `${timing.revokeVerifyDeadlineSeconds}s`,
   retry: {
     initialInterval: '500ms',
@@ -53,6 +64,7 @@ export const removalWithinDeadline = (timing: LifecycleTiming): ActivityOptions 
 /** Removal and read-back once overdue: no deadline, backoff capped by the lifecycle timing. */
 export const removalOverdue = (timing: LifecycleTiming): ActivityOptions => ({
   startToCloseTimeout: '30s',
+  heartbeatTimeout: HEARTBEAT,
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: `${timing.verifyMaxIntervalSeconds}s` },
 });
 
