@@ -11,11 +11,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stripVTControlCharacters } from 'node:util';
 import type { ModelReport } from '../model/report.js';
+import { ABANDONED_ACTIVITY_MS } from '../model/restarts.js';
 import { summary } from './stats.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
-const RUNS = Number(process.env.BENCH_MODEL_RUNS ?? 8);
-const OPS = Number(process.env.BENCH_MODEL_OPS ?? 20);
+const RUNS = Number(process.env.BENCH_MODEL_RUNS ?? 16);
+const OPS = Number(process.env.BENCH_MODEL_OPS ?? 25);
 const TIME_LIMIT_S = Number(process.env.BENCH_MODEL_TIME_LIMIT_SECONDS ?? 1800);
 
 export async function benchModel(say: (m: string) => void): Promise<{ section: string; summary: string; violations: number }> {
@@ -103,9 +104,9 @@ A new worker process bundles the workflow code at every start, because a source 
 a prebuilt bundle.
 
 Tasks the server timed out, read from the raw histories: activities ${list(r.timeouts.activities)};
-workflow tasks ${list(r.timeouts.workflowTasks)}. These are what a SIGKILLed worker held. Our
-activities set no heartbeat, so one in flight is retried elsewhere only after its
-startToCloseTimeout: 30 s for target writes and removals. The invariants' grace starts again from then.
+workflow tasks ${list(r.timeouts.workflowTasks)}. These are what a SIGKILLed worker held. The
+lease path's activities heartbeat with a ${ABANDONED_ACTIVITY_MS / 1000} s timeout, so one in flight is retried
+elsewhere that long after the crash. The invariants' grace starts again from then.
 
 Longest wait for a sequence to go quiet: ${(r.quiesceMaxMs / 1000).toFixed(1)} s. Sequences where it gave up: ${r.quiesceGaveUp}.
 Worker exits nobody caused: ${r.unexpectedWorkerExits}.
