@@ -528,6 +528,89 @@ export const credentials = pgTable(
   ],
 );
 
+/**
+ * A service desk accessloop follows (issue 12): a queue whose tickets start access requests and
+ * receive the lifecycle's story. Like a system, non-secret config plus secret *references*.
+ */
+export const serviceDesks = pgTable(
+  'service_desk',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    name: text('name').notNull(),
+    /** The adapter: `rt` (Request Tracker 5). */
+    kind: text('kind').notNull(),
+    config: jsonb('config').$type<Record<string, unknown>>().notNull(),
+    secretRefs: jsonb('secret_refs').$type<Record<string, string>>().notNull().default({}),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => identities.id),
+    /** The adapter's cursor: the last desk event fully handled (RT: a transaction id). Null: not started. */
+    cursor: text('cursor'),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex('service_desk_name_uq').on(t.name)],
+);
+
+export const ticketLinkState = pgEnum('ticket_link_state', ['linked', 'refused', 'closed']);
+
+/**
+ * A ticket and the request it started (or why it started none). Unique per desk and ticket, and
+ * inserted in the same transaction as the request row, so an intake event handled twice finds
+ * the link and does nothing.
+ */
+export const ticketLinks = pgTable(
+  'ticket_link',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    deskId: uuid('desk_id')
+      .notNull()
+      .references(() => serviceDesks.id),
+    ticketRef: text('ticket_ref').notNull(),
+    requestId: uuid('request_id').references(() => accessRequests.id),
+    state: ticketLinkState('state').notNull(),
+    /** For `refused`: the stable code of the refusal (never the ticket's own text). */
+    refusal: text('refusal'),
+    createdAt: createdAt(),
+    closedAt: ts('closed_at'),
+    /** The last outbox row posted to the ticket: write-back is in order and once. */
+    deliveredThrough: bigint('delivered_through', { mode: 'number' }).notNull().default(0),
+    /** Set before a post and cleared after it, so a crash in between is settled by reading the ticket back. */
+    pendingMarker: text('pending_marker'),
+    pendingThrough: bigint('pending_through', { mode: 'number' }),
+  },
+  (t) => [
+    uniqueIndex('ticket_link_ticket_uq').on(t.deskId, t.ticketRef),
+    uniqueIndex('ticket_link_request_uq').on(t.requestId).where(sql`request_id is not null`),
+  ],
+);
+
+/**
+ * What is still to be written to a ticket, in order. Rows for a linked request's audit events are
+ * inserted in the audit event's own transaction (activities/domain/audit.ts), so every transition
+ * reaches the desk and the lifecycle never waits for it; `source` is unique per link, so a
+ * re-handled event adds nothing.
+ */
+export const deskOutbox = pgTable(
+  'desk_outbox',
+  {
+    id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+    linkId: uuid('link_id')
+      .notNull()
+      .references(() => ticketLinks.id),
+    /** `audit:<seq>`, or `desk:<event cursor>` for a reply to something the desk sent. */
+    source: text('source').notNull(),
+    auditSeq: bigint('audit_seq', { mode: 'number' }),
+    /** A reply's fixed text (refusals); audit rows are rendered when delivered. */
+    text: text('text'),
+    createdAt: createdAt(),
+    deliveredAt: ts('delivered_at'),
+  },
+  (t) => [
+    uniqueIndex('desk_outbox_source_uq').on(t.linkId, t.source),
+    index('desk_outbox_pending_idx').on(t.linkId, t.id).where(sql`delivered_at is null`),
+  ],
+);
+
 export type Identity = typeof identities.$inferSelect;
 export type System = typeof systems.$inferSelect;
 export type Entitlement = typeof entitlements.$inferSelect;
@@ -541,3 +624,5 @@ export type RequestStatus = (typeof requestStatus.enumValues)[number];
 export type RevokeReason = (typeof revokeReason.enumValues)[number];
 export type SentinelFinding = typeof sentinelFindings.$inferSelect;
 export type SentinelFindingKind = (typeof sentinelFindingKind.enumValues)[number];
+export type ServiceDesk = typeof serviceDesks.$inferSelect;
+export type TicketLink = typeof ticketLinks.$inferSelect;

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { asc, desc, eq, sql } from 'drizzle-orm';
 import type { Db } from '../../db/client.js';
-import { auditEvents, type AuditEvent } from '../../db/schema.js';
+import { auditEvents, deskOutbox, ticketLinks, type AuditEvent } from '../../db/schema.js';
 
 /** Anything that can run queries: the db or a transaction. */
 export type Tx = Pick<Db, 'select' | 'insert' | 'update' | 'execute'>;
@@ -93,7 +93,20 @@ export async function appendAuditEvent(tx: Tx, input: AuditInput): Promise<{ eve
     prevHash: last?.hash ?? GENESIS_HASH,
   };
   const [inserted] = await tx.insert(auditEvents).values({ ...row, hash: hashEvent(row) }).returning();
+  if (row.requestId) await queueForTicket(tx, row.requestId, row.seq);
   return { event: inserted!, inserted: true };
+}
+
+/**
+ * A request that came from a service-desk ticket has every event of its own written back to that
+ * ticket: the outbox row commits with the event (so nothing is missed and the lifecycle never waits
+ * for the desk), and the audit order is the ticket's order. One indexed statement; no row when
+ * the request has no ticket.
+ */
+async function queueForTicket(tx: Tx, requestId: string, seq: number): Promise<void> {
+  await tx.execute(
+    sql`insert into ${deskOutbox} (link_id, source, audit_seq) select ${ticketLinks.id}, ${`audit:${seq}`}, ${seq} from ${ticketLinks} where ${ticketLinks.requestId} = ${requestId} and ${ticketLinks.state} = 'linked' on conflict do nothing`,
+  );
 }
 
 /** Recomputes the whole chain; returns the first broken seq, or null when intact. */
