@@ -67,6 +67,27 @@ export function superviseChild(proc: ChildProcess, serverPid?: () => number | un
 }
 
 /** Whether something accepts TCP connections on 127.0.0.1:port (a started server is listening). */
+/**
+ * Splits a child's output into lines for a server's bounded in-memory log (`onLine`), and tees
+ * the raw text to its log file (`tee()`, read per chunk: the file may be opened after this).
+ */
+export function readLines(stream: NodeJS.ReadableStream | null, onLine: (line: string) => void, tee?: () => { write(chunk: string): unknown } | undefined): void {
+  if (!stream) return;
+  let partial = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    tee?.()?.write(chunk);
+    partial += chunk;
+    const parts = partial.split('\n');
+    partial = parts.pop() ?? '';
+    for (const p of parts) onLine(p);
+  });
+  stream.on('end', () => {
+    if (partial) onLine(partial);
+    partial = '';
+  });
+}
+
 export function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = net.connect({ port, host: '127.0.0.1' });

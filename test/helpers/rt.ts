@@ -17,7 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { z } from 'zod';
-import { canConnect, endOrphanedServers, spawnWatched, type WatchedChild } from '../../activities/connectors/child-process.js';
+import { canConnect, endOrphanedServers, readLines, spawnWatched, type WatchedChild } from '../../activities/connectors/child-process.js';
 import { findFreePort } from '../../activities/connectors/ldap/slapd.js';
 import { repoRoot } from './cli.js';
 
@@ -244,22 +244,7 @@ export async function startRt(opts: StartRtOptions = {}): Promise<RtHandle> {
     lines.push(line);
     if (lines.length > MAX_LOG_LINES) lines.splice(0, lines.length - MAX_LOG_LINES);
   };
-  const attachOutput = (stream: NodeJS.ReadableStream | null) => {
-    if (!stream) return;
-    let partial = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
-      logStream?.write(chunk);
-      partial += chunk;
-      const parts = partial.split('\n');
-      partial = parts.pop() ?? '';
-      for (const p of parts) pushLine(p);
-    });
-    stream.on('end', () => {
-      if (partial) pushLine(partial);
-      partial = '';
-    });
-  };
+  const attachOutput = (stream: NodeJS.ReadableStream | null) => readLines(stream, pushLine, () => logStream);
   const lastLines = (n = 30) => lines.slice(-n).join('\n');
 
   /** Our RT, not merely something on the port: the admin token minted into this database works. */

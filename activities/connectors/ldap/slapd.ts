@@ -18,7 +18,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { canConnect, endOrphanedServers, spawnWatched, type WatchedChild } from '../child-process.js';
+import { canConnect, endOrphanedServers, readLines, spawnWatched, type WatchedChild } from '../child-process.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -248,22 +248,7 @@ export async function startSlapd(opts: StartSlapdOptions): Promise<SlapdHandle> 
     if (lines.length > MAX_LOG_LINES) lines.splice(0, lines.length - MAX_LOG_LINES);
   };
 
-  const attachOutput = (stream: NodeJS.ReadableStream | null) => {
-    if (!stream) return;
-    let partial = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
-      logStream?.write(chunk);
-      partial += chunk;
-      const parts = partial.split('\n');
-      partial = parts.pop() ?? '';
-      for (const p of parts) pushLine(p);
-    });
-    stream.on('end', () => {
-      if (partial) pushLine(partial);
-      partial = '';
-    });
-  };
+  const attachOutput = (stream: NodeJS.ReadableStream | null) => readLines(stream, pushLine, () => logStream);
 
   const lastLines = (n = 20) => lines.slice(-n).join('\n');
 
