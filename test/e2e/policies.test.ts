@@ -1,6 +1,14 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { accessRequests, identities } from '../../db/schema.js';
+import { verifyChain } from '../../activities/domain/audit.js';
+import { loadConfig } from '../../temporal/config.js';
+import { createLogger } from '../../temporal/logger.js';
+import { startRuntime } from '../../temporal/runtime.js';
+import { psql } from '../helpers/postgres.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
 
 let s: Stack;
@@ -252,14 +260,6 @@ describe('policy-routed approvals', () => {
   });
 
   it('audits a policy published from ACCESSLOOP_POLICY_FILE at start as a system action, once per change', async () => {
-    const { mkdtemp, writeFile } = await import('node:fs/promises');
-    const os = await import('node:os');
-    const path = await import('node:path');
-    const { loadConfig } = await import('../../temporal/config.js');
-    const { createLogger } = await import('../../temporal/logger.js');
-    const { startRuntime } = await import('../../temporal/runtime.js');
-    const { psql } = await import('../helpers/postgres.js');
-    const { verifyChain } = await import('../../activities/domain/audit.js');
     const dir = await mkdtemp(path.join(os.tmpdir(), 'accessloop-policy-'));
     const file = path.join(dir, 'startup-policy.yaml');
     await writeFile(file, `apiVersion: accessloop/v1\npolicies:\n  - name: from-file-${Date.now()}\n    stages:\n      - { name: owner, approvers: [entitlement_owner] }\n`);
@@ -279,12 +279,6 @@ describe('policy-routed approvals', () => {
   });
 
   it('refuses a malformed ACCESSLOOP_POLICY_FILE at start with file:line:column, leaving the active policy', async () => {
-    const { mkdtemp, writeFile } = await import('node:fs/promises');
-    const os = await import('node:os');
-    const path = await import('node:path');
-    const { loadConfig } = await import('../../temporal/config.js');
-    const { createLogger } = await import('../../temporal/logger.js');
-    const { startRuntime } = await import('../../temporal/runtime.js');
     const active = (await s.call('GET', '/v1/policies/active', tok.operator)).body.version;
     const dir = await mkdtemp(path.join(os.tmpdir(), 'accessloop-policy-'));
     const file = path.join(dir, 'policy.yaml');
