@@ -18,10 +18,12 @@ const root = fileURLToPath(new URL('../..', import.meta.url));
 const RUNS = Number(process.env.BENCH_MODEL_RUNS ?? 16);
 const OPS = Number(process.env.BENCH_MODEL_OPS ?? 25);
 const TIME_LIMIT_S = Number(process.env.BENCH_MODEL_TIME_LIMIT_SECONDS ?? 1800);
+// Restarts three times as often as in CI, so that a bounded survey reliably draws worker crashes.
+const RESTART_WEIGHT = Number(process.env.BENCH_MODEL_RESTART_WEIGHT ?? 3);
 
 export async function benchModel(say: (m: string) => void): Promise<{ section: string; summary: string; violations: number }> {
   const seed = process.env.BENCH_MODEL_SEED ? Number(process.env.BENCH_MODEL_SEED) : Math.floor(Math.random() * 0x7fffffff);
-  say(`randomized runs: ${RUNS} sequences × ≤${OPS} operations, seed ${seed} (replay with MODEL_SEED=${seed} MODEL_RUNS=${RUNS} MODEL_OPS=${OPS} MODEL_COLLECT=1)`);
+  say(`randomized runs: ${RUNS} sequences × ≤${OPS} operations, seed ${seed} (replay with MODEL_SEED=${seed} MODEL_RUNS=${RUNS} MODEL_OPS=${OPS} MODEL_RESTART_WEIGHT=${RESTART_WEIGHT} MODEL_COLLECT=1)`);
   const dir = await mkdtemp(path.join(os.tmpdir(), 'accessloop-bench-model-'));
   const reportFile = path.join(dir, 'model-report.json');
   try {
@@ -33,6 +35,7 @@ export async function benchModel(say: (m: string) => void): Promise<{ section: s
       MODEL_SEED: String(seed),
       MODEL_COLLECT: '1',
       MODEL_TIME_LIMIT_SECONDS: String(TIME_LIMIT_S),
+      MODEL_RESTART_WEIGHT: String(RESTART_WEIGHT),
       MODEL_REPORT: reportFile,
     };
     const child = spawn(process.execPath, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -80,14 +83,14 @@ function render(r: ModelReport, wallSeconds: number): { section: string; summary
 - requests and decisions by any principal, through the API and straight to the workflow;
 - extensions, and revokes through the API and as raw Temporal signals (valid and invalid);
 - HR joiners, movers and leavers through the signed webhook;
-- worker restarts and slapd restarts. A worker restart is the worker process SIGKILLed (or, one
-  time in four, stopped with SIGTERM) and a new one started.
+- worker restarts and slapd restarts, here ${RESTART_WEIGHT}× as often as in CI. A worker restart is the
+  worker process SIGKILLed (or, one time in four, stopped with SIGTERM) and a new one started.
 
 After each sequence the stack is left to go quiet. Then the ${Object.keys(r.violations).length} invariants are read from
 slapd (\`ldapsearch\`), Postgres (SQL) and the raw history (the Temporal CLI, without our codec).
 This survey ran every sequence to the end without shrinking. It took ${minutes(r.durationMs / 1000)}
 (${minutes(wallSeconds)} with the test's own servers).${stopped}
-Replay it with \`MODEL_SEED=${r.seed} MODEL_RUNS=${r.runsRequested} MODEL_OPS=${r.maxOps} MODEL_COLLECT=1 npx vitest run --project integration test/model -t "holds every"\`.
+Replay it with \`MODEL_SEED=${r.seed} MODEL_RUNS=${r.runsRequested} MODEL_OPS=${r.maxOps} MODEL_RESTART_WEIGHT=${RESTART_WEIGHT} MODEL_COLLECT=1 npx vitest run --project integration test/model -t "holds every"\`.
 
 | seed | sequences | operations executed | skipped (no target yet) | worker crashes (SIGKILL) | graceful worker restarts | slapd restarts | HR events | invariant violations |
 |---:|---:|---:|---:|---:|---:|---:|---:|---:|

@@ -14,6 +14,7 @@
  *   MODEL_PATH    replay: the path printed with it (goes straight to the shrunk case; same MODEL_OPS)
  *   MODEL_SHRINKS shrink attempts (default 6; every attempt replays a sequence on the real stack)
  *   MODEL_TIME_LIMIT_SECONDS  stop generating (and shrinking) after this long (default 240)
+ *   MODEL_RESTART_WEIGHT  how often worker crashes/restarts and slapd restarts are drawn (default 1: about one step in forty each kind; the bench uses 3)
  *   MODEL_VERBOSE print every sequence's trace, passing or not
  *   MODEL_COLLECT survey: run every sequence, then print pass/fail per invariant (no shrinking)
  *   MODEL_REPORT  write what the random sequences did (operations by kind, restarts, violations per

@@ -114,9 +114,12 @@ class RestartSlapdCmd implements Cmd {
  * crash can leave an activity to its startToCloseTimeout): together about one step in forty.
  * Crashes are what the issue asks for; a graceful restart is the cheaper, rarer variant.
  */
+// MODEL_RESTART_WEIGHT scales both restart kinds (default 1): the bench's survey raises it so that
+// a bounded survey reliably draws worker crashes.
+const RESTART_WEIGHT = Math.max(1, Math.round(Number(process.env.MODEL_RESTART_WEIGHT ?? 1)) || 1);
 export const restartWeighted = [
-  { weight: 1, arbitrary: fc.oneof({ weight: 3, arbitrary: fc.constant(new RestartWorkerCmd('crash')) }, { weight: 1, arbitrary: fc.constant(new RestartWorkerCmd('graceful')) }) },
-  { weight: 1, arbitrary: fc.integer({ min: 200, max: 2000 }).map((ms) => new RestartSlapdCmd(ms)) },
+  { weight: RESTART_WEIGHT, arbitrary: fc.oneof({ weight: 3, arbitrary: fc.constant(new RestartWorkerCmd('crash')) }, { weight: 1, arbitrary: fc.constant(new RestartWorkerCmd('graceful')) }) },
+  { weight: RESTART_WEIGHT, arbitrary: fc.integer({ min: 200, max: 2000 }).map((ms) => new RestartSlapdCmd(ms)) },
 ].map(({ weight, arbitrary }) => ({ weight, arbitrary: arbitrary as fc.Arbitrary<Cmd> }));
 
 export const restartCmd = {
