@@ -19,11 +19,12 @@
  * The stack runs on its own persistent dev server and its own PostgreSQL cluster, so both can be
  * restarted without touching the servers other test files share; the worker is a child process
  * so it can be SIGKILLed like a crashed pod (its abandoned activities are retried once their
- * start-to-close timeout, 30 s for a target write, has passed: that bounds the worker drill).
+ * 10 s heartbeat timeout has passed: that bounds the worker drill).
  *
  * The PostgreSQL drill needs temporal/patch-deps.mjs (run by `postinstall`): unpatched, postgres.js
- * 3.4.9 can crash the worker process on a server restart (an uncaught TypeError in the driver's
- * deferred socket write, porsager/postgres#1154/#1208).
+ * 3.4.9 kills the worker process when the restart catches a transaction mid-query (an uncaught
+ * TypeError in the driver's deferred ROLLBACK, porsager/postgres#1154/#1208), reproduced
+ * deterministically in test/integration/postgres-closed-socket.test.ts.
  */
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
