@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ApplicationFailure } from '@temporalio/activity';
@@ -17,7 +17,7 @@ import { createLogger } from '../../temporal/logger.js';
 import { revokeSignal } from '../../workflows/messages.js';
 import { psqlRaw } from '../helpers/postgres.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
-import { startWebhookReceiver, type WebhookDelivery, type WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { startWebhookReceiver, type WebhookDelivery, type WebhookReceiver, signatureValid as verifySignature } from '../helpers/webhook-receiver.js';
 
 // The lease activities' safety properties, exercised through the activity functions the worker
 // registers (createActivities over the stack's real database, slapd and a local signed-webhook
@@ -34,16 +34,7 @@ let metrics: ReturnType<typeof createMetrics>;
 let ids: Stack['catalog']['identities'];
 let ent: Record<string, string>;
 
-function signatureValid(d: Delivery): boolean {
-  const expected = createHmac('sha256', secretBytes).update(`${String(d.headers['webhook-id'])}.${String(d.headers['webhook-timestamp'])}.${d.body}`).digest();
-  return String(d.headers['webhook-signature'] ?? '')
-    .split(' ')
-    .some((sig) => {
-      const [v, b64] = sig.split(',');
-      const given = Buffer.from(b64 ?? '', 'base64');
-      return v === 'v1' && given.length === expected.length && timingSafeEqual(given, expected);
-    });
-}
+const signatureValid = (d: Delivery) => verifySignature(d, secretBytes);
 
 /** The error an activity call rejects with (fails the test if it resolves). */
 async function failureOf(p: Promise<unknown>): Promise<unknown> {

@@ -1,7 +1,7 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
-import { startWebhookReceiver, type WebhookDelivery, type WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { startWebhookReceiver, type WebhookDelivery, type WebhookReceiver, signatureValid as verifySignature } from '../helpers/webhook-receiver.js';
 
 type Delivery = WebhookDelivery<{ type: string; data: { requestId: string; stage: number; recipients: Array<{ identityId: string; actionUrl?: string }> } }>;
 
@@ -15,19 +15,7 @@ let tok: Record<string, string>;
 let ids: Record<string, string>;
 let ent: Record<string, string>;
 
-/** Standard Webhooks verification done here, independently of the product's signer. */
-function signatureValid(d: Delivery): boolean {
-  const id = String(d.headers['webhook-id']);
-  const ts = String(d.headers['webhook-timestamp']);
-  const expected = createHmac('sha256', secretBytes).update(`${id}.${ts}.${d.body}`).digest();
-  return String(d.headers['webhook-signature'] ?? '')
-    .split(' ')
-    .some((sig) => {
-      const [v, b64] = sig.split(',');
-      const given = Buffer.from(b64 ?? '', 'base64');
-      return v === 'v1' && given.length === expected.length && timingSafeEqual(given, expected);
-    });
-}
+const signatureValid = (d: Delivery) => verifySignature(d, secretBytes);
 
 const forRequest = (id: string, type?: string) => deliveries.filter((d) => d.json.data.requestId === id && (!type || d.json.type === type));
 const tokenOf = (url: string) => url.slice(url.lastIndexOf('/') + 1);

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { Client } from '@temporalio/client';
 import { and, eq, inArray } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +13,7 @@ import { ldapModify } from '../helpers/ldap.js';
 import { startPgCluster, type PgCluster } from '../helpers/pg-cluster.js';
 import { psql, psqlCanLogin, psqlCreateRole, psqlRoleMembers } from '../helpers/postgres.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
-import { startWebhookReceiver, type WebhookDelivery, type WebhookReceiver } from '../helpers/webhook-receiver.js';
+import { startWebhookReceiver, type WebhookDelivery, type WebhookReceiver, signatureValid as verifySignature } from '../helpers/webhook-receiver.js';
 
 // The sentinel runs on its own Schedule every 5 s with 1 s of grace, as an operator would
 // configure it tightly; each test wedges something behind the lease workflows' back and waits
@@ -38,17 +38,7 @@ let pgAdminUrl: string;
 let pgEntitlementId: string;
 let serviceAccountId: string;
 
-/** Standard Webhooks verification done here, independently of the product's signer. */
-function signatureValid(d: Delivery): boolean {
-  const expected = createHmac('sha256', secretBytes).update(`${String(d.headers['webhook-id'])}.${String(d.headers['webhook-timestamp'])}.${d.body}`).digest();
-  return String(d.headers['webhook-signature'] ?? '')
-    .split(' ')
-    .some((sig) => {
-      const [v, b64] = sig.split(',');
-      const given = Buffer.from(b64 ?? '', 'base64');
-      return v === 'v1' && given.length === expected.length && timingSafeEqual(given, expected);
-    });
-}
+const signatureValid = (d: Delivery) => verifySignature(d, secretBytes);
 const alertsFor = (kind: string, pred: (d: Delivery) => boolean) => deliveries.filter((d) => d.json.type === 'sentinel.alert' && d.json.data.kind === kind && pred(d));
 const auditAlerts = (grantId: string) =>
   s.tdb.db.select().from(auditEvents).where(and(eq(auditEvents.grantId, grantId), eq(auditEvents.action, 'sentinel.alert')));

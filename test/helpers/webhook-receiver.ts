@@ -1,3 +1,4 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -29,4 +30,16 @@ export async function startWebhookReceiver<T>(deliveries: Array<WebhookDelivery<
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`,
     close: () => new Promise<void>((r) => server.close(() => r())),
   };
+}
+
+/** Standard Webhooks verification done in the tests, independently of the product's signer (node:crypto only). */
+export function signatureValid(d: Pick<WebhookDelivery, 'headers' | 'body'>, secret: Buffer): boolean {
+  const expected = createHmac('sha256', secret).update(`${String(d.headers['webhook-id'])}.${String(d.headers['webhook-timestamp'])}.${d.body}`).digest();
+  return String(d.headers['webhook-signature'] ?? '')
+    .split(' ')
+    .some((sig) => {
+      const [v, b64] = sig.split(',');
+      const given = Buffer.from(b64 ?? '', 'base64');
+      return v === 'v1' && given.length === expected.length && timingSafeEqual(given, expected);
+    });
 }
