@@ -77,7 +77,8 @@ describeWorkflows('identityWorkflow under failing targets', () => {
         await handle.signal(hrEventSignal, { eventId: 'e', type: 'Leaver', sequence: 2, effectiveAt: 'tomorrow' } as unknown as HrEventRef);
         const joined = await until('the joiner applied, one grant failed', async () => {
           const s = await state();
-          return s.processed === 1 && s.failures?.length ? s : undefined;
+          // The failure is in state before its bookkeeping activity runs: wait for both.
+          return s.processed === 1 && s.failures?.length && inputsOf('markBirthrightFailed').length ? s : undefined;
         });
         expect(joined.ignoredSignals).toBe(2);
         expect(joined.failures).toEqual([expect.objectContaining({ step: 'grant_birthright', ref: G_DOWN, errorType: 'TargetUnavailable' })]);
