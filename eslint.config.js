@@ -78,11 +78,12 @@ const apiRules = [
     `${UP}activities/[^/]+\\.js$`,
     'api/ must not import the activity factories (activities/*.ts): they run in the worker; the API uses activities/domain/ and starts workflows by reference',
   ),
-  // registry.ts carries the connector kinds and the secret prefix the API validates systems with;
-  // the connectors themselves talk to targets, which only the worker does.
+  // registry.ts carries the connector kinds and the secret prefix the API validates systems with
+  // (service-desk/registry.ts: the desk kinds and their config schemas); the connectors
+  // themselves talk to targets, which only the worker does.
   refuse(
-    `${UP}activities/connectors/(?!registry\\.js$)`,
-    'api/ may import from activities/connectors/ only registry.ts (kinds, secret prefix) and types: connector code talks to targets, which only the worker does',
+    `${UP}activities/connectors/(?!(service-desk/)?registry\\.js$)`,
+    'api/ may import from activities/connectors/ only registry.ts and service-desk/registry.ts (kinds, config schemas, secret prefix) and types: connector code talks to targets and desks, which only the worker does',
     { types: true },
   ),
   noTests,

@@ -6,6 +6,7 @@ import type { CredentialVault } from './domain/vault.js';
 import type { Metrics } from './domain/metrics.js';
 import type { Notifier } from './domain/notifier.js';
 import type { PolicyService } from './domain/policy/service.js';
+import type { RequestOps } from './domain/request-ops.js';
 
 /** Everything the worker's activities may use; each factory takes only its `Pick<>` of it. */
 export interface ActivityDeps {
@@ -19,4 +20,12 @@ export interface ActivityDeps {
   vault: CredentialVault;
   /** The sentinel describes lease workflows (last workflow task failed?); absent: that check is skipped. */
   temporal?: Pick<Client, 'workflow'> | undefined;
+  /** Where people reach the API: links in ticket write-backs (evidence bundles). */
+  publicUrl?: string | undefined;
+  /** Env the service desks' secret references resolve from (defaults to process.env). */
+  secretEnv?: Record<string, string | undefined> | undefined;
+  /** The request rules, for the service desk's intake and ticket actions; absent: desks are not pumped. */
+  requests?: RequestOps | undefined;
 }
+
+export type { Outcome, RequestOps } from './domain/request-ops.js';

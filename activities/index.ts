@@ -7,6 +7,7 @@ import { classified } from './lease-context.js';
 import { createNotificationActivities } from './notifications.js';
 import { createReconciliationActivities } from './reconciliation.js';
 import { createSentinelActivities } from './sentinel.js';
+import { createServiceDeskActivities } from './service-desk.js';
 
 export type { ActivityDeps } from './deps.js';
 export { credentialModeOf } from './lease-context.js';
@@ -18,6 +19,7 @@ export type NotificationActivities = ReturnType<typeof createNotificationActivit
 export type HrActivities = ReturnType<typeof createHrActivities>;
 export type ReconciliationActivities = ReturnType<typeof createReconciliationActivities>;
 export type SentinelActivities = ReturnType<typeof createSentinelActivities>;
+export type ServiceDeskActivities = ReturnType<typeof createServiceDeskActivities>;
 
 /**
  * Every activity the worker registers. The keys are activity type names that running
@@ -33,6 +35,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createHrActivities(deps),
     ...createReconciliationActivities(deps),
     ...createSentinelActivities(deps),
+    ...createServiceDeskActivities(deps),
   });
 }
 

@@ -204,7 +204,7 @@ export function createLeaseActivities(deps: Pick<ActivityDeps, 'db' | 'connector
       return { verifiedAt: verifiedAt.toISOString(), expiresAt: expiresAt.toISOString() };
     },
 
-    async recordExtension(input: Keyed & FromApi & { requestId: string; grantId: string; actorId: string; justification: string; expiresAt: string }) {
+    async recordExtension(input: Keyed & FromApi & { requestId: string; grantId: string; actorId: string; justification: string; expiresAt: string; shortened?: boolean }) {
       await db.transaction(async (tx) => {
         const before = await lockOpenGrant(tx, input.grantId);
         if (!before) return; // the lease ended meanwhile: no extension to record
@@ -214,7 +214,7 @@ export function createLeaseActivities(deps: Pick<ActivityDeps, 'db' | 'connector
           idempotencyKey: input.idempotencyKey,
           actorType: 'identity',
           actorId: input.actorId,
-          action: 'grant.extended',
+          action: input.shortened ? 'grant.shortened' : 'grant.extended',
           requestId: input.requestId,
           grantId: input.grantId,
           reason: input.justification,

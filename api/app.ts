@@ -24,10 +24,12 @@ import { hrRoutes } from './routes/hr.js';
 import { computeKpis, kpiRoutes, registerKpiGauges, type Kpis } from './routes/kpis.js';
 import { reconciliationRoutes } from './routes/reconciliation.js';
 import { delegationRoutes, groupRoutes, policyRoutes } from './routes/policies.js';
+import { serviceDeskRoutes } from './routes/service-desks.js';
 import { createAccessRequestService } from './services/access-requests.js';
 import { createAdminService } from './services/admin.js';
 import { createHrIntakeService } from './services/hr-intake.js';
 import { createReconciliationService } from './services/reconciliation.js';
+import { createServiceDeskService } from './services/service-desks.js';
 
 export interface AppDeps {
   db: Db;
@@ -69,6 +71,7 @@ export function createApp(deps: AppDeps): Express {
   const reconciliation = createReconciliationService({ db, temporal, config });
   // Every registered system gets its reconciliation schedule.
   const admin = createAdminService({ db, policies, onSystemCreated: (id) => ensureReconcileSchedule(temporal, config, id) });
+  const serviceDesks = createServiceDeskService({ db, temporal, config });
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
@@ -138,6 +141,7 @@ export function createApp(deps: AppDeps): Express {
   v1.use('/systems', catalog.systems);
   v1.use('/entitlements', catalog.entitlements);
   v1.use('/tokens', tokenRoutes(admin));
+  v1.use('/service-desks', serviceDeskRoutes(serviceDesks));
   app.use('/v1', v1);
 
   app.use(notFoundHandler);

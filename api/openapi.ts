@@ -11,7 +11,7 @@ export const openApiRegistry = new OpenAPIRegistry();
 
 openApiRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'An API token (POST /v1/tokens); its roles decide what it may do.' });
 
-type Method = 'get' | 'post' | 'put' | 'delete';
+type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
 type Params = ZodObject | ZodPipe;
 
 interface Operation {
@@ -151,6 +151,32 @@ route('delete', '/v1/tokens/{id}', {
   params: s.idParam,
   ok: { 200: described('the revoked token: {id, principalId, roles, …, revokedAt}; revoking it again changes nothing') },
   errors: { 409: 'the last live operator token (issue another first)' },
+});
+
+// Service desks: tickets that start requests and receive the lifecycle's story (issue 12).
+const deskView = '{id, name, kind, config, secretRefs (names only), ownerId, cursor, workflowId, health {reachedAt, failingSince, lastErrorType, alertedAt}, backlog {pendingWriteBacks, oldestPendingAt}, links {linked, refused, closed}}';
+route('post', '/v1/service-desks', {
+  summary: 'Register a service desk (config + ACCESSLOOP_SECRET_* references) and start its loop',
+  roles: 'operator',
+  body: s.createServiceDeskBody,
+  ok: { 201: described(`the desk: ${deskView}; Location names it`) },
+  errors: { 409: 'a desk with this name exists', 503: 'registered, but its loop could not be started (details.id; check-tickets starts it)' },
+});
+route('get', '/v1/service-desks', { summary: 'List service desks with their health, write-back backlog and ticket links', roles: 'operator, auditor', ok: { 200: described(`{items: [${deskView}]}`) } });
+route('get', '/v1/service-desks/{id}', { summary: 'A service desk, its health, write-back backlog and ticket links', roles: 'operator, auditor', params: s.idParam, ok: { 200: described(`the desk: ${deskView}`) } });
+route('patch', '/v1/service-desks/{id}', {
+  summary: 'Replace a desk’s config and/or secret references (validated as at registration; audited)',
+  roles: 'operator',
+  params: s.idParam,
+  body: s.updateServiceDeskBody,
+  ok: { 200: described('the desk') },
+});
+route('post', '/v1/service-desks/{id}/check-tickets', {
+  summary: 'Check every live ticket-linked lease against its ticket now (starts the desk loop if it is not running)',
+  roles: 'operator',
+  params: s.idParam,
+  ok: { 202: described('{id, workflowId}') },
+  errors: { 503: 'the desk loop could not be reached' },
 });
 
 // Policies.

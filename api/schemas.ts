@@ -29,7 +29,7 @@ export const errorBody = z
 const justification = z.string().trim().min(10, 'say why in at least 10 characters').max(2000);
 const durationSeconds = z.number().int().positive().max(10 * 365 * 24 * 3600);
 // The workflow's own reason schema, less the one only the sentinel itself records.
-const apiRevokeReason = revokeReasonSchema.exclude(['sentinel']);
+const apiRevokeReason = revokeReasonSchema.exclude(['sentinel', 'ticket']);
 
 export const createAccessRequestBody = z.strictObject({
   subjectId: z.uuid().optional(),
@@ -227,3 +227,30 @@ export const codecBody = z.object({
     )
     .max(1000),
 });
+
+// ---- Service desks (issue 12): a desk's config is validated by its kind's parser in the service
+// (activities/connectors/service-desk/registry.ts), so here it is only an object.
+
+/**
+ * A secret *reference*: the name of an `ACCESSLOOP_SECRET_*` variable (SECRET_ENV_PREFIX) the
+ * worker reads. Names are upper case, so a pasted token (mixed case, dashes) is refused, and the
+ * error names the field, never what was sent.
+ */
+const deskSecretRef = z.string().regex(/^ACCESSLOOP_SECRET_[A-Z0-9_]{1,100}$/, 'must be the name of an ACCESSLOOP_SECRET_* environment variable (a reference, never the secret itself)');
+const deskSecretRefs = z.strictObject({ token: deskSecretRef });
+const deskConfig = z.record(z.string(), z.unknown());
+
+export const createServiceDeskBody = z.strictObject({
+  name: z.string().trim().min(1).max(128),
+  kind: z.enum(['rt']),
+  /** The adapter's config plus an optional `loop` object (poll, ticket-check and alert intervals, ticket decisions). */
+  config: deskConfig,
+  secretRefs: deskSecretRefs,
+  /** Who answers for the desk; default: the caller's identity (a client token must name one). */
+  ownerId: z.uuid().optional(),
+});
+
+/** Each given part replaces the stored one whole, and is validated as at registration. */
+export const updateServiceDeskBody = z
+  .strictObject({ config: deskConfig.optional(), secretRefs: deskSecretRefs.optional() })
+  .refine((b) => b.config !== undefined || b.secretRefs !== undefined, { message: 'give config, secretRefs or both' });

@@ -58,6 +58,8 @@ export const revokeReason = pgEnum('revoke_reason', [
   'manual',
   'reconciliation',
   'sentinel',
+  /** The service-desk ticket that justified the access was rejected or deleted by a person. */
+  'ticket',
 ]);
 export const apiRole = pgEnum('api_role', ['hr_system', 'requester', 'approver', 'operator', 'auditor']);
 
@@ -393,7 +395,16 @@ export const hrEvents = pgTable(
   (t) => [uniqueIndex('hr_event_webhook_uq').on(t.webhookId), index('hr_event_identity_idx').on(t.identityId)],
 );
 
-export const findingKind = pgEnum('finding_kind', ['orphaned_account', 'unauthorized_access', 'failed_revocation', 'missing_grant']);
+export const findingKind = pgEnum('finding_kind', [
+  'orphaned_account',
+  'unauthorized_access',
+  'failed_revocation',
+  'missing_grant',
+  /** Live access whose service-desk ticket is resolved, rejected or deleted (account: the ticket ref). */
+  'ticket_closed',
+  /** Live access whose service-desk ticket the desk no longer has. */
+  'ticket_missing',
+]);
 export const findingStatus = pgEnum('finding_status', ['open', 'remediated', 'resolved']);
 
 /** What reconciliation found on a target that the lifecycle did not explain. */
@@ -546,6 +557,11 @@ export const serviceDesks = pgTable(
       .references(() => identities.id),
     /** The adapter's cursor: the last desk event fully handled (RT: a transaction id). Null: not started. */
     cursor: text('cursor'),
+    /** The loop's health, for operators and the alert: last round that reached the desk, first failure of the current run of failures. */
+    reachedAt: ts('reached_at'),
+    failingSince: ts('failing_since'),
+    lastErrorType: text('last_error_type'),
+    alertedAt: ts('alerted_at'),
     createdAt: createdAt(),
   },
   (t) => [uniqueIndex('service_desk_name_uq').on(t.name)],
@@ -571,7 +587,12 @@ export const ticketLinks = pgTable(
     /** For `refused`: the stable code of the refusal (never the ticket's own text). */
     refusal: text('refusal'),
     createdAt: createdAt(),
+    /** When the ticket was opened on the desk (the start of "ticket → access verified"). */
+    ticketCreatedAt: ts('ticket_created_at'),
+    /** When the post that resolved or rejected the ticket was delivered. */
     closedAt: ts('closed_at'),
+    /** The state that post set: `resolved` (removal verified) or `rejected`. */
+    finalState: text('final_state'),
     /** The last outbox row posted to the ticket: write-back is in order and once. */
     deliveredThrough: bigint('delivered_through', { mode: 'number' }).notNull().default(0),
     /** Set before a post and cleared after it, so a crash in between is settled by reading the ticket back. */

@@ -30,6 +30,8 @@ execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.build.json'
 await cp(path.join(root, 'db', 'migrations'), path.join(scratch, 'db', 'migrations'), { recursive: true });
 // temporal/codec.ts loads the failure converter by path next to itself (plain CommonJS, not compiled).
 await cp(path.join(root, 'temporal', 'failure-converter.cjs'), path.join(scratch, 'temporal', 'failure-converter.cjs'));
+// The private RT of the demo and the tests is driven by this Perl script, read from beside rt-server.js.
+await cp(path.join(root, 'activities/connectors/service-desk/rt-instance.pl'), path.join(scratch, 'activities/connectors/service-desk/rt-instance.pl'));
 
 // Bundled from the TypeScript source (this script runs through tsx), the same code tsc compiled.
 const { code } = await bundleWorkflowCode({ ...workflowBundleOptions, logger: new DefaultLogger('WARN') });

@@ -12,6 +12,8 @@ import { createCredentialVault } from '../activities/domain/vault.js';
 import { formatProblems } from '../activities/domain/policy/load.js';
 import { createPolicyService, PolicyError, type PolicyService } from '../activities/domain/policy/service.js';
 import { createApp } from '../api/app.js';
+import { createAccessRequestService } from '../api/services/access-requests.js';
+import { createDeskRequestOps } from '../api/services/desk-requests.js';
 import { closeDb, createDb, migrateDb, type Db } from '../db/client.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded.js';
 import { ensureBootstrapToken, seedDemo, type DemoCatalog } from './demo-catalog.js';
@@ -20,8 +22,10 @@ import { createDataConverter, keyRing, LOCAL_PAYLOAD_KEY_ID, type PayloadKeyRing
 import type { Config } from './config.js';
 import { freePort, resolveTemporalBinary, startDevServer, type DevServer } from './dev-server.js';
 import type { Logger } from './logger.js';
-import { systems } from '../db/schema.js';
+import { serviceDesks, systems } from '../db/schema.js';
 import { ensureReconcileSchedule, ensureSentinelSchedule } from './schedules.js';
+import { ensureServiceDeskWorkflow } from './desk-workflows.js';
+import { startDemoDesk } from './demo-desk.js';
 import { createWorker, installTemporalRuntime } from './worker.js';
 
 export interface RuntimeOptions {
@@ -47,7 +51,7 @@ export interface Runtime {
   server?: Server;
   apiUrl?: string;
   uiUrl?: string;
-  demo?: DemoCatalog & { ldapUrl?: string; ldapBindDn?: string; ldapPassword?: string; sshCa?: { publicKeyPath: string; krlPath: string } };
+  demo?: DemoCatalog & { desk?: { url: string; deskId: string; requesterToken?: string }; ldapUrl?: string; ldapBindDn?: string; ldapPassword?: string; sshCa?: { publicKeyPath: string; krlPath: string } };
   stop(): Promise<void>;
 }
 
@@ -153,6 +157,8 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     // Reconciliation schedules for every system already registered (new ones get theirs on creation).
     for (const s of await db.select({ id: systems.id }).from(systems)) await ensureReconcileSchedule(temporal, config, s.id);
     await ensureSentinelSchedule(temporal, config);
+    // Every registered desk has its loop running (registering one through the API starts it too).
+    for (const d of await db.select({ id: serviceDesks.id }).from(serviceDesks)) await ensureServiceDeskWorkflow(temporal, config, d.id);
     stops.push(() => connectors.close());
 
     // ---- Worker
@@ -166,7 +172,20 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
         connection: workerConn,
         namespace: config.TEMPORAL_NAMESPACE,
         taskQueue: config.TEMPORAL_TASK_QUEUE,
-        deps: { db, connectors, log, metrics, policies, notifier, vault, temporal },
+        deps: {
+          db,
+          connectors,
+          log,
+          metrics,
+          policies,
+          notifier,
+          vault,
+          temporal,
+          // The service desk acts through the same request rules as the API (activities never import api/).
+          requests: createDeskRequestOps({ service: createAccessRequestService({ db, temporal, config, policies }), temporal }),
+          publicUrl: config.ACCESSLOOP_PUBLIC_URL ?? `http://localhost:${config.PORT}`,
+          secretEnv: connectorEnv,
+        },
         dataConverter,
       });
       workerDone = worker.run();
@@ -251,7 +270,9 @@ async function startDemo(config: Config, db: Db, env: Record<string, string | un
   const ssh = await demoSshCa(config, env, say);
   const catalog = await seedDemo(db, directory, saved?.tokens, { ...(ssh ? { ssh: ssh.seed } : {}) });
   await writeFile(tokensFile, JSON.stringify({ tokens: catalog.tokens, ldapPassword: ldap?.ldapPassword }, null, 2), { mode: 0o600 });
-  return { ...catalog, ...(ldap ?? {}), ...(ssh ? { sshCa: { publicKeyPath: ssh.publicKeyPath, krlPath: ssh.seed.krlPath } } : {}) };
+  // Request Tracker as the demo's service desk, when it is installed (bash temporal/provision.sh --for test).
+  const desk = await startDemoDesk({ dataDir: config.ACCESSLOOP_DATA_DIR, db, ownerId: catalog.identities.carol, env, say, stops });
+  return { ...catalog, ...(ldap ?? {}), ...(ssh ? { sshCa: { publicKeyPath: ssh.publicKeyPath, krlPath: ssh.seed.krlPath } } : {}), ...(desk ? { desk } : {}) };
 }
 
 /**

@@ -8,6 +8,7 @@ import {
   reviewSignal,
   revokeSignal,
   rotateCredentialUpdate,
+  shortenUpdate,
   stateQuery,
 } from './messages.js';
 
@@ -25,6 +26,7 @@ export async function accessRequestWorkflow(input: AccessRequestInput): Promise<
   // Validators reject before anything is written to history: a refused update leaves no trace.
   setHandler(decideUpdate, (args) => approvals.decide(args), { validator: (args) => approvals.validate(args) });
   setHandler(extendUpdate, (args) => request.extend(args), { validator: (args) => request.validateExtend(args) });
+  setHandler(shortenUpdate, (args) => request.shorten(args), { validator: (args) => request.validateShorten(args) });
   setHandler(rotateCredentialUpdate, (args) => request.rotateCredential(args), { validator: (args) => request.validateRotate(args) });
   setHandler(reviewSignal, (args) => request.requestReview(args));
   setHandler(revokeSignal, (args) => request.requestRevoke(args));

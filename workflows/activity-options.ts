@@ -73,3 +73,15 @@ export const removalOverdue = (timing: LifecycleTiming): ActivityOptions => ({
  * step does for the lease). Summaries are fixed phrases and numbers: never names or e-mails.
  */
 export const summarized = (options: ActivityOptions, summary: string): ActivityOptions => ({ ...options, summary });
+
+/**
+ * The service-desk pump: one long activity that polls the desk and delivers write-backs for a
+ * few minutes, heartbeating every round, so a dead worker hands it over within the heartbeat
+ * timeout. Failures inside a round (the desk down) are the pump's own business; what escapes it
+ * (our database down, a bug) is retried without limit, and the pump alerts a person first.
+ */
+export const DESK_PUMP: ActivityOptions = {
+  startToCloseTimeout: '15m',
+  heartbeatTimeout: '20s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
+};

@@ -16,3 +16,6 @@ export const reconciliationScheduleId = (systemId: string) => `reconcile/${syste
 /** The sentinel's Schedule and its runs, one per task queue (the workers it runs on). */
 export const sentinelScheduleId = (taskQueue: string) => `sentinel/${taskQueue}`;
 export const sentinelWorkflowId = (taskQueue: string, runKey: string) => `sentinel/${taskQueue}/${runKey}`;
+
+/** One long-lived workflow per service desk: its intake, ticket decisions and write-back loop. */
+export const serviceDeskWorkflowId = (deskId: string) => `service-desk/${deskId}`;

@@ -3,3 +3,4 @@ export { accessRequestWorkflow } from './access-request.js';
 export { identityWorkflow } from './identity.js';
 export { reconciliationWorkflow } from './reconciliation.js';
 export { sentinelWorkflow } from './sentinel.js';
+export { serviceDeskWorkflow } from './service-desk.js';

@@ -2,9 +2,9 @@ import { ApplicationFailure, condition, isCancellation, log, patched, proxyActiv
 import type { ApprovalActivities, CredentialActivities, LeaseActivities } from '../activities/index.js';
 import { BOOKKEEPING, TARGET_WRITE, summarized } from './activity-options.js';
 import { type ApprovalHost, Approvals, stagesOf } from './approvals.js';
-import type { AccessRequestInput, CredentialView, ExtendArgs, ExtendResult, RequestState, RequestStateView, ReviewArgs, RevokeArgs, RevokeReason, RotateArgs } from './messages.js';
+import type { AccessRequestInput, CredentialView, ExtendArgs, ExtendResult, RequestState, RequestStateView, ReviewArgs, RevokeArgs, RevokeReason, RotateArgs, ShortenArgs } from './messages.js';
 import { UpdateRejection } from './messages.js';
-import { extendArgsSchema, reviewArgsSchema, revokeArgsSchema, rotateArgsSchema } from './message-schemas.js';
+import { extendArgsSchema, reviewArgsSchema, revokeArgsSchema, rotateArgsSchema, shortenArgsSchema } from './message-schemas.js';
 import { parseSignal, parseUpdate } from './signal-input.js';
 import { closeUnapproved, renderDetails } from './lifecycle-steps.js';
 import { Mutex } from './mutex.js';
@@ -150,6 +150,28 @@ export class AccessLifecycle implements ApprovalHost {
       return { expiresAt: this.state.expiresAt!, pendingApproval: true };
     }
     await this.moveExpiry(args);
+    return { expiresAt: this.state.expiresAt! };
+  }
+
+  validateShorten(raw: ShortenArgs): void {
+    const args = parseUpdate('shorten', shortenArgsSchema, raw);
+    // While a review or a re-approval is open, its stage deadline was fixed from the old expiry:
+    // refused, as an extension is, rather than accepted and not enforced until the stage ends.
+    if (this.state.status !== 'active' || this.revokeRequest || this.pendingExtension || this.pendingReview || this.approvals.isOpen) {
+      throw ApplicationFailure.nonRetryable(`request is ${this.state.status}, not active`, UpdateRejection.NotActive);
+    }
+    const at = Date.parse(args.expiresAt);
+    if (!(at > Date.now())) throw ApplicationFailure.nonRetryable('the new end must be in the future; revoke to end access now', UpdateRejection.OutsidePolicy);
+    if (at >= this.expiry.deadline) throw ApplicationFailure.nonRetryable('a shortening must move the expiry earlier; extend to move it later', UpdateRejection.OutsidePolicy);
+  }
+
+  /** An earlier end needs no approval: access only shrinks. The credential's validity shrinks with it. */
+  async shorten(args: ShortenArgs): Promise<ExtendResult> {
+    const at = Date.parse(args.expiresAt);
+    if (this.state.status !== 'active' || this.revokeRequest || !(at > Date.now()) || at >= this.expiry.deadline) {
+      throw ApplicationFailure.nonRetryable(`request is ${this.state.status}, or the end moved meanwhile`, UpdateRejection.NotActive);
+    }
+    await this.moveExpiry({ actorId: args.actorId, justification: args.justification, durationSeconds: 0, ...(args.httpRequestId ? { httpRequestId: args.httpRequestId } : {}) }, at);
     return { expiresAt: this.state.expiresAt! };
   }
 
@@ -337,9 +359,9 @@ export class AccessLifecycle implements ApprovalHost {
   }
 
   /** Records the new expiry first, then moves the lease's timer (the lease loop wakes on the change). */
-  private moveExpiry(ext: ExtendArgs): Promise<void> {
+  private moveExpiry(ext: ExtendArgs, at?: number): Promise<void> {
     return this.credentialExclusive(async () => {
-      const newExpiry = Date.now() + ext.durationSeconds * MS;
+      const newExpiry = at ?? Date.now() + ext.durationSeconds * MS;
       if (this.state.credential) {
         // The credential must not end before the lease it belongs to (nor outlive it).
         const renewed = await targetAs('renew the credential for the extension').renewCredential({ ...this.lease, notAfter: new Date(newExpiry).toISOString(), idempotencyKey: this.nextKey('credential-renewed') });
@@ -352,7 +374,8 @@ export class AccessLifecycle implements ApprovalHost {
         justification: ext.justification,
         ...(ext.httpRequestId ? { httpRequestId: ext.httpRequestId } : {}),
         expiresAt: new Date(newExpiry).toISOString(),
-        idempotencyKey: this.nextKey('extended'),
+        ...(at !== undefined ? { shortened: true } : {}),
+        idempotencyKey: this.nextKey(at !== undefined ? 'shortened' : 'extended'),
       });
       this.expiry.deadline = newExpiry;
       this.state.expiresAt = new Date(newExpiry).toISOString();

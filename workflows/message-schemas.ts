@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { DecisionArgs, ExtendArgs, HrEventRef, ReviewArgs, RevokeArgs, RevokeReason, RotateArgs } from './messages.js';
+import type { DecisionArgs, ExtendArgs, ShortenArgs, HrEventRef, ReviewArgs, RevokeArgs, RevokeReason, RotateArgs } from './messages.js';
 
 // The one boundary for every signal and update input, shared by the workflows (which parse what
 // arrives, from the API or from anyone with Temporal UI access) and the API (which may parse
@@ -9,7 +9,7 @@ import type { DecisionArgs, ExtendArgs, HrEventRef, ReviewArgs, RevokeArgs, Revo
 // enum or a bounded column is checked here.
 
 /** The database's revoke_reason enum, exactly (lower case: 'Manual' is not a reason). */
-export const revokeReasons = ['expired', 'leaver', 'mover', 'review', 'manual', 'reconciliation', 'sentinel'] as const;
+export const revokeReasons = ['expired', 'leaver', 'mover', 'review', 'manual', 'reconciliation', 'sentinel', 'ticket'] as const;
 export const revokeReasonSchema = z.enum(revokeReasons);
 // Both ways: the schema's list and the RevokeReason type must name the same reasons.
 type SameSet<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
@@ -36,6 +36,13 @@ export const extendArgsSchema = z.object({
   justification: z.string().max(2000),
   httpRequestId: httpRequestId.optional(),
 }) satisfies z.ZodType<ExtendArgs>;
+
+export const shortenArgsSchema = z.object({
+  actorId: ref,
+  expiresAt: z.iso.datetime({ offset: true }),
+  justification: z.string().max(2000),
+  httpRequestId: httpRequestId.optional(),
+}) satisfies z.ZodType<ShortenArgs>;
 
 export const rotateArgsSchema = z.object({
   actorId: ref,

@@ -16,7 +16,7 @@ export type RequestState =
   | 'failed';
 
 /** Also the database enum; `sentinel`: removed by the independent sentinel, not by the lease's workflow. */
-export type RevokeReason = 'expired' | 'leaver' | 'mover' | 'review' | 'manual' | 'reconciliation' | 'sentinel';
+export type RevokeReason = 'expired' | 'leaver' | 'mover' | 'review' | 'manual' | 'reconciliation' | 'sentinel' | 'ticket';
 
 export interface LifecycleTiming {
   /** A removal not verified by then turns the lease `revocation_unverified` (retries continue). */
@@ -104,6 +104,15 @@ export interface CredentialView {
   notAfter: string;
 }
 
+/** An earlier end for a live lease (a service-desk ticket's end date moved forward): never later than now's expiry, never in the past. */
+export interface ShortenArgs {
+  actorId: string;
+  /** ISO 8601; must lie between now and the lease's current expiry. */
+  expiresAt: string;
+  justification: string;
+  httpRequestId?: string;
+}
+
 export interface RotateArgs {
   actorId: string;
   httpRequestId?: string;
@@ -111,6 +120,7 @@ export interface RotateArgs {
 
 export const decideUpdate = defineUpdate<DecisionResult, [DecisionArgs]>('decide');
 export const extendUpdate = defineUpdate<ExtendResult, [ExtendArgs]>('extend');
+export const shortenUpdate = defineUpdate<ExtendResult, [ShortenArgs]>('shorten');
 export const revokeSignal = defineSignal<[RevokeArgs]>('revoke');
 /** A new secret for the lease's credential; the old one stops working. */
 export const rotateCredentialUpdate = defineUpdate<CredentialView, [RotateArgs]>('rotateCredential');

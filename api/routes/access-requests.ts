@@ -1,7 +1,7 @@
 import { and, asc, desc, eq, inArray, lt, or } from 'drizzle-orm';
 import { Router } from 'express';
 import type { Db } from '../../db/client.js';
-import { accessRequests, approvals, auditEvents, grants } from '../../db/schema.js';
+import { accessRequests, approvals, auditEvents, grants, ticketLinks } from '../../db/schema.js';
 import { deliverOnce, type CredentialVault } from '../../activities/domain/vault.js';
 import { requestIdOf } from '../request-context.js';
 import { hasRole, identityOf, principalOf, requireRole, type Principal } from '../auth.js';
@@ -76,10 +76,14 @@ export function accessRequestRoutes({ db, requests, vault }: RouteDeps): Router 
     const row = await loadRequest(params.id);
     const allowed = hasRole(p, 'operator', 'auditor') || (hasRole(p, 'requester') && isParty(p, row)) || (await isAssignedApprover(p, row.id));
     if (!allowed) throw notFound('access request'); // do not reveal that it exists
-    const [stageRows, [grant], timeline] = await Promise.all([
+    const [stageRows, [grant], timeline, [ticket]] = await Promise.all([
       db.select().from(approvals).where(eq(approvals.requestId, row.id)).orderBy(asc(approvals.stage), asc(approvals.createdAt)),
       db.select().from(grants).where(eq(grants.requestId, row.id)),
       db.select().from(auditEvents).where(eq(auditEvents.requestId, row.id)).orderBy(asc(auditEvents.seq)),
+      db
+        .select({ deskId: ticketLinks.deskId, ticketRef: ticketLinks.ticketRef, state: ticketLinks.state, deliveredThrough: ticketLinks.deliveredThrough, closedAt: ticketLinks.closedAt, finalState: ticketLinks.finalState })
+        .from(ticketLinks)
+        .where(eq(ticketLinks.requestId, row.id)),
     ]);
     res.json({
       id: row.id,
@@ -92,6 +96,8 @@ export function accessRequestRoutes({ db, requests, vault }: RouteDeps): Router 
       durationSeconds: row.requestedDurationSeconds,
       startAt: row.startAt,
       ticketRef: row.ticketRef,
+      /** Set when the request came from a service-desk ticket: where the story is written back. */
+      ticket: ticket ?? null,
       policyVersion: row.policyVersion,
       failureReason: row.failureReason,
       createdAt: row.createdAt,

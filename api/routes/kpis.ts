@@ -24,8 +24,8 @@ const AGE_BUCKETS = [
  * The governance measures (docs/architecture.md#12-measures) over a window: approval latency split into the human
  * wait (request → final decision) and the system part (decision → grant verified on the
  * target), time to revoke per grant and per leaver, the share of removals that were automated
- * and verified, exceptions that need a human, orphaned access, and open requests by age.
- * Every figure is computed from the database, so it matches the audit trail.
+ * and verified, exceptions that need a human, orphaned access, open requests by age, and the
+ * same loop seen from each service desk's queue. Every figure is computed from the database, so it matches the audit trail.
  */
 export async function computeKpis(db: Db, windowMs: number, now = new Date()) {
   const sinceDate = new Date(now.getTime() - windowMs);
@@ -38,7 +38,7 @@ export async function computeKpis(db: Db, windowMs: number, now = new Date()) {
   const ms = (a: string, b: string) => sql.raw(`extract(epoch from (${b} - ${a})) * 1000`);
   const one = async (q: SQL) => ((await db.execute(q)) as unknown as Row[])[0] ?? {};
   const all = async (q: SQL) => (await db.execute(q)) as unknown as Row[];
-  const [humanWait, systemPart, revoke, leavers, removals, exceptions, orphaned, findings, open] = await Promise.all([
+  const [humanWait, systemPart, revoke, leavers, removals, exceptions, orphaned, findings, open, desks] = await Promise.all([
     one(sql`select ${pct(ms('created_at', 'decided_at'))} from access_request
             where decided_at >= ${since} and status not in ('cancelled','expired_unapproved','rejected')`),
     // from the last approval of a request to its grant verified on the target
@@ -60,6 +60,7 @@ export async function computeKpis(db: Db, windowMs: number, now = new Date()) {
     all(sql`select kind::text as kind, count(*)::int as n from reconciliation_finding where status = 'open' group by kind`),
     all(sql`select status::text as status, extract(epoch from (${now.toISOString()}::timestamptz - created_at)) * 1000 as age_ms
               from access_request where status in (${sql.join(OPEN_STATES.map((s) => sql`${s}`), sql`, `)})`),
+    deskKpis(db, since, pct, ms),
   ]);
   const dist = (x: Row) => ({ n: int(x.n), p50Ms: num(x.p50), p95Ms: num(x.p95), maxMs: num(x.max) });
   const total = int(removals.total);
@@ -92,7 +93,45 @@ export async function computeKpis(db: Db, windowMs: number, now = new Date()) {
       openFindings: findingCounts,
     },
     openRequests: { total: open.length, byAge, byStatus },
+    serviceDesks: desks.desks.map((d) => {
+      const of = (rows: Row[]) => rows.find((r) => r.desk_id === d.desk_id) ?? {};
+      const t = of(desks.tickets);
+      return {
+        deskId: String(d.desk_id),
+        name: String(d.name),
+        queue: d.queue === null ? null : String(d.queue),
+        tickets: int(t.tickets),
+        refused: int(t.refused),
+        ticketToAccessVerified: dist(of(desks.toAccess)),
+        accessEndedToTicketResolved: dist(of(desks.toResolved)),
+        pendingWriteBacks: int(of(desks.pending).n),
+      };
+    }),
   };
+}
+
+/**
+ * Per service desk (issue 12), over the same window: tickets taken in and refused; ticket opened
+ * → access verified on the target (the grant's `grant_verified_at`); access ended (removal
+ * verified) → the post that resolved the ticket delivered; and write-backs still undelivered
+ * (now, like the open-request counts). Each duration is windowed by its end, as above.
+ */
+async function deskKpis(db: Db, since: SQL, pct: (expr: SQL) => SQL, ms: (a: string, b: string) => SQL) {
+  const all = async (q: SQL) => (await db.execute(q)) as unknown as Row[];
+  const [desks, tickets, toAccess, toResolved, pending] = await Promise.all([
+    all(sql`select id::text as desk_id, name, config->>'queue' as queue from service_desk order by name`),
+    all(sql`select desk_id::text as desk_id, count(*)::int as tickets, count(*) filter (where state = 'refused')::int as refused
+              from ticket_link where created_at >= ${since} group by desk_id`),
+    all(sql`select l.desk_id::text as desk_id, ${pct(ms('l.ticket_created_at', 'g.grant_verified_at'))}
+              from ticket_link l join "grant" g on g.request_id = l.request_id
+             where g.grant_verified_at >= ${since} and l.ticket_created_at is not null group by l.desk_id`),
+    all(sql`select l.desk_id::text as desk_id, ${pct(ms('g.removal_verified_at', 'l.closed_at'))}
+              from ticket_link l join "grant" g on g.request_id = l.request_id
+             where l.final_state = 'resolved' and l.closed_at >= ${since} and g.removal_verified_at is not null group by l.desk_id`),
+    all(sql`select l.desk_id::text as desk_id, count(*)::int as n
+              from desk_outbox o join ticket_link l on l.id = o.link_id where o.delivered_at is null group by l.desk_id`),
+  ]);
+  return { desks, tickets, toAccess, toResolved, pending };
 }
 
 /** GET /v1/metrics/kpis?window=24h — operators and auditors. */

@@ -52,18 +52,19 @@ export function createAccessRequestService(deps: AccessRequestServiceDeps) {
   const { submit } = createSubmission(deps);
   const { decide } = createDecisions({ db, temporal, loadRequest });
 
-  async function extend({ principal: p, httpRequestId }: Actor, id: string, body: z.output<typeof extendBody>): Promise<ExtendResult & { id: string }> {
+  /** `updateId`: set by the service desk, so an event handled again after a crash does not extend twice. */
+  async function extend({ principal: p, httpRequestId }: Actor, id: string, body: z.output<typeof extendBody>, updateId?: string): Promise<ExtendResult & { id: string }> {
     const row = await loadRequest(id);
     if (!(hasRole(p, 'operator') || (hasRole(p, 'requester') && isParty(p, row)))) throw forbidden('only the requester, the subject or an operator may extend');
     if (row.status !== 'active') throw conflict('not_active', `request is ${row.status}`);
     const result = await temporal.workflow
       .getHandle(row.workflowId)
-      .executeUpdate(extendUpdate, { args: [{ actorId: actorRef(p), durationSeconds: body.durationSeconds, justification: body.justification, httpRequestId }] })
+      .executeUpdate(extendUpdate, { ...(updateId ? { updateId } : {}), args: [{ actorId: actorRef(p), durationSeconds: body.durationSeconds, justification: body.justification, httpRequestId }] })
       .catch(fromUpdateError);
     return { id: row.id, ...result };
   }
 
-  async function revoke({ principal: p, httpRequestId }: Actor, id: string, body: z.output<typeof revokeBody>): Promise<{ id: string }> {
+  async function revoke({ principal: p, httpRequestId }: Actor, id: string, body: z.output<typeof revokeBody> | { reason: 'ticket'; comment?: string }): Promise<{ id: string }> {
     const row = await loadRequest(id);
     const isOperator = hasRole(p, 'operator');
     if (!isOperator && p.identityId !== row.subjectId) throw forbidden('only an operator or the subject may revoke');

@@ -23,6 +23,11 @@ export interface Decision {
    * the link's id makes it single use, and it is bound to one stage.
    */
   link?: { jti: string; stage: number };
+  /**
+   * Set when the decision comes from a service-desk event: the update's id, so the event handled
+   * again after a crash gets the first answer instead of deciding twice.
+   */
+  updateId?: string;
 }
 
 /**
@@ -49,6 +54,7 @@ export function createDecisions({ db, temporal, loadRequest }: DecisionDeps) {
     const result = await temporal.workflow
       .getHandle(row.workflowId)
       .executeUpdate(decideUpdate, {
+        ...(d.updateId ? { updateId: d.updateId } : {}),
         args: [
           {
             approverId: d.approverId,

@@ -3,7 +3,7 @@ import type { WorkflowClient } from '@temporalio/client';
 import { and, eq, inArray } from 'drizzle-orm';
 import type { z } from 'zod';
 import type { PolicyService } from '../../activities/domain/policy/service.js';
-import { appendAudit } from '../../activities/domain/audit.js';
+import { appendAudit, type Tx } from '../../activities/domain/audit.js';
 import type { Db } from '../../db/client.js';
 import { accessRequests, entitlements, identities, systems, type Entitlement } from '../../db/schema.js';
 import { lifecycleTiming, type Config } from '../../temporal/config.js';
@@ -27,6 +27,14 @@ export interface Submission {
   principal: Principal;
   body: z.output<typeof createAccessRequestBody>;
   httpRequestId: string;
+  /**
+   * Runs in the request row's transaction, before its audit event: the service desk links its
+   * ticket here, so the link exists exactly when the request does and `request.submitted` is
+   * already queued for the ticket.
+   */
+  onRecord?: (tx: Tx, requestId: string) => Promise<void>;
+  /** Where the request came from, for the audit trail (absent: the REST API). */
+  channel?: string;
 }
 
 export interface Submitted {
@@ -118,7 +126,7 @@ export function createSubmission(deps: SubmissionDeps) {
   const { db, temporal, config } = deps;
 
   /** The row and its `request.submitted` event, in one transaction. */
-  async function record(id: string, workflowId: string, c: Checked, { body, httpRequestId }: Submission): Promise<void> {
+  async function record(id: string, workflowId: string, c: Checked, { body, httpRequestId, onRecord, channel }: Submission): Promise<void> {
     await db.transaction(async (tx) => {
       await tx.insert(accessRequests).values({
         id,
@@ -132,6 +140,7 @@ export function createSubmission(deps: SubmissionDeps) {
         status: 'pending_approval',
         workflowId,
       });
+      if (onRecord) await onRecord(tx, id);
       await appendAudit(tx, {
         idempotencyKey: `request/${id}/submitted`,
         actorType: 'identity',
@@ -146,6 +155,7 @@ export function createSubmission(deps: SubmissionDeps) {
           ...(body.ticketRef ? { ticketRef: body.ticketRef } : {}),
           ...(c.startAt ? { startAt: c.startAt.toISOString() } : {}),
           httpRequestId,
+          ...(channel ? { channel } : {}),
         },
       });
     });

@@ -1,8 +1,9 @@
 /**
- * The private Request Tracker the ticket integration will run against (test/helpers/rt.ts):
+ * The private Request Tracker the ticket integration runs against (test/helpers/rt.ts):
  * a ticket's life over REST 2.0 with the tokens of the requester and of the least-privilege
  * `accessloop` user, what that user can not do, where the server listens, and a restart.
- * The steps share one ticket, so they run in order.
+ * The steps share one ticket, so they run in order. Then the users a test adds (addRtUser): an
+ * approver who reads and answers but changes nothing, a requester who withdraws its own ticket.
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -12,7 +13,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canConnect } from '../../activities/connectors/child-process.js';
-import { rtCall, startRt, type RtHandle } from '../helpers/rt.js';
+import { addRtUser, rtCall, startRt, type RtHandle } from '../helpers/rt.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -222,6 +223,14 @@ describe('private Request Tracker', () => {
     expect((await asRequester('POST', '/ticket', { Queue: 'General', Subject: 'x' })).status).toBe(403);
   });
 
+  it("root signs in with its data dir's own password, not the one rt-setup-database gives it", async () => {
+    const basic = async (password: string) =>
+      (await fetch(`${rt.restUrl}/rt`, { headers: { Authorization: `Basic ${Buffer.from(`root:${password}`).toString('base64')}` }, signal: AbortSignal.timeout(30_000) })).status;
+    expect(rt.server.rootPassword).toMatch(/^[0-9a-f]{36}$/);
+    expect(await basic('password')).toBe(401);
+    expect(await basic(rt.server.rootPassword!)).toBe(200);
+  });
+
   it('a restart on the same data keeps the ticket and the tokens', async () => {
     const pidBefore = rt.pid();
     expect(pidBefore).toBeDefined();
@@ -234,5 +243,97 @@ describe('private Request Tracker', () => {
     expect(again.status).toBe(200);
     expect(again.body.Status).toBe('resolved');
     expect(fieldValues(again.body)).toEqual(Object.fromEntries(Object.entries(REQUEST).map(([k, v]) => [k, [v]])));
+  });
+});
+
+describe('the cast a test adds (addRtUser)', () => {
+  const openRequest = async (token: string, requestor: string, subject: string) => {
+    const res = await rtCall<{ id: string }>(rt.restUrl, token, 'POST', '/ticket', {
+      Queue: rt.fixture.queue.name,
+      Requestor: requestor,
+      Subject: subject,
+      Content: `Please grant alice prod-admins (${subject}).`,
+      ContentType: 'text/plain',
+      CustomFields: REQUEST,
+    });
+    expect(res.status).toBe(201);
+    return Number(res.body.id);
+  };
+  const groupMembers = async (groupId: number) => {
+    const res = await asAdmin<Collection<{ id: number | string; type: string }>>('GET', `/group/${groupId}/members?per_page=100`);
+    expect(res.status).toBe(200);
+    return res.body.items.map((m) => Number(m.id));
+  };
+
+  it('an approver in "Access approvers" reads and answers any ticket of the queue, and changes neither what was requested nor its state', async () => {
+    const approver = await addRtUser(rt, 'approver-ann', { groups: ['approvers'] });
+    expect(await groupMembers(rt.fixture.approversGroup.id)).toEqual([approver.id]);
+    expect(await groupMembers(rt.fixture.requestersGroup.id)).not.toContain(approver.id);
+    expect((await asAdmin<{ Privileged: number }>('GET', `/user/${approver.id}`)).body.Privileged).toBe(1);
+    const asApprover = <T>(method: string, route: string, body?: unknown) => rtCall<T>(rt.restUrl, approver.token, method, route, body);
+
+    const id = await openRequest(rt.requesterToken, rt.fixture.users.requester.name, 'approver reads this');
+    const seen = await asApprover<TicketBody>('GET', `/ticket/${id}`);
+    expect(seen.status).toBe(200);
+    expect(fieldValues(seen.body)).toEqual(Object.fromEntries(Object.entries(REQUEST).map(([k, v]) => [k, [v]])));
+    const search = await asApprover<Collection<{ id: string }>>('GET', `/tickets?query=${encodeURIComponent(`Queue = '${rt.fixture.queue.name}' AND id = ${id}`)}`);
+    expect(search.body.items.map((t) => Number(t.id))).toEqual([id]);
+
+    expect((await asApprover<string[]>('POST', `/ticket/${id}/comment`, { Content: 'approver: checking with the owner', ContentType: 'text/plain' })).body).toEqual(['Comments added']);
+    expect((await asApprover<string[]>('POST', `/ticket/${id}/correspond`, { Content: 'approver: why prod-admins?', ContentType: 'text/plain' })).body).toEqual(['Correspondence added']);
+
+    const rewrite = await asApprover<string[]>('PUT', `/ticket/${id}`, { CustomFields: { Entitlement: 'domain-admins' } });
+    expect(rewrite.body).toEqual(["Could not add a new value to custom field 'Entitlement': Permission Denied"]);
+    const resolve = await asApprover<string[]>('PUT', `/ticket/${id}`, { Status: 'resolved' });
+    expect(resolve.body).toEqual([`Ticket ${id}: Permission Denied`]);
+
+    const truth = (await asAdmin<TicketBody>('GET', `/ticket/${id}`)).body;
+    expect(fieldValues(truth).Entitlement).toEqual([REQUEST.Entitlement]);
+    // The reply opened the new ticket (RT's own scrip, as RT_System), nothing more.
+    expect(truth.Status).toBe('open');
+    const history = await asAdmin<Collection<Txn>>('GET', `/ticket/${id}/history?fields=Type,Creator,Field,OldValue,NewValue&per_page=100`);
+    expect(history.body.items.filter((t) => t.Creator.id === 'approver-ann').map((t) => t.Type)).toEqual(['Comment', 'Correspond']);
+    expect(history.body.items.filter((t) => t.Type === 'Status').map((t) => [t.Creator.id, t.OldValue, t.NewValue])).toEqual([['RT_System', 'new', 'open']]);
+
+    // Approving rights cover this queue only, and open nothing.
+    const elsewhere = await asAdmin<{ id: string }>('POST', '/ticket', { Queue: 'General', Subject: 'not an access request' });
+    expect((await asApprover('GET', `/ticket/${elsewhere.body.id}`)).status).toBe(403);
+    expect((await asApprover('POST', '/ticket', { Queue: rt.fixture.queue.name, Subject: 'made up request' })).status).toBe(403);
+  });
+
+  it('a requester withdraws its own ticket (rejected) and moves its Due date, through the Requestor role only', async () => {
+    // The group grants no ModifyTicket: the role does, so it reaches only the requester's own tickets.
+    expect(rt.fixture.rights.requesters).not.toContain('ModifyTicket');
+    expect(rt.fixture.rights.requestorRole).toContain('ModifyTicket');
+
+    const id = await openRequest(rt.requesterToken, rt.fixture.users.requester.name, 'requester withdraws this');
+    const dueOf = async () => (await asAdmin<{ Due: string }>('GET', `/ticket/${id}`)).body.Due;
+    // Due is written as RT stores it, 'YYYY-MM-DD HH:MM:SS' in UTC. An ISO 8601 value is stored
+    // verbatim (the answer still reads as a change) and every later read shows it unset.
+    expect((await asRequester<string[]>('PUT', `/ticket/${id}`, { Due: '2030-01-01T10:00:00Z' })).body).toEqual([`Ticket ${id}: Due changed from Not set to Tue Jan 01 10:00:00 2030`]);
+    expect(await dueOf()).toBe('1970-01-01T00:00:00Z');
+    expect((await asRequester<string[]>('PUT', `/ticket/${id}`, { Due: '2030-01-02 10:00:00' })).body).toEqual([
+      `Ticket ${id}: Due changed from Tue Jan 01 10:00:00 2030 to Wed Jan 02 10:00:00 2030`,
+    ]);
+    expect(await dueOf()).toBe('2030-01-02T10:00:00Z');
+    expect((await asRequester<string[]>('PUT', `/ticket/${id}`, { Status: 'rejected' })).body).toEqual([`Ticket ${id}: Status changed from 'new' to 'rejected'`]);
+    // ModifyTicket does not reach the custom fields: what was asked for stays as asked.
+    const rewrite = await asRequester<string[]>('PUT', `/ticket/${id}`, { CustomFields: { Entitlement: 'domain-admins' } });
+    expect(rewrite.body).toEqual(["Could not add a new value to custom field 'Entitlement': Permission Denied"]);
+    const truth = (await asAdmin<TicketBody & { Due: string }>('GET', `/ticket/${id}`)).body;
+    expect([truth.Status, truth.Due, fieldValues(truth).Entitlement]).toEqual(['rejected', '2030-01-02T10:00:00Z', [REQUEST.Entitlement]]);
+
+    // Another member of "Access requesters" opens and withdraws its own, and cannot touch this one.
+    const other = await addRtUser(rt, 'requester-bob', { groups: ['requesters'] });
+    expect(await groupMembers(rt.fixture.requestersGroup.id)).toEqual([rt.fixture.users.requester.id, other.id].sort((a, b) => a - b));
+    const asOther = <T>(method: string, route: string, body?: unknown) => rtCall<T>(rt.restUrl, other.token, method, route, body);
+    expect((await asOther('GET', `/ticket/${id}`)).status).toBe(403);
+    const reopen = await asOther<unknown>('PUT', `/ticket/${id}`, { Status: 'open', Due: '2031-01-01 00:00:00' });
+    expect(reopen.status).toBe(403);
+    const after = (await asAdmin<TicketBody & { Due: string }>('GET', `/ticket/${id}`)).body;
+    expect([after.Status, after.Due]).toEqual(['rejected', '2030-01-02T10:00:00Z']);
+
+    const own = await openRequest(other.token, 'requester-bob', 'bob asks and withdraws');
+    expect((await asOther<string[]>('PUT', `/ticket/${own}`, { Status: 'rejected' })).body).toEqual([`Ticket ${own}: Status changed from 'new' to 'rejected'`]);
   });
 });

@@ -260,7 +260,7 @@ export function useWorkflowHarness(): { run: (fake: FakeActivities, body: (r: Ru
  */
 function installQuietRuntime(): void {
   // The identity workflow's fakes (./identity.test.ts) script failures of these too.
-  const ours = new Set<string>([...lifecycleActivityNames, 'grantBirthright', 'enableAccounts', 'disableAccounts', 'awaitIdentityRemovals']);
+  const ours = new Set<string>([...lifecycleActivityNames, 'grantBirthright', 'enableAccounts', 'disableAccounts', 'awaitIdentityRemovals', 'pumpServiceDesk']);
   const logger = new DefaultLogger('WARN', ({ level, message, meta }) => {
     if (message === 'Activity failed' && ours.has(String(meta?.activityType)) && meta?.error instanceof ApplicationFailure) return;
     console.warn(`[${level}] ${message}`, meta ?? '');

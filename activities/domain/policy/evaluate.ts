@@ -162,7 +162,7 @@ export const DEFAULT_POLICY: PolicyDocument = {
   apiVersion: 'accessloop/v1',
   birthright: [],
   moverGraceSeconds: 86400,
-  reconciliation: { removeUnauthorized: 'privileged', redriveFailedRevocations: true },
+  reconciliation: { removeUnauthorized: 'privileged', redriveFailedRevocations: true, revokeWithoutTicket: false },
   policies: [{ name: 'default', appliesTo: {}, stages: [{ name: 'owner', approvers: ['entitlement_owner'], quorum: 1 }], extendRequiresApproval: false, conditions: [] }],
   sod: [],
 };

@@ -110,8 +110,14 @@ export const policyDocument = z.strictObject({
       removeUnauthorized: z.enum(['privileged', 'all', 'none']).default('privileged'),
       /** Re-drive removals the lifecycle ended but the target still shows. */
       redriveFailedRevocations: z.boolean().default(true),
+      /**
+       * Revoke live access whose service-desk ticket was resolved, rejected or deleted behind the
+       * lifecycle's back, or that the desk no longer has (reason `ticket`); otherwise it is an open
+       * finding for the owner.
+       */
+      revokeWithoutTicket: z.boolean().default(false),
     })
-    .default({ removeUnauthorized: 'privileged', redriveFailedRevocations: true }),
+    .default({ removeUnauthorized: 'privileged', redriveFailedRevocations: true, revokeWithoutTicket: false }),
   /**
    * What the sentinel removes by itself (it alerts on every finding): access past expiry + grace
    * (`expired`, the default), also unexplained members, terminated identities' grants and

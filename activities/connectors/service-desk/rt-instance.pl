@@ -1,12 +1,15 @@
 #!/usr/bin/perl
-# The private Request Tracker of the tests (driven by test/helpers/rt.ts; docs/rt.md).
+# A private Request Tracker for the demo and the tests (driven by rt-server.ts next to this
+# file; docs/rt.md).
 #
 #   rt-instance.pl setup
 #     On a freshly initialised database (rt-setup-database --action init): the "Access requests"
-#     queue, its custom fields, the users and the rights. Prints what it made as one JSON line.
-#     Run once per template database, never against a running server.
+#     queue, its custom fields, the users, the groups and the rights. Prints what it made as one
+#     JSON line. Run once per template database, never against a running server.
 #   rt-instance.pl serve --host 127.0.0.1 --port N --tokens FILE
 #     Mints the API tokens (when FILE does not exist yet) and serves RT in this same process.
+#   rt-instance.pl token --user NAME --description TEXT
+#     Mints one more API token for an existing user and prints its secret; safe while serving.
 #
 # Both read the configuration named by RT_SITE_CONFIG / RT_SITE_CONFIG_DIR, never /etc.
 use strict;
@@ -20,6 +23,7 @@ require RT;
 
 my $QUEUE = 'Access requests';
 my $REQUESTERS_GROUP = 'Access requesters';
+my $APPROVERS_GROUP = 'Access approvers';
 
 # All free text, one value each. The catalog (entitlement names, identities, duration limits)
 # lives in accessloop, which checks every value against it and answers on the ticket; a Select
@@ -37,7 +41,12 @@ my @FIELDS = (
 # the custom fields applied to it). docs/rt.md#rights says why each one is there.
 my @INTEGRATION_RIGHTS = qw(SeeQueue ShowTicket ShowTicketComments SeeCustomField CommentOnTicket ReplyToTicket ModifyTicket);
 my @REQUESTER_RIGHTS   = qw(CreateTicket SeeCustomField SetInitialCustomField);
-my @REQUESTOR_ROLE_RIGHTS = qw(ShowTicket SeeCustomField ReplyToTicket);
+# Any ticket of the queue, read and answered; what was requested and the ticket's state stay
+# out of reach (no ModifyTicket, no ModifyCustomField): an approver decides in words.
+my @APPROVER_RIGHTS    = qw(SeeQueue ShowTicket ShowTicketComments SeeCustomField ReplyToTicket CommentOnTicket);
+# ModifyTicket only through the role, so only on the requester's own tickets: withdrawing a
+# request (status rejected) and moving its Due date both need it, RT has no narrower right.
+my @REQUESTOR_ROLE_RIGHTS = qw(ShowTicket SeeCustomField ReplyToTicket ModifyTicket);
 
 my %USERS = (
     integration => { Name => 'accessloop', EmailAddress => 'accessloop@accessloop.test', RealName => 'accessloop integration', Privileged => 1 },
@@ -69,6 +78,16 @@ sub grant {
     my ($ok, $msg) = $principal->GrantRight(Right => $right, Object => $object);
     # a second run over the same database finds its grants in place
     must("granting $right", $ok || ($msg // '') =~ /already has the right/, $msg);
+}
+
+sub user_defined_group {
+    my ($name, $description) = @_;
+    my $group = RT::Group->new(RT->SystemUser);
+    $group->LoadUserDefinedGroup($name);
+    unless ($group->Id) {
+        must("creating group $name", $group->CreateUserDefinedGroup(Name => $name, Description => $description));
+    }
+    return $group;
 }
 
 sub setup {
@@ -118,14 +137,8 @@ sub setup {
         $user_ids{$key} = $user->Id;
     }
 
-    my $requesters = RT::Group->new($system);
-    $requesters->LoadUserDefinedGroup($REQUESTERS_GROUP);
-    unless ($requesters->Id) {
-        must("creating group $REQUESTERS_GROUP", $requesters->CreateUserDefinedGroup(
-            Name        => $REQUESTERS_GROUP,
-            Description => "May open tickets in $QUEUE",
-        ));
-    }
+    my $requesters = user_defined_group($REQUESTERS_GROUP, "May open tickets in $QUEUE");
+    my $approvers = user_defined_group($APPROVERS_GROUP, "May read and answer every ticket in $QUEUE");
     unless ($requesters->HasMember($user_ids{requester})) {
         must("adding requester to $REQUESTERS_GROUP", $requesters->AddMember($user_ids{requester}));
     }
@@ -134,6 +147,7 @@ sub setup {
     $integration->Load($user_ids{integration});
     grant($integration->PrincipalObj, $_, $queue) for @INTEGRATION_RIGHTS;
     grant($requesters->PrincipalObj, $_, $queue) for @REQUESTER_RIGHTS;
+    grant($approvers->PrincipalObj, $_, $queue) for @APPROVER_RIGHTS;
     my $requestor_role = $queue->RoleGroup('Requestor');
     grant($requestor_role->PrincipalObj, $_, $queue) for @REQUESTOR_ROLE_RIGHTS;
 
@@ -142,8 +156,25 @@ sub setup {
         customFields => \%field_ids,
         users        => { map { ($_ => { id => $user_ids{$_}, name => $USERS{$_}{Name} }) } keys %USERS },
         requestersGroup => { id => $requesters->Id, name => $REQUESTERS_GROUP },
-        rights       => { integration => \@INTEGRATION_RIGHTS, requesters => \@REQUESTER_RIGHTS, requestorRole => \@REQUESTOR_ROLE_RIGHTS },
+        approversGroup  => { id => $approvers->Id, name => $APPROVERS_GROUP },
+        rights       => {
+            integration   => \@INTEGRATION_RIGHTS,
+            requesters    => \@REQUESTER_RIGHTS,
+            approvers     => \@APPROVER_RIGHTS,
+            requestorRole => \@REQUESTOR_ROLE_RIGHTS,
+        },
     }), "\n";
+}
+
+sub mint_token {
+    my ($name, $description) = @_;
+    my $user = RT::User->new(RT->SystemUser);
+    $user->Load($name);
+    fail("user $name does not exist") unless $user->Id;
+    my $token = RT::AuthToken->new(RT->SystemUser);
+    my ($id, $msg, $secret) = $token->Create(Owner => $user->Id, Description => $description);
+    must("minting a token for $name", $id, $msg);
+    return $secret;
 }
 
 sub mint_tokens {
@@ -152,14 +183,17 @@ sub mint_tokens {
     my %tokens;
     for my $who ([integration => $USERS{integration}{Name}], [requester => $USERS{requester}{Name}], [admin => 'root']) {
         my ($key, $name) = @$who;
-        my $user = RT::User->new(RT->SystemUser);
-        $user->Load($name);
-        fail("user $name does not exist: was the database made by `rt-instance.pl setup`?") unless $user->Id;
-        my $token = RT::AuthToken->new(RT->SystemUser);
-        my ($id, $msg, $secret) = $token->Create(Owner => $user->Id, Description => "accessloop tests ($key)");
-        must("minting a token for $name", $id, $msg);
-        $tokens{$key} = $secret;
+        $tokens{$key} = mint_token($name, "accessloop ($key)");
     }
+    # rt-setup-database leaves root with the password 'password', which the web UI and REST's
+    # basic auth accept: every data dir gets its own instead, kept with the tokens.
+    open(my $random, '<:raw', '/dev/urandom') or fail("cannot read /dev/urandom: $!");
+    read($random, my $bytes, 18) == 18 or fail('short read from /dev/urandom');
+    close($random);
+    $tokens{rootPassword} = unpack('H*', $bytes);
+    my $root = RT::User->new(RT->SystemUser);
+    $root->Load('root');
+    must('setting the root password', $root->SetPassword($tokens{rootPassword}));
     my $tmp = "$file.tmp.$$";
     umask 077;
     open(my $fh, '>', $tmp) or fail("cannot write $tmp: $!");
@@ -194,7 +228,19 @@ sub serve {
     $runner->run;
 }
 
+sub token {
+    my @args = @_;
+    my ($name, $description);
+    GetOptionsFromArray(\@args, 'user=s' => \$name, 'description=s' => \$description)
+        or fail('usage: token --user NAME --description TEXT');
+    fail('usage: token --user NAME --description TEXT') unless $name && $description;
+    init_rt();
+    # The secret goes to stdout only, for the caller to keep; RT stores its bcrypt hash.
+    print mint_token($name, $description), "\n";
+}
+
 my ($command, @rest) = @ARGV;
 if (($command // '') eq 'setup') { setup() }
 elsif (($command // '') eq 'serve') { serve(@rest) }
-else { fail('usage: rt-instance.pl setup | serve --host H --port N --tokens FILE') }
+elsif (($command // '') eq 'token') { token(@rest) }
+else { fail('usage: rt-instance.pl setup | serve --host H --port N --tokens FILE | token --user NAME --description TEXT') }
