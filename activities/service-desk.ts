@@ -91,16 +91,18 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
   // ---- replies and links -----------------------------------------------------------------------
 
   /** Queues a reply to something the desk sent (`desk:<cursor>`, once per event), on the ticket's link, making a `refused` link when there is none. */
-  async function reply(tx: Tx, deskId: string, ticketRef: string, cursor: string, text: string, refusal?: string): Promise<void> {
+  async function reply(tx: Tx, deskId: string, ticketRef: string, cursor: string, text: string, refusal?: string, note = false): Promise<void> {
     const [link] = await tx
       .insert(ticketLinks)
       .values({ deskId, ticketRef, state: 'refused', refusal: refusal ?? 'not_a_request' })
       .onConflictDoUpdate({ target: [ticketLinks.deskId, ticketLinks.ticketRef], set: refusal ? { refusal: sql`case when ${ticketLinks.state} = 'refused' then ${refusal} else ${ticketLinks.refusal} end` } : { deskId } })
       .returning({ id: ticketLinks.id });
-    await tx.insert(deskOutbox).values({ linkId: link!.id, source: `desk:${cursor}`, text }).onConflictDoNothing();
+    await tx.insert(deskOutbox).values({ linkId: link!.id, source: `${note ? 'desk-note' : 'desk'}:${cursor}`, text }).onConflictDoNothing();
   }
 
   const replyNow = (deskId: string, ev: DeskEvent, text: string, refusal?: string) => db.transaction((tx) => reply(tx, deskId, ev.ticketRef, ev.cursor, text, refusal));
+  /** An internal note: it must not reopen a ticket a person just closed. */
+  const noteNow = (deskId: string, ev: DeskEvent, text: string) => db.transaction((tx) => reply(tx, deskId, ev.ticketRef, ev.cursor, text, undefined, true));
 
   async function linkOf(deskId: string, ticketRef: string) {
     const [row] = await db
@@ -146,7 +148,7 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
     if (existing && existing.link.state !== 'refused') return; // handled before (a replayed event)
     const ticket = await d.desk.ticket(ev.ticketRef);
     if (!ticket || ticket.state !== 'open') return;
-    const refuse = (code: string, message: string) => replyNow(deskId, ev, `accessloop could not accept this request: ${message} Nothing was changed.`, code);
+    const refuse = (code: string, message: string) => replyNow(deskId, ev, refusalText({ code, message }), code);
 
     const parsed = parseTicketRequest(ticket);
     if (!parsed.ok) return replyNow(deskId, ev, refusalText(parsed.refusal), parsed.refusal.code);
@@ -178,7 +180,7 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
           .onConflictDoUpdate({ target: [ticketLinks.deskId, ticketLinks.ticketRef], set: { requestId, state: 'linked', refusal: null, ticketCreatedAt: ticket.createdAt } });
       },
     );
-    if (!result.ok) return refuse(result.code, result.message.endsWith('.') ? result.message : `${result.message}.`);
+    if (!result.ok) return refuse(result.code, result.message);
     log.info({ deskId, ticketRef: ev.ticketRef, requestId: result.value.id }, 'ticket taken in');
   }
 
@@ -221,12 +223,12 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
     const req = found.request;
     if ((ev.state === 'rejected' || ev.state === 'deleted') && REVOCABLE_STATES.includes(req.status)) {
       const r = await ops.revokeForTicket({ requestId: req.id, deskName: d.row.name, deskActor: ev.actor, channel: `desk:${d.row.id}:${ev.cursor}` });
-      if (!r.ok && r.code !== 'not_revocable' && r.code !== 'closed') await replyNow(d.row.id, ev, `accessloop could not end this access: ${r.message}`);
+      if (!r.ok && r.code !== 'not_revocable' && r.code !== 'closed') await noteNow(d.row.id, ev, `accessloop could not end this access: ${r.message}`);
       return;
     }
     if (ev.state === 'resolved' && (LIVE_STATES as readonly string[]).includes(req.status)) {
       // Not reopened (a person decided), not revoked (nobody asked): the ticket check reports it.
-      await replyNow(d.row.id, ev, `Note from accessloop: this ticket was resolved while its access is still ${req.status.replace(/_/g, ' ')}. accessloop resolves it itself once removal is verified; the access remains until it expires or is revoked, and is reported as access without a current ticket.`);
+      await noteNow(d.row.id, ev, `Note from accessloop: this ticket was resolved while its access is still ${req.status.replace(/_/g, ' ')}. accessloop resolves it itself once removal is verified; the access remains until it expires or is revoked, and is reported as access without a current ticket.`);
     }
   }
 
@@ -298,7 +300,7 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
     });
     if (!batch) return;
     const rows = await db
-      .select({ outboxId: deskOutbox.id, text: deskOutbox.text, event: auditEvents })
+      .select({ outboxId: deskOutbox.id, source: deskOutbox.source, text: deskOutbox.text, event: auditEvents })
       .from(deskOutbox)
       .leftJoin(auditEvents, eq(auditEvents.seq, deskOutbox.auditSeq))
       .where(and(eq(deskOutbox.linkId, linkId), isNull(deskOutbox.deliveredAt), lte(deskOutbox.id, batch.through)))
@@ -310,12 +312,13 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
       names: await namesFor(rows as WriteBackItem[], requestId),
     });
     const final = wb.state === 'resolved' || wb.state === 'rejected' ? wb.state : undefined;
-    // Access a person ended by rejecting or deleting the ticket: the verified removal is said, and
-    // the status they chose stands (resolving it would undo their decision).
-    const endedByTicket = final === 'resolved' && requestId ? (await db.select({ reason: grants.revokeReason }).from(grants).where(eq(grants.requestId, requestId)))[0]?.reason === 'ticket' : false;
+    // Access a person ended by rejecting or deleting the ticket: the rest of the story is said
+    // in internal notes, which change no status, and the status they chose stands (a reply would
+    // reopen the ticket, and resolving it would undo their decision). Notes about a ticket a
+    // person closed (`desk-note:`) are internal for the same reason.
+    const endedByTicket = requestId ? await revokedForTicket(requestId) : false;
     const state = endedByTicket ? undefined : wb.state;
-    // An internal note changes no status; a reply would reopen the ticket the person closed.
-    const visibility = endedByTicket ? 'internal' : wb.visibility;
+    const visibility = endedByTicket || rows.every((r) => r.source.startsWith('desk-note:')) ? 'internal' : wb.visibility;
     if (rows.length) {
       await d.desk.post({ ticketRef: batch.link.ticketRef, marker: batch.marker, text: wb.text, visibility, ...(state ? { state } : {}) });
     }
@@ -336,10 +339,23 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
     });
   }
 
+  async function revokedForTicket(requestId: string): Promise<boolean> {
+    const [row] = await db
+      .select({ seq: auditEvents.seq })
+      .from(auditEvents)
+      .where(and(eq(auditEvents.requestId, requestId), eq(auditEvents.action, 'request.revoke_submitted'), sql`${auditEvents.data}->>'reason' = 'ticket'`))
+      .limit(1);
+    return row !== undefined;
+  }
+
   /** Usernames for the identities a batch names, and the entitlement's name: the ticket reads as people would say it. */
   async function namesFor(items: WriteBackItem[], requestId: string | null): Promise<Record<string, string>> {
     const ids = new Set<string>();
-    for (const i of items) if (i.event?.actorType === 'identity' && UUID.test(i.event.actorId)) ids.add(i.event.actorId);
+    for (const i of items) {
+      if (i.event?.actorType === 'identity' && UUID.test(i.event.actorId)) ids.add(i.event.actorId);
+      const approverIds = (i.event?.data as { approverIds?: unknown } | undefined)?.approverIds;
+      if (Array.isArray(approverIds)) for (const a of approverIds) if (typeof a === 'string' && UUID.test(a)) ids.add(a);
+    }
     const names: Record<string, string> = {};
     if (requestId) {
       const [r] = await db

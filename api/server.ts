@@ -31,6 +31,7 @@ const lines = [
 ];
 if (rt.demo) {
   if (rt.demo.ldapUrl) lines.push(`  demo LDAP      ${rt.demo.ldapUrl}  bind ${rt.demo.ldapBindDn}  (password in ${config.ACCESSLOOP_DATA_DIR}/demo-tokens.json)`);
+  if (rt.demo.desk?.users.length) lines.push(`  demo RT        ${rt.demo.desk.url}  sign in as ${rt.demo.desk.users.map((u) => u.name).join(', ')}  (passwords in ${rt.demo.desk.usersFile})`);
   if (rt.demo.sshCa) lines.push(`  demo SSH CA    sshd_config: TrustedUserCAKeys ${rt.demo.sshCa.publicKeyPath}  RevokedKeys ${rt.demo.sshCa.krlPath}  (principal prod-root)`);
   lines.push('', 'demo API tokens (also in demo-tokens.json):');
   for (const [name, t] of Object.entries(rt.demo.tokens)) lines.push(`  export ${name.toUpperCase()}_TOKEN=${t.token}   # ${t.roles.join(',')}`);

@@ -618,7 +618,7 @@ export const deskOutbox = pgTable(
     linkId: uuid('link_id')
       .notNull()
       .references(() => ticketLinks.id),
-    /** `audit:<seq>`, or `desk:<event cursor>` for a reply to something the desk sent. */
+    /** `audit:<seq>`, or `desk:<event cursor>` for a reply to something the desk sent (`desk-note:<cursor>`: an internal note). */
     source: text('source').notNull(),
     auditSeq: bigint('audit_seq', { mode: 'number' }),
     /** A reply's fixed text (refusals); audit rows are rendered when delivered. */

@@ -1,18 +1,37 @@
 /**
  * The demo's service desk: a private Request Tracker 5 under the data dir (the server the tests
- * run, activities/connectors/service-desk/rt-server.ts) and the `service_desk` row accessloop
- * follows it by. Optional like the demo directory: without RT installed the demo runs without it.
+ * run, activities/connectors/service-desk/rt-server.ts), the `service_desk` row accessloop
+ * follows it by, and RT users for the demo's people, so a person can sign in and open a ticket.
+ * Optional like the demo directory: without RT installed the demo runs without it.
  */
+import { randomBytes } from 'node:crypto';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { sql } from 'drizzle-orm';
+import { z } from 'zod';
 import { parseDeskConfig } from '../activities/connectors/service-desk/registry.js';
-import { rtInstalled, startRtServer } from '../activities/connectors/service-desk/rt-server.js';
+import { ensureRtUser, rtInstalled, startRtServer, type RtGroupKey, type RtServer } from '../activities/connectors/service-desk/rt-server.js';
 import type { Db } from '../db/client.js';
 import { serviceDesks } from '../db/schema.js';
+import type { DemoCatalog } from './demo-catalog.js';
 
 export const DEMO_DESK_NAME = 'demo-rt';
 export const DEMO_RT_SECRET_ENV = 'ACCESSLOOP_SECRET_DEMO_RT';
 const DEMO_RT_PORT = 8380;
+/** In `<dataDir>/rt`: the demo people's RT passwords, made once, kept across restarts. */
+export const DEMO_RT_USERS_FILE = 'demo-users.json';
+
+/**
+ * RT users named like the demo identities, because the loop maps a ticket's creator and a
+ * reply's author to an identity by username: alice and dave open requests, bob (owner of the
+ * demo entitlements) and carol (manager) answer them.
+ */
+const DEMO_RT_USERS: ReadonlyArray<{ name: keyof DemoCatalog['identities']; groups: RtGroupKey[] }> = [
+  { name: 'alice', groups: ['requesters'] },
+  { name: 'bob', groups: ['approvers'] },
+  { name: 'carol', groups: ['approvers'] },
+  { name: 'dave', groups: ['requesters'] },
+];
 
 export interface DemoDeskOptions {
   /** The demo's data dir; RT keeps its database, tokens and logs in `<dataDir>/rt` across restarts. */
@@ -35,6 +54,16 @@ export interface DemoDesk {
   deskId: string;
   /** Token of RT's `requester`, who may open tickets in the queue: for the README's curl. */
   requesterToken?: string;
+  /** The demo people's RT sign-ins (web UI and REST basic auth); empty when they could not be set up. */
+  users: DemoRtUser[];
+  /** Where the passwords are kept (0600), for the line that points a person at them. */
+  usersFile: string;
+}
+
+export interface DemoRtUser {
+  name: string;
+  password: string;
+  groups: RtGroupKey[];
 }
 
 /** Starts the demo RT and registers it as desk `demo-rt`; undefined, with a note, when RT is not installed or does not start. */
@@ -67,5 +96,47 @@ export async function startDemoDesk(opts: DemoDeskOptions): Promise<DemoDesk | u
     .returning({ id: serviceDesks.id });
   if (!row) throw new Error(`service desk ${DEMO_DESK_NAME} was neither inserted nor updated`);
   say(`demo service desk: ${rt.url} (queue "${rt.fixture.queue.name}")`);
-  return { url: rt.url, deskId: row.id, requesterToken: rt.tokens.requester };
+  const usersFile = path.join(dataDir, DEMO_RT_USERS_FILE);
+  // Without people to sign in the desk still works for tickets opened over REST: a note, not a failed demo.
+  const users = await ensureDemoRtUsers(rt, usersFile).catch((e: unknown) => {
+    say(`demo RT users not set up: ${(e as Error).message}`);
+    return [];
+  });
+  return { url: rt.url, deskId: row.id, requesterToken: rt.tokens.requester, users, usersFile };
+}
+
+const usersFileSchema = z.object({ users: z.record(z.string(), z.object({ password: z.string().min(1) })) });
+
+/** What an earlier start kept; a missing or unreadable file means new passwords, which are then set. */
+async function readSavedUsers(usersFile: string): Promise<z.infer<typeof usersFileSchema> | undefined> {
+  try {
+    return usersFileSchema.parse(JSON.parse(await readFile(usersFile, 'utf8')));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The demo people as RT users, each with a password made on first start and read from
+ * `usersFile` after. RT is arranged before the file is written, so a start that dies in between
+ * makes new passwords next time and sets them on the users it already made.
+ */
+async function ensureDemoRtUsers(rt: RtServer, usersFile: string): Promise<DemoRtUser[]> {
+  const saved = await readSavedUsers(usersFile);
+  const users: DemoRtUser[] = [];
+  for (const u of DEMO_RT_USERS) {
+    const password = saved?.users[u.name]?.password ?? randomBytes(18).toString('base64url');
+    await ensureRtUser(rt, u.name, { groups: u.groups, password });
+    users.push({ name: u.name, password, groups: u.groups });
+  }
+  const groupName = (g: RtGroupKey) => (g === 'requesters' ? rt.fixture.requestersGroup.name : rt.fixture.approversGroup.name);
+  const file = {
+    url: rt.url,
+    queue: rt.fixture.queue.name,
+    users: Object.fromEntries(users.map((u) => [u.name, { password: u.password, groups: u.groups.map(groupName) }])),
+  };
+  const tmp = `${usersFile}.${process.pid}`;
+  await writeFile(tmp, `${JSON.stringify(file, null, 2)}\n`, { mode: 0o600 });
+  await rename(tmp, usersFile);
+  return users;
 }

@@ -25,7 +25,7 @@ import type { Logger } from './logger.js';
 import { serviceDesks, systems } from '../db/schema.js';
 import { ensureReconcileSchedule, ensureSentinelSchedule } from './schedules.js';
 import { ensureServiceDeskWorkflow } from './desk-workflows.js';
-import { startDemoDesk } from './demo-desk.js';
+import { startDemoDesk, type DemoDesk } from './demo-desk.js';
 import { createWorker, installTemporalRuntime } from './worker.js';
 
 export interface RuntimeOptions {
@@ -51,7 +51,7 @@ export interface Runtime {
   server?: Server;
   apiUrl?: string;
   uiUrl?: string;
-  demo?: DemoCatalog & { desk?: { url: string; deskId: string; requesterToken?: string }; ldapUrl?: string; ldapBindDn?: string; ldapPassword?: string; sshCa?: { publicKeyPath: string; krlPath: string } };
+  demo?: DemoCatalog & { desk?: DemoDesk; ldapUrl?: string; ldapBindDn?: string; ldapPassword?: string; sshCa?: { publicKeyPath: string; krlPath: string } };
   stop(): Promise<void>;
 }
 

@@ -1,7 +1,7 @@
 import type { DeskFieldKey, DeskTicket } from '../connectors/service-desk/types.js';
 
 // A ticket in the access-requests queue, read as an access request, and a reply on a ticket,
-// read as a decision (docs/service-desk.md, "The loop around the adapter"). Pure: resolving the
+// read as a decision (docs/service-desk.md, "How the loop works"). Pure: resolving the
 // entitlement, subject and requester against the catalog is the caller's, which reports its
 // own refusals (unknown_entitlement, …) through the same IntakeRefusal and refusalText.
 //
@@ -231,10 +231,11 @@ function sentence(s: string): string {
 
 /**
  * The reply posted on a refused ticket: what was wrong, how to fix it, and that nothing
- * happened. A refused ticket stays refused (its link records the code), so the fix is a new ticket.
+ * happened. The link records the code; correcting a request field on the same ticket takes it in
+ * again (activities/service-desk.ts).
  */
 export function refusalText(r: IntakeRefusal): string {
   const fix = CODE_FIX[r.code] ?? (r.field ? FIELD_FIX[r.field] : undefined);
-  const parts = [sentence(r.message), fix ? `${fix} Then open a new ticket for the request.` : undefined, 'Nothing was changed.'];
+  const parts = [sentence(r.message), fix ? `${fix} Correct the field on this ticket and it is taken in again.` : undefined, 'Nothing was changed.'];
   return `accessloop could not accept this request: ${parts.filter((p) => p).join(' ')}`;
 }

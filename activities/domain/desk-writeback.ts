@@ -266,6 +266,13 @@ function stateOf(event: Pick<AuditEvent, 'action' | 'data'>): WriteBack['state']
  * the first line, the line that decided the state, the last line and the evidence link stay;
  * the lines between are counted instead. An empty batch renders as empty text.
  */
+/**
+ * What the requester hears about as it happens (a reply), beside the final state: the request
+ * was taken in, access works now, its end moved, its removal is not verified yet. Approval
+ * steps stay internal notes for the desk's staff.
+ */
+const REQUESTER_NEWS = new Set(['request.submitted', 'grant.verified', 'grant.extended', 'grant.shortened', 'grant.revocation_unverified', 'extension.refused']);
+
 export function renderWriteBack(items: WriteBackItem[], ctx: WriteBackContext): WriteBack {
   const lines: string[] = [];
   let state: WriteBack['state'];
@@ -290,7 +297,7 @@ export function renderWriteBack(items: WriteBackItem[], ctx: WriteBackContext): 
   const keep = new Set([0, stateLine, lines.length - 1].filter((i) => i >= 0));
   return {
     text: [...fit(lines, keep, evidence, ctx.requestId), ...evidence].join('\n'),
-    visibility: state || replied ? 'requester' : 'internal',
+    visibility: state || replied || items.some((i) => i.event && REQUESTER_NEWS.has(i.event.action)) ? 'requester' : 'internal',
     ...(state ? { state } : {}),
   };
 }

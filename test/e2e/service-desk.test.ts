@@ -127,6 +127,7 @@ describe('ticket in, access out, ticket resolved only after removal is verified'
     expect(link.state).toBe('linked');
     const active = await s.waitForStatus(link.requestId!, ['active']);
     expect(active.ticketRef).toBe(`rt-test#${ticket}`);
+    expect(active.ticket).toMatchObject({ deskId, ticketRef: ticket, state: 'linked' });
     expect(await s.ldapMembers('finance-readers')).toContain(s.userDn('alice'));
 
     // TicketRef in the Temporal UI: the search attribute an operator filters on.
@@ -149,6 +150,13 @@ describe('ticket in, access out, ticket resolved only after removal is verified'
     const [grant] = await s.tdb.db.select().from(grants).where(eq(grants.requestId, link.requestId!));
     expect(rtTime(resolvedAt)).toBeGreaterThanOrEqual(Math.floor(grant!.removalVerifiedAt!.getTime() / 1000) * 1000);
     expect(Date.parse(done.removalVerifiedAt)).toBeGreaterThan(0);
+
+    // The per-desk KPIs count this ticket: opened → access verified, and access ended → ticket resolved.
+    const kpis = await s.call('GET', '/v1/metrics/kpis', tok.operator);
+    const mine = kpis.body.serviceDesks.find((d: { deskId: string }) => d.deskId === deskId);
+    expect(mine.ticketToAccessVerified.n).toBeGreaterThanOrEqual(1);
+    expect(mine.accessEndedToTicketResolved.n).toBeGreaterThanOrEqual(1);
+    expect(mine.accessEndedToTicketResolved.p50Ms).toBeGreaterThanOrEqual(0);
   });
 
   it('lets the owner approve from the ticket, and the requester cancel it: access revoked (reason ticket) and verified', async () => {

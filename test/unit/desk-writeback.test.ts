@@ -203,7 +203,13 @@ describe('finalStateOf', () => {
 });
 
 describe('renderWriteBack', () => {
-  it('writes one line per item, in order, as an internal note when nothing decides a state', () => {
+  it('keeps approval steps alone as an internal note for the desk staff', () => {
+    const wb = render(stageOpened(), approved());
+    expect(wb.visibility).toBe('internal');
+    expect(wb.state).toBeUndefined();
+  });
+
+  it('writes one line per item, in order, to the requester when it says the request was taken in and access works', () => {
     const wb = render(submitted(), stageOpened(), approved(), applied(), verified());
     expect(linesOf(wb.text)).toEqual([
       '2026-03-02T09:00:00Z Request submitted by alice for payments-db read for 4 h.',
@@ -212,7 +218,7 @@ describe('renderWriteBack', () => {
       '2026-03-02T09:12:31Z Access granted on the target.',
       '2026-03-02T09:12:33Z Access read back from the target and verified; it expires at 2026-03-02T13:12:31Z.',
     ]);
-    expect(wb.visibility).toBe('internal');
+    expect(wb.visibility).toBe('requester');
     expect(wb.state).toBeUndefined();
     expect('state' in wb).toBe(false);
     // The approver's comment is free text: it stays in accessloop.

@@ -7,9 +7,12 @@
 #     queue, its custom fields, the users, the groups and the rights. Prints what it made as one
 #     JSON line. Run once per template database, never against a running server.
 #   rt-instance.pl serve --host 127.0.0.1 --port N --tokens FILE
-#     Mints the API tokens (when FILE does not exist yet) and serves RT in this same process.
+#     Grants the rights setup names where missing, mints the API tokens (when FILE does not
+#     exist yet) and serves RT in this same process.
 #   rt-instance.pl token --user NAME --description TEXT
 #     Mints one more API token for an existing user and prints its secret; safe while serving.
+#   rt-instance.pl password --user NAME   (the password on stdin)
+#     Sets an existing user's web and basic-auth password, which REST 2.0 can not; safe while serving.
 #
 # Both read the configuration named by RT_SITE_CONFIG / RT_SITE_CONFIG_DIR, never /etc.
 use strict;
@@ -40,7 +43,9 @@ my @FIELDS = (
 # Least privilege, per principal, on the queue only (rights on a queue cover its tickets and
 # the custom fields applied to it). docs/rt.md#rights says why each one is there.
 my @INTEGRATION_RIGHTS = qw(SeeQueue ShowTicket ShowTicketComments SeeCustomField CommentOnTicket ReplyToTicket ModifyTicket);
-my @REQUESTER_RIGHTS   = qw(CreateTicket SeeCustomField SetInitialCustomField);
+# SeeQueue for people in the web UI: its create form lists a queue's custom fields only to who
+# may see the queue (RT::Queue::TicketCustomFields), so without it a person can not fill them in.
+my @REQUESTER_RIGHTS   = qw(SeeQueue CreateTicket SeeCustomField SetInitialCustomField);
 # Any ticket of the queue, read and answered; what was requested and the ticket's state stay
 # out of reach (no ModifyTicket, no ModifyCustomField): an approver decides in words.
 my @APPROVER_RIGHTS    = qw(SeeQueue ShowTicket ShowTicketComments SeeCustomField ReplyToTicket CommentOnTicket);
@@ -88,6 +93,29 @@ sub user_defined_group {
         must("creating group $name", $group->CreateUserDefinedGroup(Name => $name, Description => $description));
     }
     return $group;
+}
+
+# Every right of the lists above, granted where missing: by setup on a new database, and by
+# serve on each start, so a data dir that keeps its database across an upgrade of this script
+# (the demo's does) gets the rights the current one names. Grants only, never revokes.
+sub grant_rights {
+    my $system = RT->SystemUser;
+    my $queue = RT::Queue->new($system);
+    $queue->Load($QUEUE);
+    fail("queue $QUEUE does not exist") unless $queue->Id;
+    my $integration = RT::User->new($system);
+    $integration->Load($USERS{integration}{Name});
+    fail("user $USERS{integration}{Name} does not exist") unless $integration->Id;
+    my %groups;
+    for my $name ($REQUESTERS_GROUP, $APPROVERS_GROUP) {
+        $groups{$name} = RT::Group->new($system);
+        $groups{$name}->LoadUserDefinedGroup($name);
+        fail("group $name does not exist") unless $groups{$name}->Id;
+    }
+    grant($integration->PrincipalObj, $_, $queue) for @INTEGRATION_RIGHTS;
+    grant($groups{$REQUESTERS_GROUP}->PrincipalObj, $_, $queue) for @REQUESTER_RIGHTS;
+    grant($groups{$APPROVERS_GROUP}->PrincipalObj, $_, $queue) for @APPROVER_RIGHTS;
+    grant($queue->RoleGroup('Requestor')->PrincipalObj, $_, $queue) for @REQUESTOR_ROLE_RIGHTS;
 }
 
 sub setup {
@@ -143,13 +171,7 @@ sub setup {
         must("adding requester to $REQUESTERS_GROUP", $requesters->AddMember($user_ids{requester}));
     }
 
-    my $integration = RT::User->new($system);
-    $integration->Load($user_ids{integration});
-    grant($integration->PrincipalObj, $_, $queue) for @INTEGRATION_RIGHTS;
-    grant($requesters->PrincipalObj, $_, $queue) for @REQUESTER_RIGHTS;
-    grant($approvers->PrincipalObj, $_, $queue) for @APPROVER_RIGHTS;
-    my $requestor_role = $queue->RoleGroup('Requestor');
-    grant($requestor_role->PrincipalObj, $_, $queue) for @REQUESTOR_ROLE_RIGHTS;
+    grant_rights();
 
     print JSON->new->canonical->encode({
         queue        => { id => $queue->Id, name => $QUEUE },
@@ -212,6 +234,7 @@ sub serve {
     # The same start-up as /usr/share/request-tracker5/libexec/rt-server, minus its install-mode
     # fallback (a missing database is an error here) and its SIGINT chown of /var/lib.
     init_rt();
+    grant_rights();
     mint_tokens($tokens);
     $RT::Handle->dbh->disconnect if $RT::Handle->dbh;
     $RT::Handle->dbh(undef);
@@ -239,8 +262,24 @@ sub token {
     print mint_token($name, $description), "\n";
 }
 
+sub password {
+    my @args = @_;
+    my $name;
+    GetOptionsFromArray(\@args, 'user=s' => \$name) or fail('usage: password --user NAME (the password on stdin)');
+    fail('usage: password --user NAME (the password on stdin)') unless $name;
+    # On stdin, never in argv, where ps shows it to every user of the machine.
+    my $password = do { local $/; <STDIN> } // '';
+    fail('no password on stdin') unless length $password;
+    init_rt();
+    my $user = RT::User->new(RT->SystemUser);
+    $user->Load($name);
+    fail("user $name does not exist") unless $user->Id;
+    must("setting the password of $name", $user->SetPassword($password));
+}
+
 my ($command, @rest) = @ARGV;
 if (($command // '') eq 'setup') { setup() }
 elsif (($command // '') eq 'serve') { serve(@rest) }
 elsif (($command // '') eq 'token') { token(@rest) }
-else { fail('usage: rt-instance.pl setup | serve --host H --port N --tokens FILE | token --user NAME --description TEXT') }
+elsif (($command // '') eq 'password') { password(@rest) }
+else { fail('usage: rt-instance.pl setup | serve --host H --port N --tokens FILE | token --user NAME --description TEXT | password --user NAME') }

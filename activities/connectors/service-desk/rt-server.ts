@@ -22,6 +22,7 @@ import { promisify } from 'node:util';
 import { z } from 'zod';
 import { canConnect, endOrphanedServers, readLines, spawnWatched, type WatchedChild } from '../child-process.js';
 import { findFreePort } from '../ldap/slapd.js';
+import { createDeskHttp } from './http.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -104,6 +105,8 @@ export interface RtServer {
   pid(): number | undefined;
   /** A new API token for an existing RT user, minted with RT's Perl API in a child process (safe while serving). */
   mintToken(userName: string, description: string): Promise<string>;
+  /** Sets an existing RT user's web and basic-auth password with RT's Perl API (REST 2.0 can not); safe while serving. */
+  setPassword(userName: string, password: string): Promise<void>;
 }
 
 /** A Perl single-quoted string literal. */
@@ -348,6 +351,14 @@ export async function startRtServer(opts: StartRtServerOptions): Promise<RtServe
     return secret;
   };
 
+  const setPassword = async (userName: string, password: string): Promise<void> => {
+    const run = execFileAsync(PERL, [INSTANCE_SCRIPT, 'password', '--user', userName], { env: instanceEnv(l), timeout: 120_000 });
+    run.child.stdin?.end(password);
+    await run.catch((err: unknown) => {
+      throw commandError('rt-instance.pl password', err);
+    });
+  };
+
   await start();
   if (!tokens) throw new Error(`RT started without writing ${l.tokensPath}`);
   return {
@@ -363,5 +374,72 @@ export async function startRtServer(opts: StartRtServerOptions): Promise<RtServe
     start,
     pid: () => (child && child.exitInfo() === undefined ? child.pid() : undefined),
     mintToken,
+    setPassword,
   };
+}
+
+/** The fixture's user-defined groups: "Access requesters" and "Access approvers". */
+export type RtGroupKey = 'requesters' | 'approvers';
+
+export interface EnsureRtUserOptions {
+  /** Fixture groups the user must be in; memberships are added, never removed. */
+  groups: readonly RtGroupKey[];
+  /** Web and basic-auth password: given on creation, and set again when the user does not sign in with it. */
+  password?: string;
+}
+
+const userSchema = z.object({ id: z.union([z.number(), z.string()]), Privileged: z.union([z.number(), z.string()]).optional(), Disabled: z.union([z.number(), z.string()]).optional() });
+const userGroupsSchema = z.object({ items: z.array(z.object({ id: z.union([z.number(), z.string()]) })) });
+
+/**
+ * A privileged, enabled RT user on this server, in `groups` and signing in with `password`, as
+ * root arranges it over REST 2.0; idempotent, so it runs on every start. Unlike a token, a
+ * person's password is checked by signing in, so a changed password is put back.
+ */
+export async function ensureRtUser(server: RtServer, username: string, opts: EnsureRtUserOptions): Promise<{ id: number; created: boolean }> {
+  const secrets = [server.tokens.admin, ...(opts.password === undefined ? [] : [opts.password])];
+  const asRoot = createDeskHttp({ baseUrl: server.restUrl, desk: 'RT', headers: { Authorization: `token ${server.tokens.admin}` }, timeoutMs: 30_000, secrets });
+  const name = encodeURIComponent(username);
+
+  let id: number;
+  let created = false;
+  const found = await asRoot.call('GET', `/user/${name}`, { what: 'look up a user', accept: [404] });
+  if (found.status === 404) {
+    const made = await asRoot.call('POST', '/user', {
+      what: 'create a user',
+      body: { Name: username, EmailAddress: `${username}@accessloop.test`, Privileged: 1, ...(opts.password === undefined ? {} : { Password: opts.password }) },
+    });
+    // The body's `id` is the user's name; the numeric id (also its principal id) is in Location.
+    id = Number(/\/user\/(\d+)$/.exec(made.location ?? '')?.[1]);
+    if (!Number.isInteger(id)) throw new Error(`RT created a user without naming it in Location (${made.location})`);
+    created = true;
+  } else {
+    const user = userSchema.parse(found.body);
+    id = Number(user.id);
+    if (Number(user.Privileged ?? 0) !== 1 || Number(user.Disabled ?? 0) !== 0) {
+      await asRoot.call('PUT', `/user/${id}`, { what: 'enable a user as privileged', body: { Privileged: 1, Disabled: 0 } });
+    }
+  }
+
+  const groupIds = opts.groups.map((g) => (g === 'requesters' ? server.fixture.requestersGroup.id : server.fixture.approversGroup.id));
+  const memberOf = async () => new Set(userGroupsSchema.parse((await asRoot.call('GET', `/user/${id}/groups?per_page=100`, { what: 'list the groups of a user' })).body).items.map((g) => Number(g.id)));
+  const missing = (have: Set<number>) => groupIds.filter((g) => !have.has(g));
+  const toJoin = missing(await memberOf());
+  if (toJoin.length > 0) {
+    await asRoot.call('PUT', `/user/${id}/groups`, { what: 'add a user to groups', body: toJoin });
+    // 200 with one message per group, a refusal among them: only the read-back tells.
+    const still = missing(await memberOf());
+    if (still.length > 0) throw new Error(`RT user ${id} is not in groups ${still.join(', ')} after being added to them`);
+  }
+
+  const { password } = opts;
+  if (password !== undefined) {
+    const asUser = createDeskHttp({ baseUrl: server.restUrl, desk: 'RT', headers: { Authorization: `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}` }, timeoutMs: 30_000, secrets });
+    const signsIn = async () => (await asUser.call('GET', '/rt', { what: 'sign in as a user', accept: [401] })).status === 200;
+    if (!(await signsIn())) {
+      await server.setPassword(username, password);
+      if (!(await signsIn())) throw new Error(`RT user ${id} does not sign in with the password just set`);
+    }
+  }
+  return { id, created };
 }
