@@ -86,15 +86,18 @@ export function createReconciliationActivities({ db, connectors, policies }: Pic
             await connector.revoke(m);
             if (!(await connector.check(m)).present) status = 'remediated';
           }
+          // Found (or refreshed) as open first: a remediation then closes that same finding; inserted
+          // as remediated it would never meet the open-finding index and would add a second row.
           const [row] = await db
             .insert(reconciliationFindings)
-            .values({ runId: input.runId, systemId: system.id, entitlementId: ent.id, kind: f.kind, account: f.account, identityId: f.identityId, grantId: f.grantId, detail: f.detail, status, ...(status === 'remediated' ? { remediatedAt: new Date() } : {}) })
+            .values({ runId: input.runId, systemId: system.id, entitlementId: ent.id, kind: f.kind, account: f.account, identityId: f.identityId, grantId: f.grantId, detail: f.detail, status: 'open' })
             .onConflictDoUpdate({
               target: [reconciliationFindings.entitlementId, reconciliationFindings.account, reconciliationFindings.kind],
               targetWhere: eq(reconciliationFindings.status, 'open'),
-              set: { runId: input.runId, detail: f.detail, status, ...(status === 'remediated' ? { remediatedAt: new Date() } : {}) },
+              set: { runId: input.runId, detail: f.detail },
             })
             .returning({ id: reconciliationFindings.id });
+          if (status === 'remediated') await db.update(reconciliationFindings).set({ status, remediatedAt: new Date() }).where(eq(reconciliationFindings.id, row!.id));
           seen.push(row!.id);
           if (status === 'remediated') {
             counts.remediated++;

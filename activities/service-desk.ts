@@ -139,6 +139,21 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
     return rows.length > 1 ? 'ambiguous' : rows[0];
   }
 
+  /**
+   * The ticket, or null when the desk has none of ours by that ref. A refusal for one ticket
+   * while the queue still answers (RT: the ticket was moved to a queue we may not see) means it
+   * is no longer ours; a refusal of the queue itself is the desk's problem and is thrown.
+   */
+  async function ticketOrGone(d: OpenDesk, ref: string) {
+    try {
+      return await d.desk.ticket(ref);
+    } catch (e) {
+      if (!(e instanceof ConnectorError) || e.type !== 'PermissionDenied') throw e;
+      await d.desk.head();
+      return null;
+    }
+  }
+
   // ---- events ----------------------------------------------------------------------------------
 
   /** A new ticket (or a refused one whose fields changed) through the same submission rules as the API. */
@@ -146,7 +161,7 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
     const deskId = d.row.id;
     const existing = await linkOf(deskId, ev.ticketRef);
     if (existing && existing.link.state !== 'refused') return; // handled before (a replayed event)
-    const ticket = await d.desk.ticket(ev.ticketRef);
+    const ticket = await ticketOrGone(d, ev.ticketRef);
     if (!ticket || ticket.state !== 'open') return;
     const refuse = (code: string, message: string) => replyNow(deskId, ev, refusalText({ code, message }), code);
 
@@ -191,7 +206,7 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
     if (found.link.state === 'refused') return intake(d, ops, ev);
     const req = found.request;
     if (found.link.state !== 'linked' || !req) return;
-    const ticket = await d.desk.ticket(ev.ticketRef);
+    const ticket = await ticketOrGone(d, ev.ticketRef);
     if (!ticket) return;
     const parsed = parseTicketRequest(ticket);
     const now = parsed.ok ? parsed.value : undefined;
@@ -312,13 +327,13 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
       names: await namesFor(rows as WriteBackItem[], requestId),
     });
     const final = wb.state === 'resolved' || wb.state === 'rejected' ? wb.state : undefined;
-    // Access a person ended by rejecting or deleting the ticket: the rest of the story is said
-    // in internal notes, which change no status, and the status they chose stands (a reply would
-    // reopen the ticket, and resolving it would undo their decision). Notes about a ticket a
-    // person closed (`desk-note:`) are internal for the same reason.
-    const endedByTicket = requestId ? await revokedForTicket(requestId) : false;
-    const state = endedByTicket ? undefined : wb.state;
-    const visibility = endedByTicket || rows.every((r) => r.source.startsWith('desk-note:')) ? 'internal' : wb.visibility;
+    // Access a person ended by rejecting or deleting the ticket, or a ticket a person resolved
+    // while its access was live: the rest of the story is said in internal notes, which change
+    // no status, and the status they chose stands (a reply would reopen the ticket, and setting
+    // a state would undo their decision).
+    const closedByPerson = (requestId ? await revokedForTicket(requestId) : false) || (await closedOnTheDesk(linkId));
+    const state = closedByPerson ? undefined : wb.state;
+    const visibility = closedByPerson || rows.every((r) => r.source.startsWith('desk-note:')) ? 'internal' : wb.visibility;
     if (rows.length) {
       await d.desk.post({ ticketRef: batch.link.ticketRef, marker: batch.marker, text: wb.text, visibility, ...(state ? { state } : {}) });
     }
@@ -339,6 +354,16 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
     });
   }
 
+  /** A person resolved the ticket while its access was live (the loop noted it): from then on, notes only. */
+  async function closedOnTheDesk(linkId: string): Promise<boolean> {
+    const [row] = await db
+      .select({ id: deskOutbox.id })
+      .from(deskOutbox)
+      .where(and(eq(deskOutbox.linkId, linkId), sql`${deskOutbox.source} like 'desk-note:%'`))
+      .limit(1);
+    return row !== undefined;
+  }
+
   async function revokedForTicket(requestId: string): Promise<boolean> {
     const [row] = await db
       .select({ seq: auditEvents.seq })
@@ -353,8 +378,8 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
     const ids = new Set<string>();
     for (const i of items) {
       if (i.event?.actorType === 'identity' && UUID.test(i.event.actorId)) ids.add(i.event.actorId);
-      const approverIds = (i.event?.data as { approverIds?: unknown } | undefined)?.approverIds;
-      if (Array.isArray(approverIds)) for (const a of approverIds) if (typeof a === 'string' && UUID.test(a)) ids.add(a);
+      const data = i.event?.data as { approverIds?: unknown; added?: unknown } | undefined;
+      for (const list of [data?.approverIds, data?.added]) if (Array.isArray(list)) for (const a of list) if (typeof a === 'string' && UUID.test(a)) ids.add(a);
     }
     const names: Record<string, string> = {};
     if (requestId) {
@@ -409,7 +434,7 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
   async function ticketRefused(d: OpenDesk, linkId: string): Promise<boolean> {
     const [link] = await db.select({ ticketRef: ticketLinks.ticketRef }).from(ticketLinks).where(eq(ticketLinks.id, linkId));
     if (!link) return true;
-    const t = await d.desk.ticket(link.ticketRef).catch(() => undefined);
+    const t = await ticketOrGone(d, link.ticketRef).catch(() => undefined);
     return t === null || t?.state === 'deleted';
   }
 
@@ -516,7 +541,7 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
         let revoked = 0;
         for (const l of live) {
           Context.current().heartbeat();
-          const ticket = await d.desk.ticket(l.link.ticketRef);
+          const ticket = await ticketOrGone(d, l.link.ticketRef);
           const kind = !ticket || ticket.state === 'deleted' ? (ticket ? 'ticket_closed' : 'ticket_missing') : ticket.state === 'open' ? undefined : 'ticket_closed';
           if (!kind) continue;
           findings++;
@@ -530,15 +555,17 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
               revoked++;
             }
           }
+          // Found (or refreshed) as open first, so a remediation closes that same finding rather than adding a second one.
           const [row] = await db
             .insert(reconciliationFindings)
-            .values({ runId, systemId: l.systemId, entitlementId: l.entitlementId, kind, account, identityId: l.subjectId, grantId: l.grantId, detail, status, ...(status === 'remediated' ? { remediatedAt: new Date() } : {}) })
+            .values({ runId, systemId: l.systemId, entitlementId: l.entitlementId, kind, account, identityId: l.subjectId, grantId: l.grantId, detail, status: 'open' })
             .onConflictDoUpdate({
               target: [reconciliationFindings.entitlementId, reconciliationFindings.account, reconciliationFindings.kind],
               targetWhere: eq(reconciliationFindings.status, 'open'),
-              set: { runId, detail, status, ...(status === 'remediated' ? { remediatedAt: new Date() } : {}) },
+              set: { runId, detail },
             })
             .returning({ id: reconciliationFindings.id });
+          if (status === 'remediated') await db.update(reconciliationFindings).set({ status, remediatedAt: new Date() }).where(eq(reconciliationFindings.id, row!.id));
           seen.push(row!.id);
         }
         // Open ticket findings of this desk that this check no longer sees were settled elsewhere.

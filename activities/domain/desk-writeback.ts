@@ -182,6 +182,11 @@ function sentence(e: Described, names: Names): string {
       const to = utc(data.to);
       return `Lease extended by ${who}${from ? ` from ${from}` : ''}${to ? ` to ${to}` : ''}.`;
     }
+    case 'grant.shortened': {
+      const from = utc(data.from);
+      const to = utc(data.to);
+      return `Lease shortened by ${who}${from ? ` from ${from}` : ''}${to ? ` to ${to}` : ''}: access now ends earlier.`;
+    }
     case 'extension.refused':
       return `Extension refused${e.reason ? ` (${clean(e.reason)})` : ''}; access runs on to its current expiry.`;
     case 'request.revoke_submitted':
