@@ -5,7 +5,7 @@ import { appendAudit, type Tx } from './domain/audit.js';
 import { parseTicketCommand, parseTicketRequest, refusalText } from './domain/desk-intake.js';
 import { renderWriteBack, type WriteBackItem } from './domain/desk-writeback.js';
 import { parseDeskConfig, resolveDeskSecrets, deskKinds, type DeskLoopSettings } from './connectors/service-desk/registry.js';
-import type { DeskEvent, ServiceDesk } from './connectors/service-desk/types.js';
+import type { DeskEvent, DeskTicket, ServiceDesk } from './connectors/service-desk/types.js';
 import { ConnectorError } from './connectors/types.js';
 import type { ActivityDeps, RequestOps } from './deps.js';
 
@@ -41,6 +41,12 @@ interface OpenDesk {
   row: DeskRow;
   desk: ServiceDesk;
   loop: DeskLoopSettings;
+  /**
+   * Tickets read during this round. A ticket read while handling a page already holds every
+   * change of that page (they happened before the read), so the field events that follow a
+   * created ticket cost no further call to the desk.
+   */
+  seen: Map<string, DeskTicket | null>;
 }
 
 /**
@@ -56,7 +62,7 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
     if (!row) throw new ConnectorError('InvalidConfig', 'service desk not found');
     const { adapter, loop } = parseDeskConfig(row.kind, row.config);
     const desk = deskKinds[row.kind]!.create(adapter, resolveDeskSecrets(row.kind, row.secretRefs, env));
-    return { row, desk, loop };
+    return { row, desk, loop, seen: new Map() };
   }
 
   // ---- health --------------------------------------------------------------------------------
@@ -144,14 +150,19 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
    * while the queue still answers (RT: the ticket was moved to a queue we may not see) means it
    * is no longer ours; a refusal of the queue itself is the desk's problem and is thrown.
    */
-  async function ticketOrGone(d: OpenDesk, ref: string) {
+  async function ticketOrGone(d: OpenDesk, ref: string): Promise<DeskTicket | null> {
+    const known = d.seen.get(ref);
+    if (known !== undefined) return known;
+    let t: DeskTicket | null;
     try {
-      return await d.desk.ticket(ref);
+      t = await d.desk.ticket(ref);
     } catch (e) {
       if (!(e instanceof ConnectorError) || e.type !== 'PermissionDenied') throw e;
       await d.desk.head();
-      return null;
+      t = null;
     }
+    d.seen.set(ref, t);
+    return t;
   }
 
   // ---- events ----------------------------------------------------------------------------------
@@ -205,7 +216,8 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
     if (!found) return;
     if (found.link.state === 'refused') return intake(d, ops, ev);
     const req = found.request;
-    if (found.link.state !== 'linked' || !req) return;
+    // The justification is evidence of why access was asked for: an edit after intake changes no access, and is not applied.
+    if (found.link.state !== 'linked' || !req || ev.field === 'justification') return;
     const ticket = await ticketOrGone(d, ev.ticketRef);
     if (!ticket) return;
     const parsed = parseTicketRequest(ticket);
@@ -470,6 +482,7 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
             await db.update(serviceDesks).set({ cursor }).where(eq(serviceDesks.id, d.row.id));
             d.row = { ...d.row, cursor };
           }
+          d.seen.clear();
           const page = await d.desk.events(cursor, EVENTS_PER_READ);
           for (const ev of page.events) {
             ctx.heartbeat();

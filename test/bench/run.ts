@@ -26,6 +26,7 @@ import { HR_BENCH_SECRET, benchLeavers } from './leavers.js';
 import { benchModel } from './model.js';
 import { benchReconciliation } from './reconcile.js';
 import { benchSentinel } from './sentinel.js';
+import { benchServiceDesk } from './service-desk.js';
 import { minimalApprove, minimalState } from './minimal-workflow.js';
 import { pool, summary } from './stats.js';
 
@@ -52,6 +53,16 @@ if (process.env.BENCH_ONLY === 'sentinel') {
     const sentinel = await benchSentinel(server.address, say);
     console.log(sentinel.section);
     say(sentinel.summary);
+  } finally {
+    await server.stop();
+  }
+  process.exit(0);
+}
+if (process.env.BENCH_ONLY === 'desk') {
+  try {
+    const desk = await benchServiceDesk(server.address, say);
+    console.log(desk.section);
+    say(desk.summary);
   } finally {
     await server.stop();
   }
@@ -292,7 +303,9 @@ try {
   const codec = await benchCodec(server.address, say);
   // ---- 8. the sentinel: wedged lease expiry → alert → verified removal (issue 11)
   const sentinel = await benchSentinel(server.address, say);
-  // ---- 9. randomized runs (issue 11): last, so its own servers do not load the measurements above
+  // ---- 9. the service desk: ticket → access → resolved, and a desk outage (issue 12)
+  const desk = await benchServiceDesk(server.address, say);
+  // ---- 10. randomized runs (issue 11): last, so its own servers do not load the measurements above
   const model = await benchModel(say);
 
   const unverifiedCount = await s.rt.db.$count(auditEvents, eq(auditEvents.action, 'grant.revocation_unverified'));
@@ -380,7 +393,7 @@ mix employees, contractors, self-service and on-behalf requests.
 
 Outcomes of the pure evaluations: ${Object.entries(effects).map(([k, v]) => `${k} ${v}`).join(', ')}.
 
-${leaverSection}${reconcileSection}${codec.section}${sentinel.section}${model.section}
+${leaverSection}${reconcileSection}${codec.section}${sentinel.section}${desk.section}${model.section}
 ## Reading the numbers
 
 - The throughput ratio prices what a real lease adds over a bare workflow of the same shape.
@@ -407,6 +420,7 @@ ${leaverSection}${reconcileSection}${codec.section}${sentinel.section}${model.se
   say(`approval system part p50 ${fmt(systemPart.p50)} p99 ${fmt(systemPart.p99)}; policy evaluate p50 ${evalS.p50.toFixed(1)} µs, decide p50 ${decideS.p50.toFixed(2)} ms`);
   say(codec.summary);
   say(sentinel.summary);
+  say(desk.summary);
   say(model.summary);
   say(`wrote ${out}`);
 } finally {
