@@ -49,7 +49,7 @@ export async function computeKpis(db: Db, windowMs: number, now = new Date()) {
     one(sql`select ${pct(ms('revoke_requested_at', 'removal_verified_at'))} from "grant" where removal_verified_at >= ${since}`),
     one(sql`select ${pct(ms('received_at', 'completed_at'))} from hr_event where type = 'leaver' and completed_at >= ${since}`),
     one(sql`select count(*)::int as total,
-              count(*) filter (where revoke_reason in ('expired','leaver','mover','reconciliation'))::int as automated,
+              count(*) filter (where revoke_reason in ('expired','leaver','mover','reconciliation','ticket'))::int as automated,
               count(*) filter (where removal_verified_at is not null)::int as verified
             from "grant" where status = 'revoked' and revoked_at >= ${since}`),
     one(sql`select (select count(*)::int from "grant" where status = 'revocation_unverified') as unverified_open,

@@ -12,11 +12,10 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { and, eq, gt, inArray, isNotNull, isNull, max, sql } from 'drizzle-orm';
 import { accessRequests, deskOutbox, grants, identities, serviceDesks, ticketLinks } from '../../db/schema.js';
-import { addRtUser, rtCall, startRt, type RtHandle } from '../helpers/rt.js';
-import { startStackAt, waitFor, type Stack } from '../helpers/stack-core.js';
+import { asRoot, rtTime, startDeskStack, ticketHistory, ticketStatus, type RtCollection } from '../helpers/desk.js';
+import { waitFor } from '../helpers/stack-core.js';
 import { pool, summary } from './stats.js';
 
-const RT_SECRET_ENV = 'ACCESSLOOP_SECRET_BENCH_RT';
 const TICKETS = Number(process.env.BENCH_DESK_TICKETS ?? 30);
 const OUTAGE_LEASES = Number(process.env.BENCH_DESK_OUTAGE_LEASES ?? 100);
 const OUTAGE_S = Number(process.env.BENCH_DESK_OUTAGE_SECONDS ?? 60);
@@ -31,10 +30,6 @@ const SHORT_LEASE_S = 20;
 const ENTITLEMENT = 'Finance reports (read)';
 const MARKER = /\[accessloop:([A-Za-z0-9._:/-]{1,200})\]/g;
 
-interface Collection<T> {
-  items: T[];
-}
-
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 
 /** CPU seconds (user + system) a process has used, from /proc: how busy the single RT process was. */
@@ -46,31 +41,15 @@ function cpuSeconds(pid: number | undefined): number {
   return (Number(f[11]) + Number(f[12])) / CLK_TCK;
 }
 
-/** RT's REST answers ISO 8601 in UTC, in whole seconds. */
-const rtTime = (t: string) => Date.parse(t.includes('T') ? t : `${t.replace(' ', 'T')}Z`);
-
 export async function benchServiceDesk(temporalAddress: string, say: (m: string) => void): Promise<{ section: string; summary: string }> {
   say(`service desk: private RT 5, ${TICKETS} tickets ${CONCURRENCY} at a time, then ${OUTAGE_LEASES} leases through a ${OUTAGE_S} s RT outage`);
-  const rt: RtHandle = await startRt();
-  let s: Stack | undefined;
-  try {
-    const requester = await addRtUser(rt, 'alice', { groups: ['requesters'] });
-    s = await startStackAt({
-      temporalAddress,
-      secrets: { [RT_SECRET_ENV]: rt.token },
-      // Production timing, as the main bench stack: the test stack's 3 s verification deadline would flag slow-but-fine removals.
-      env: { ACCESSLOOP_REVOKE_VERIFY_DEADLINE_SECONDS: '300', ACCESSLOOP_VERIFY_MAX_INTERVAL_SECONDS: '60' },
-    });
-    const stack = s;
-    const db = stack.rt.db;
-    const operator = stack.catalog.tokens.operator!.token;
-    const alice = stack.catalog.identities.alice!;
-    const integrationUser = rt.fixture.users.integration.name;
-    const asRoot = <T>(method: string, route: string) => rtCall<T>(rt.restUrl, rt.adminToken, method, route);
-
-    // Low-risk access for oneself or for a non-human identity one owns is approved by the policy:
-    // one RT requester can then open tickets for many subjects, each an auto-approved lease.
-    const policy = await stack.call('PUT', '/v1/policies', operator, JSON.stringify({
+  // Low-risk access for oneself or for a non-human identity one owns is approved by the policy:
+  // one RT requester can then open tickets for many subjects, each an auto-approved lease.
+  const deskStack = await startDeskStack({
+    temporalAddress,
+    name: 'bench-rt',
+    rtUsers: { alice: ['requesters'] },
+    policy: {
       apiVersion: 'accessloop/v1',
       policies: [
         {
@@ -86,20 +65,17 @@ export async function benchServiceDesk(temporalAddress: string, say: (m: string)
           ],
         },
       ],
-    }));
-    if (policy.status >= 300) throw new Error(`policy: ${policy.status} ${JSON.stringify(policy.body)}`);
-
-    const desk = await stack.call('POST', '/v1/service-desks', operator, {
-      name: 'bench-rt',
-      kind: 'rt',
-      // The ticket check (live leases looked up on the desk) is pushed out of the run: it is not on the measured paths.
-      config: { url: rt.url, queue: rt.fixture.queue.name, user: integrationUser, loop: { pollIntervalMs: POLL_INTERVAL_MS, ticketCheckIntervalSeconds: 3600 } },
-      secretRefs: { token: RT_SECRET_ENV },
-      ownerId: stack.catalog.identities.carol,
-    });
-    if (desk.status !== 201) throw new Error(`desk: ${desk.status} ${JSON.stringify(desk.body)}`);
-    const deskId = desk.body.id as string;
-    await waitFor(async () => (await db.select({ cursor: serviceDesks.cursor }).from(serviceDesks).where(eq(serviceDesks.id, deskId)))[0]?.cursor, 'the desk cursor', 60_000);
+    },
+    pollIntervalMs: POLL_INTERVAL_MS,
+    // Production timing, as the main bench stack: the test stack's 3 s verification deadline would flag slow-but-fine removals.
+    env: { ACCESSLOOP_REVOKE_VERIFY_DEADLINE_SECONDS: '300', ACCESSLOOP_VERIFY_MAX_INTERVAL_SECONDS: '60' },
+  });
+  try {
+    const { rt, stack, deskId } = deskStack;
+    const db = stack.rt.db;
+    const operator = deskStack.tokens.operator!;
+    const alice = stack.catalog.identities.alice!;
+    const integrationUser = rt.fixture.users.integration.name;
 
     // Service accounts owned by alice: no directory entry behind them, which groupOfNames does
     // not need (the demo slapd has no referential integrity), so the membership is real in slapd.
@@ -110,7 +86,7 @@ export async function benchServiceDesk(temporalAddress: string, say: (m: string)
 
     async function openTicket(subject: string, duration: string): Promise<{ ticket: string; sentAt: number; answeredAt: number }> {
       const sentAt = Date.now();
-      const res = await rtCall<{ id: string }>(rt.restUrl, requester.token, 'POST', '/ticket', {
+      const res = await deskStack.asUser<{ id: string }>('alice', 'POST', '/ticket', {
         Queue: rt.fixture.queue.name,
         Requestor: 'alice',
         Subject: 'Read access for a reporting job',
@@ -180,11 +156,11 @@ export async function benchServiceDesk(temporalAddress: string, say: (m: string)
     const resolvedTxn = new Map<string, number>();
     const notes: number[] = [];
     await pool(ended, CONCURRENCY, async (r) => {
-      const h = await asRoot<Collection<{ Type: string; NewValue?: string; Created: string; Creator: { id: string } }>>('GET', `/ticket/${r.ticketRef}/history?fields=Type,NewValue,Created,Creator&per_page=100`);
-      const t = h.body.items.find((x) => x.Type === 'Status' && x.NewValue === 'resolved');
+      const h = await ticketHistory(rt, r.ticketRef);
+      const t = h.find((x) => x.Type === 'Status' && x.NewValue === 'resolved');
       if (!t || t.Creator.id !== integrationUser) throw new Error(`ticket ${r.ticketRef}: RT shows no resolve by ${integrationUser}`);
       resolvedTxn.set(r.requestId!, rtTime(t.Created));
-      notes.push(h.body.items.filter((x) => (x.Type === 'Comment' || x.Type === 'Correspond') && x.Creator.id === integrationUser).length);
+      notes.push(h.filter((x) => (x.Type === 'Comment' || x.Type === 'Correspond') && x.Creator.id === integrationUser).length);
     });
     const alone1 = summary(alone.map((m) => m.grantVerifiedAt - m.sentAt));
     const aloneIn = summary(alone.map((m) => m.takenInAt - m.sentAt));
@@ -278,9 +254,8 @@ export async function benchServiceDesk(temporalAddress: string, say: (m: string)
     let notResolved = 0;
     const perTicket: number[] = [];
     await pool(links, CONCURRENCY, async (l) => {
-      const ticket = await asRoot<{ Status: string }>('GET', `/ticket/${l.ticketRef}`);
-      if (ticket.body.Status !== 'resolved') notResolved++;
-      const atts = await asRoot<Collection<{ Content?: string; Creator: { id: string }; TransactionId: { id: string } }>>('GET', `/ticket/${l.ticketRef}/attachments?fields=Content,Creator,TransactionId&per_page=100`);
+      if ((await ticketStatus(rt, l.ticketRef)) !== 'resolved') notResolved++;
+      const atts = await asRoot<RtCollection<{ Content?: string; Creator: { id: string }; TransactionId: { id: string } }>>(rt, 'GET', `/ticket/${l.ticketRef}/attachments?fields=Content,Creator,TransactionId&per_page=100`);
       const txnOf = new Map<string, string>();
       for (const a of atts.body.items) {
         if (a.Creator.id !== integrationUser) continue;
@@ -381,7 +356,6 @@ Reading:
 `,
     };
   } finally {
-    await s?.stop();
-    await rt.stop();
+    await deskStack.stop();
   }
 }

@@ -7,92 +7,36 @@
  * with ldapsearch, and the loop's bookkeeping from the database.
  */
 import { and, asc, eq, inArray, isNull, max } from 'drizzle-orm';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { describeAuditEvent } from '../../activities/domain/desk-writeback.js';
-import { accessRequests, auditEvents, deskOutbox, entitlements, identities, reconciliationFindings, serviceDesks, ticketLinks } from '../../db/schema.js';
-import { addRtUser, rtCall, startRt, type RtHandle } from '../helpers/rt.js';
-import { startStack, waitFor, type Stack } from '../helpers/stack.js';
+import { accessRequests, auditEvents, deskOutbox, entitlements, identities, reconciliationFindings, ticketLinks } from '../../db/schema.js';
+import { asRoot, lowRiskSelfServicePolicy, putPolicy, startDeskStack, ticketHistory, ticketPosts, ticketStatus, type DeskStack, type RtPost } from '../helpers/desk.js';
+import type { RtHandle } from '../helpers/rt.js';
+import { waitFor, type Stack } from '../helpers/stack.js';
 
-const RT_SECRET_ENV = 'ACCESSLOOP_SECRET_TEST_RT';
 const DESK = 'rt-faults';
 const MARKER_LINE = /^\[accessloop:(w(\d+))\]$/;
 
-interface Collection<T> {
-  count: number;
-  items: T[];
-}
-interface Txn {
-  id: string;
-  Type: string;
-  Created: string;
-  Creator: { id: string };
-  OldValue?: string;
-  NewValue?: string;
-  Field?: string;
-}
-interface Post {
-  txn: number;
-  type: string;
-  creator: string;
-  created: string;
-  text: string;
-}
-
+let desk: DeskStack;
 let rt: RtHandle;
 let s: Stack;
 let deskId: string;
-const rtTokens: Record<string, string> = {};
 let tok: Record<string, string>;
 
-const asAdmin = <T>(method: string, route: string, body?: unknown) => rtCall<T>(rt.restUrl, rt.adminToken, method, route, body);
-const asUser = <T>(user: string, method: string, route: string, body?: unknown) => rtCall<T>(rt.restUrl, rtTokens[user]!, method, route, body);
-
-const autoApprovePolicy = (reconciliation?: { revokeWithoutTicket: boolean }) =>
-  JSON.stringify({
-    apiVersion: 'accessloop/v1',
-    ...(reconciliation ? { reconciliation } : {}),
-    policies: [
-      {
-        name: 'default',
-        stages: [{ name: 'owner', approvers: ['entitlement_owner'] }],
-        conditions: [{ name: 'low-self', when: 'entitlement.risk_tier == "low" && request.self_request', effect: 'auto_approve', reason: 'low-risk self-service' }],
-      },
-    ],
-  });
-
-async function publishPolicy(reconciliation?: { revokeWithoutTicket: boolean }): Promise<void> {
-  const res = await s.call('PUT', '/v1/policies', tok.operator, autoApprovePolicy(reconciliation));
-  expect(res.status, JSON.stringify(res.body)).toBeLessThan(300);
-}
+const publishPolicy = (reconciliation?: { revokeWithoutTicket: boolean }) => putPolicy(s, lowRiskSelfServicePolicy(reconciliation));
 
 beforeAll(async () => {
-  rt = await startRt();
-  for (const [name, groups] of [
-    ['alice', ['requesters']],
-    ['mallory', ['requesters']],
-    ['bob', ['approvers']],
-  ] as const) {
-    rtTokens[name] = (await addRtUser(rt, name, { groups: [...groups] })).token;
-  }
-  s = await startStack({ secrets: { [RT_SECRET_ENV]: rt.token } });
-  tok = Object.fromEntries(Object.entries(s.catalog.tokens).map(([k, v]) => [k, v.token]));
-  await publishPolicy();
-  const desk = await s.call('POST', '/v1/service-desks', tok.operator, {
+  desk = await startDeskStack({
+    temporalAddress: inject('temporalAddress'),
     name: DESK,
-    kind: 'rt',
-    config: { url: rt.url, queue: rt.fixture.queue.name, user: rt.fixture.users.integration.name, loop: { pollIntervalMs: 300, ticketCheckIntervalSeconds: 3600 } },
-    secretRefs: { token: RT_SECRET_ENV },
-    ownerId: s.catalog.identities.carol,
+    rtUsers: { alice: ['requesters'], mallory: ['requesters'], bob: ['approvers'] },
+    policy: lowRiskSelfServicePolicy(),
   });
-  expect(desk.status, JSON.stringify(desk.body)).toBe(201);
-  deskId = desk.body.id;
-  // The loop starts from the desk's newest event: wait until it has read the head.
-  await waitFor(async () => (await s.tdb.db.select({ cursor: serviceDesks.cursor }).from(serviceDesks).where(eq(serviceDesks.id, deskId)))[0]?.cursor, 'the desk cursor');
+  ({ rt, stack: s, deskId, tokens: tok } = desk);
 }, 240_000);
 
 afterAll(async () => {
-  await s?.stop();
-  await rt?.stop();
+  await desk?.stop();
 });
 
 // One open request per subject and entitlement: whatever a test left live (it failed midway) is
@@ -108,40 +52,10 @@ afterEach(async () => {
 
 // ---- RT, read as root ---------------------------------------------------------------------------
 
-async function openTicket(user: string, fields: Record<string, string>, subject = 'Access please'): Promise<string> {
-  const res = await asUser<{ id: number }>(user, 'POST', '/ticket', {
-    Queue: rt.fixture.queue.name,
-    Requestor: user,
-    Subject: subject,
-    Content: 'Please grant the access in the fields.',
-    ContentType: 'text/plain',
-    CustomFields: fields,
-  });
-  expect(res.status, JSON.stringify(res.body)).toBe(201);
-  return String(res.body.id);
-}
-
-async function history(ticket: string): Promise<Txn[]> {
-  const res = await asAdmin<Collection<Txn>>('GET', `/ticket/${ticket}/history?fields=Type,Created,Creator,OldValue,NewValue,Field&per_page=100`);
-  expect(res.status).toBe(200);
-  return res.body.items;
-}
-
-/** Every comment and reply on the ticket, oldest first, with who wrote it and its transaction id. */
-async function posts(ticket: string): Promise<Post[]> {
-  const out: Post[] = [];
-  for (const t of await history(ticket)) {
-    if (t.Type !== 'Comment' && t.Type !== 'Correspond') continue;
-    const parts = await asAdmin<Collection<{ Content?: string }>>('GET', `/transaction/${t.id}/attachments?fields=Content`);
-    out.push({ txn: Number(t.id), type: t.Type, creator: t.Creator.id, created: t.Created, text: parts.body.items.map((a) => a.Content ?? '').join('\n') });
-  }
-  return out;
-}
-
 /** The integration user's posts with their write-back marker (`[accessloop:w<outbox id>]`). */
-async function ourPosts(ticket: string): Promise<Array<Post & { marker: string; through: number; lines: string[] }>> {
+async function ourPosts(ticket: string): Promise<Array<RtPost & { marker: string; through: number; lines: string[] }>> {
   const out = [];
-  for (const p of await posts(ticket)) {
+  for (const p of await ticketPosts(rt, ticket)) {
     if (p.creator !== rt.fixture.users.integration.name) continue;
     const lines = p.text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '');
     const m = lines.map((l) => MARKER_LINE.exec(l)).find((x) => x);
@@ -151,15 +65,10 @@ async function ourPosts(ticket: string): Promise<Array<Post & { marker: string; 
   return out;
 }
 
-const postSaying = (ticket: string, re: RegExp, what: string, timeoutMs = 20_000) => waitFor(async () => (await posts(ticket)).find((p) => re.test(p.text)), what, timeoutMs, 250);
-
-async function ticketStatus(ticket: string): Promise<string> {
-  const res = await asAdmin<{ Status: string }>('GET', `/ticket/${ticket}`);
-  return res.body.Status;
-}
+const postSaying = (ticket: string, re: RegExp, what: string, timeoutMs = 20_000) => waitFor(async () => (await ticketPosts(rt, ticket)).find((p) => re.test(p.text)), what, timeoutMs, 250);
 
 async function setTicket(ticket: string, body: Record<string, unknown>, as?: string): Promise<string[]> {
-  const res = as ? await asUser<string[]>(as, 'PUT', `/ticket/${ticket}`, body) : await asAdmin<string[]>('PUT', `/ticket/${ticket}`, body);
+  const res = as ? await desk.asUser<string[]>(as, 'PUT', `/ticket/${ticket}`, body) : await asRoot<string[]>(rt, 'PUT', `/ticket/${ticket}`, body);
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   // A 200 can carry a refused change: every message must be a change RT made.
   for (const m of res.body) expect(m).not.toMatch(/denied|could not|isn't a valid|not allowed/i);
@@ -173,19 +82,15 @@ const wholeSecondsFromNow = (ms: number) => new Date(Math.ceil((Date.now() + ms)
 
 // ---- accessloop, read through its API and database ------------------------------------------------
 
-async function linkOf(ticket: string) {
-  return waitFor(async () => (await s.tdb.db.select().from(ticketLinks).where(and(eq(ticketLinks.deskId, deskId), eq(ticketLinks.ticketRef, ticket))))[0], `the link of ticket ${ticket}`);
-}
-
 async function linkedRequest(ticket: string): Promise<string> {
   return waitFor(async () => (await s.tdb.db.select().from(ticketLinks).where(and(eq(ticketLinks.deskId, deskId), eq(ticketLinks.ticketRef, ticket))))[0]?.requestId ?? undefined, `a request from ticket ${ticket}`);
 }
 
 const request = async (id: string) => (await s.call('GET', `/v1/access-requests/${id}`, tok.operator)).body;
-const desk = async () => (await s.call('GET', `/v1/service-desks/${deskId}`, tok.operator)).body;
+const deskView = async () => (await s.call('GET', `/v1/service-desks/${deskId}`, tok.operator)).body;
 
 async function activeFromTicket(user: string, entitlement: string, duration: string, justification: string) {
-  const ticket = await openTicket(user, { Entitlement: entitlement, Duration: duration, Justification: justification });
+  const ticket = await desk.openTicket(user, { Entitlement: entitlement, Duration: duration, Justification: justification });
   const id = await linkedRequest(ticket);
   const active = await s.waitForStatus(id, ['active']);
   return { ticket, id, active };
@@ -197,7 +102,7 @@ async function awaitApprovalTask(requestId: string) {
 
 /** A ticket for an owner-approved entitlement, approved by its owner (bob) through the API. */
 async function approvedFromTicket(user: string, entitlement: string, justification: string) {
-  const ticket = await openTicket(user, { Entitlement: entitlement, Duration: '1h', Justification: justification });
+  const ticket = await desk.openTicket(user, { Entitlement: entitlement, Duration: '1h', Justification: justification });
   const id = await linkedRequest(ticket);
   await awaitApprovalTask(id);
   expect((await s.call('POST', `/v1/access-requests/${id}/decision`, tok.bob, { decision: 'approve' })).status).toBe(200);
@@ -251,7 +156,7 @@ describe('the service desk under faults and bad input', () => {
     expect(await s.ldapMembers('finance-readers')).toContain(s.userDn('alice'));
 
     await s.slapd.stop();
-    let unverifiedPost: Post;
+    let unverifiedPost: RtPost;
     try {
       expect((await s.call('POST', `/v1/access-requests/${id}/revoke`, tok.operator, { reason: 'manual' })).status).toBe(202);
       // ACCESSLOOP_REVOKE_VERIFY_DEADLINE_SECONDS is 3 in the stack: the removal is flagged, not closed.
@@ -259,16 +164,16 @@ describe('the service desk under faults and bad input', () => {
       unverifiedPost = await postSaying(ticket, /removal NOT verified/i, 'the unverified removal on the ticket');
       expect(unverifiedPost.creator).toBe(rt.fixture.users.integration.name);
       expect(unverifiedPost.text).not.toMatch(/removal verified on the target/i);
-      expect(['new', 'open']).toContain(await ticketStatus(ticket));
+      expect(['new', 'open']).toContain(await ticketStatus(rt, ticket));
       expect((await request(id)).status).toBe('revocation_unverified');
     } finally {
       await s.slapd.start();
     }
 
     await expectRevokedAndVerified(id, 'finance-readers', 'alice', 'manual');
-    await waitFor(async () => (await ticketStatus(ticket)) === 'resolved', 'the ticket resolved', 30_000, 250);
+    await waitFor(async () => (await ticketStatus(rt, ticket)) === 'resolved', 'the ticket resolved', 30_000, 250);
     const verified = await postSaying(ticket, /removal verified on the target/i, 'the verified removal on the ticket');
-    const statuses = (await history(ticket)).filter((t) => t.Type === 'Status');
+    const statuses = (await ticketHistory(rt, ticket)).filter((t) => t.Type === 'Status');
     const resolved = statuses.filter((t) => t.NewValue === 'resolved');
     expect(resolved).toHaveLength(1);
     // Resolved by the post that carries the verified removal, after the unverified one.
@@ -278,8 +183,8 @@ describe('the service desk under faults and bad input', () => {
   });
 
   it('runs a whole lifecycle while RT is stopped, then writes every event back exactly once and in order', async () => {
-    const ticket = await openTicket('alice', { Entitlement: 'Engineering group', Duration: '1h', Justification: 'incident follow-up this week' });
-    const link = await linkOf(ticket);
+    const ticket = await desk.openTicket('alice', { Entitlement: 'Engineering group', Duration: '1h', Justification: 'incident follow-up this week' });
+    const link = await desk.linkOf(ticket);
     const id = link.requestId!;
     await awaitApprovalTask(id);
     // What happened before the outage is on the ticket already (up to the open approval stage): the
@@ -300,7 +205,7 @@ describe('the service desk under faults and bad input', () => {
       // The lease never waited on the desk.
       expect(Date.now() - t0).toBeLessThan(30_000);
       const failing = await waitFor(async () => {
-        const d = await desk();
+        const d = await deskView();
         return d.health?.failingSince ? d : undefined;
       }, 'the desk health to show failing', 20_000, 200);
       expect(failing.health.lastErrorType).toBeTruthy();
@@ -309,9 +214,9 @@ describe('the service desk under faults and bad input', () => {
       await rt.start();
     }
 
-    await waitFor(async () => (await ticketStatus(ticket)) === 'resolved', 'the ticket resolved after RT is back', 60_000, 300);
+    await waitFor(async () => (await ticketStatus(rt, ticket)) === 'resolved', 'the ticket resolved after RT is back', 60_000, 300);
     await allDelivered(link.id);
-    await waitFor(async () => (await desk()).health?.failingSince === null, 'the desk health to clear', 20_000, 200);
+    await waitFor(async () => (await deskView()).health?.failingSince === null, 'the desk health to clear', 20_000, 200);
 
     const ours = await ourPosts(ticket);
     expect(ours.slice(0, before.length).map((p) => p.marker)).toEqual(before.map((p) => p.marker));
@@ -345,14 +250,14 @@ describe('the service desk under faults and bad input', () => {
     const actions = rows.map((r) => r.event!.action);
     for (const a of ['request.approved', 'grant.applied', 'grant.verified', 'grant.revoke_requested', 'grant.removal_verified']) expect(actions).toContain(a);
     // Resolved once, by the last post.
-    const resolved = (await history(ticket)).filter((t) => t.Type === 'Status' && t.NewValue === 'resolved');
+    const resolved = (await ticketHistory(rt, ticket)).filter((t) => t.Type === 'Status' && t.NewValue === 'resolved');
     expect(resolved).toHaveLength(1);
     expect(Number(resolved[0]!.id)).toBeGreaterThan(ours.at(-1)!.txn);
   });
 
   it('posts a batch once when the worker died between the post and its record', async () => {
     const { ticket, id } = await activeFromTicket('alice', 'Finance reports (read)', '1h', 'audit sample for the controllers');
-    const link = await linkOf(ticket);
+    const link = await desk.linkOf(ticket);
     await waitFor(async () => (await ourPosts(ticket)).some((p) => /verified; it expires at/.test(p.text)), 'the grant on the ticket');
     await allDelivered(link.id);
 
@@ -396,22 +301,22 @@ describe('the service desk under faults and bad input', () => {
     // The same for the post that resolves the ticket: one post, one status change.
     expect((await s.call('POST', `/v1/access-requests/${id}/revoke`, tok.operator, { reason: 'manual' })).status).toBe(202);
     await expectRevokedAndVerified(id, 'finance-readers', 'alice', 'manual');
-    await waitFor(async () => (await ticketStatus(ticket)) === 'resolved', 'the ticket resolved', 30_000, 250);
+    await waitFor(async () => (await ticketStatus(rt, ticket)) === 'resolved', 'the ticket resolved', 30_000, 250);
     await allDelivered(link.id);
     const closing = (await ourPosts(ticket)).length;
     const final = await forgetLastDelivery();
     await expectDeliveredOnce(final, closing);
-    expect((await history(ticket)).filter((t) => t.Type === 'Status' && t.NewValue === 'resolved')).toHaveLength(1);
-    expect(await ticketStatus(ticket)).toBe('resolved');
+    expect((await ticketHistory(rt, ticket)).filter((t) => t.Type === 'Status' && t.NewValue === 'resolved')).toHaveLength(1);
+    expect(await ticketStatus(rt, ticket)).toBe('resolved');
   });
 
   it('notes a ticket resolved while its access is live, reports it, and revokes it when the policy says so', async () => {
     const t = await activeFromTicket('alice', 'Finance reports (read)', '1h', 'board pack preparation');
-    await allDelivered((await linkOf(t.ticket)).id);
+    await allDelivered((await desk.linkOf(t.ticket)).id);
     await setTicket(t.ticket, { Status: 'resolved' });
     await postSaying(t.ticket, /resolved while its access is still active/i, 'the note on the resolved ticket');
     // Neither reopened (a person decided) nor revoked (nobody asked).
-    expect(await ticketStatus(t.ticket)).toBe('resolved');
+    expect(await ticketStatus(rt, t.ticket)).toBe('resolved');
     expect((await request(t.id)).status).toBe('active');
     expect(await s.ldapMembers('finance-readers')).toContain(s.userDn('alice'));
 
@@ -432,33 +337,33 @@ describe('the service desk under faults and bad input', () => {
     }
     // The verified removal is said on the ticket; the status the person set stands.
     await postSaying(t.ticket, /removal verified on the target/i, 'the verified removal on the resolved ticket');
-    expect(await ticketStatus(t.ticket)).toBe('resolved');
+    expect(await ticketStatus(rt, t.ticket)).toBe('resolved');
   });
 
   it('keeps a ticket a person resolved while its access is live resolved for the rest of the story', async () => {
     const t = await activeFromTicket('alice', 'Finance reports (read)', '1h', 'cash flow forecast update');
-    await allDelivered((await linkOf(t.ticket)).id);
+    await allDelivered((await desk.linkOf(t.ticket)).id);
     await setTicket(t.ticket, { Status: 'resolved' });
     await postSaying(t.ticket, /resolved while its access is still active/i, 'the note on the resolved ticket');
     // News the requester would hear as a reply (a moved end) arrives after the person closed the ticket.
     const ext = await s.call('POST', `/v1/access-requests/${t.id}/extend`, tok.alice, { durationSeconds: 7200, justification: 'the forecast runs another hour' });
     expect(ext.status, JSON.stringify(ext.body)).toBeLessThan(300);
     await postSaying(t.ticket, /Lease extended by alice/i, 'the extension on the ticket');
-    expect(await ticketStatus(t.ticket)).toBe('resolved');
-    expect((await history(t.ticket)).filter((x) => x.Type === 'Status').at(-1)).toMatchObject({ Creator: { id: 'root' }, NewValue: 'resolved' });
+    expect(await ticketStatus(rt, t.ticket)).toBe('resolved');
+    expect((await ticketHistory(rt, t.ticket)).filter((x) => x.Type === 'Status').at(-1)).toMatchObject({ Creator: { id: 'root' }, NewValue: 'resolved' });
   });
 
   it('reports live access whose ticket was deleted behind the loop\'s back, and revokes it when the policy says so', async () => {
     const t = await approvedFromTicket('alice', 'Engineering group', 'release train duty this sprint');
-    await allDelivered((await linkOf(t.ticket)).id);
+    await allDelivered((await desk.linkOf(t.ticket)).id);
     // Behind the loop's back: moved out of the queue its transactions leave the desk's feed; deleted
     // there; a newer event (another ticket's) moves the cursor past the deletion; moved back.
     await setTicket(t.ticket, { Queue: 'General' });
     await setTicket(t.ticket, { Status: 'deleted' });
-    const later = await openTicket('alice', { Justification: 'no entitlement named here' });
-    await linkOf(later);
+    const later = await desk.openTicket('alice', { Justification: 'no entitlement named here' });
+    await desk.linkOf(later);
     await setTicket(t.ticket, { Queue: rt.fixture.queue.name });
-    expect(await ticketStatus(t.ticket)).toBe('deleted');
+    expect(await ticketStatus(rt, t.ticket)).toBe('deleted');
     expect((await request(t.id)).status).toBe('active');
 
     await checkTickets();
@@ -502,12 +407,12 @@ describe('the service desk under faults and bad input', () => {
     const done = await expectRevokedAndVerified(id, 'finance-readers', 'alice', 'expired');
     // Ended at the moved end, not at the hour it was asked for.
     expect(Date.parse(done.grant.revokedAt ?? done.removalVerifiedAt) - sooner.getTime()).toBeLessThan(10_000);
-    await waitFor(async () => (await ticketStatus(ticket)) === 'resolved', 'the ticket resolved', 30_000, 250);
+    await waitFor(async () => (await ticketStatus(rt, ticket)) === 'resolved', 'the ticket resolved', 30_000, 250);
   });
 
   it('answers bad input mid-flight on the ticket and changes nothing it should not', async () => {
     // An entitlement edited on a pending ticket is not applied.
-    const pending = await openTicket('alice', { Entitlement: 'Engineering group', Duration: '1h', Justification: 'pairing on the build system' });
+    const pending = await desk.openTicket('alice', { Entitlement: 'Engineering group', Duration: '1h', Justification: 'pairing on the build system' });
     const pendingId = await linkedRequest(pending);
     await awaitApprovalTask(pendingId);
     await setTicket(pending, { CustomFields: { Entitlement: 'Finance reports (read)' } });
@@ -518,20 +423,20 @@ describe('the service desk under faults and bad input', () => {
     expect(still.status).toBe('pending_approval');
 
     // An unknown command.
-    expect((await asUser('alice', 'POST', `/ticket/${pending}/correspond`, { Content: '/grant-me now please', ContentType: 'text/plain' })).status).toBe(201);
+    expect((await desk.asUser('alice', 'POST', `/ticket/${pending}/correspond`, { Content: '/grant-me now please', ContentType: 'text/plain' })).status).toBe(201);
     await postSaying(pending, /does not know the command \/grant-me/i, 'the reply to the unknown command');
     expect((await request(pendingId)).status).toBe('pending_approval');
     expect((await s.call('POST', `/v1/access-requests/${pendingId}/revoke`, tok.operator, { reason: 'manual' })).status).toBe(202);
     await s.waitForStatus(pendingId, ['cancelled', 'revoked'], 30_000);
 
     // A malformed duration is refused; corrected, the ticket is taken in.
-    const soon = await openTicket('alice', { Entitlement: 'Finance reports (read)', Duration: 'soon', Justification: 'ad hoc variance analysis' });
+    const soon = await desk.openTicket('alice', { Entitlement: 'Finance reports (read)', Duration: 'soon', Justification: 'ad hoc variance analysis' });
     const refused = await postSaying(soon, /could not accept this request/i, 'the refusal of the duration');
     expect(refused.text).toMatch(/duration/i);
-    expect(await linkOf(soon)).toMatchObject({ state: 'refused', refusal: 'malformed_field', requestId: null });
+    expect(await desk.linkOf(soon)).toMatchObject({ state: 'refused', refusal: 'malformed_field', requestId: null });
     await setTicket(soon, { CustomFields: { Duration: '1h' } });
     const fixedId = await linkedRequest(soon);
-    expect(await linkOf(soon)).toMatchObject({ state: 'linked', refusal: null });
+    expect(await desk.linkOf(soon)).toMatchObject({ state: 'linked', refusal: null });
     const fixed = await s.waitForStatus(fixedId, ['active']);
     expect(fixed.ticketRef).toBe(`${DESK}#${soon}`);
     expect(fixed.durationSeconds).toBe(3600);
@@ -539,25 +444,25 @@ describe('the service desk under faults and bad input', () => {
     await expectRevokedAndVerified(fixedId, 'finance-readers', 'alice', 'manual');
 
     // A desk user who is nobody in accessloop.
-    const stranger = await openTicket('mallory', { Entitlement: 'Finance reports (read)', Duration: '1h', Justification: 'just looking around here' });
+    const stranger = await desk.openTicket('mallory', { Entitlement: 'Finance reports (read)', Duration: '1h', Justification: 'just looking around here' });
     await postSaying(stranger, /not an active identity in accessloop/i, 'the refusal of the unknown requester');
-    expect(await linkOf(stranger)).toMatchObject({ state: 'refused', refusal: 'unknown_requester', requestId: null });
+    expect(await desk.linkOf(stranger)).toMatchObject({ state: 'refused', refusal: 'unknown_requester', requestId: null });
     expect(await s.tdb.db.select({ id: accessRequests.id }).from(accessRequests).where(eq(accessRequests.ticketRef, `${DESK}#${stranger}`))).toEqual([]);
-    expect(await ticketStatus(stranger)).not.toBe('resolved');
+    expect(await ticketStatus(rt, stranger)).not.toBe('resolved');
   });
 
   it('holds up only the write-back of a ticket moved out of the desk\'s reach; the rest of the desk flows on', async () => {
     const t = await approvedFromTicket('alice', 'Production administrators', 'storage migration cutover');
-    const link = await linkOf(t.ticket);
+    const link = await desk.linkOf(t.ticket);
     await allDelivered(link.id);
     await setTicket(t.ticket, { Queue: 'General' });
     try {
       // The lease never waits for the desk; its write-back waits, held for an operator.
       expect((await s.call('POST', `/v1/access-requests/${t.id}/revoke`, tok.operator, { reason: 'manual' })).status).toBe(202);
       await expectRevokedAndVerified(t.id, 'prod-admins', 'alice', 'manual');
-      const other = await openTicket('alice', { Entitlement: 'No such thing', Justification: 'is the desk still answering' });
+      const other = await desk.openTicket('alice', { Entitlement: 'No such thing', Justification: 'is the desk still answering' });
       await postSaying(other, /could not accept/i, 'a refusal on another ticket while one is out of reach');
-      const d = await desk();
+      const d = await deskView();
       expect(d.health.failingSince).toBeNull();
       expect(d.backlog.pendingWriteBacks).toBeGreaterThan(0);
       expect((await s.tdb.db.select({ id: deskOutbox.id }).from(deskOutbox).where(and(eq(deskOutbox.linkId, link.id), isNull(deskOutbox.deliveredAt)))).length).toBeGreaterThan(0);
@@ -568,7 +473,7 @@ describe('the service desk under faults and bad input', () => {
 
   it('reports live access whose ticket moved out of the desk\'s reach as without a ticket', async () => {
     const t = await approvedFromTicket('alice', 'Production administrators', 'database failover rehearsal');
-    await allDelivered((await linkOf(t.ticket)).id);
+    await allDelivered((await desk.linkOf(t.ticket)).id);
     // Another queue: the integration user may no longer see the ticket (RT answers 403).
     await setTicket(t.ticket, { Queue: 'General' });
     try {

@@ -6,7 +6,7 @@
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { RT_FIELDS, RT_NOT_INSTALLED, startRtServer, type RtFieldName, type RtFixture, type RtServer } from '../../activities/connectors/service-desk/rt-server.js';
+import { ensureRtUser, RT_FIELDS, RT_NOT_INSTALLED, startRtServer, type RtFieldName, type RtFixture, type RtGroupKey, type RtServer } from '../../activities/connectors/service-desk/rt-server.js';
 
 export { RT_FIELDS, RT_NOT_INSTALLED, type RtFieldName, type RtFixture };
 
@@ -90,31 +90,14 @@ export async function rtCall<T = unknown>(restUrl: string, token: string, method
   return { status: res.status, body: parsed as T, location: res.headers.get('location') };
 }
 
-export type RtGroup = 'requesters' | 'approvers';
+export type RtGroup = RtGroupKey;
 
 /**
- * A privileged RT user in the named groups of the fixture, with an API token of its own. Created
- * over REST 2.0 as root (`POST /user`, then `PUT /user/:id/groups` with the group ids); the token
- * is minted with RT's Perl API, which REST 2.0 in RT 5.0.3 has no route for.
+ * A privileged RT user in the named groups of the fixture, with an API token of its own: arranged
+ * as root by the server's own ensureRtUser (as the demo's people are), the token minted with RT's
+ * Perl API, which REST 2.0 in RT 5.0.3 has no route for.
  */
 export async function addRtUser(rt: RtHandle, username: string, opts: { groups: RtGroup[] }): Promise<{ id: number; token: string }> {
-  const created = await rtCall(rt.restUrl, rt.adminToken, 'POST', '/user', {
-    Name: username,
-    EmailAddress: `${username}@accessloop.test`,
-    Privileged: 1,
-  });
-  // The body's `id` is the user's name; the numeric id (also its principal id) is in Location.
-  const id = Number(/^\/REST\/2\.0\/user\/(\d+)$/.exec(created.location ?? '')?.[1]);
-  if (created.status !== 201 || !Number.isInteger(id)) throw new Error(`POST /user answered ${created.status} (Location ${created.location}): ${JSON.stringify(created.body)}`);
-  if (opts.groups.length > 0) {
-    const groupIds = opts.groups.map((g) => (g === 'requesters' ? rt.fixture.requestersGroup.id : rt.fixture.approversGroup.id));
-    const joined = await rtCall<string[]>(rt.restUrl, rt.adminToken, 'PUT', `/user/${id}/groups`, groupIds);
-    // 200 with one message per group; a refused membership is a message too, so read it back.
-    if (joined.status !== 200) throw new Error(`PUT /user/${id}/groups answered ${joined.status}: ${JSON.stringify(joined.body)}`);
-    const member = await rtCall<{ items: { id: string | number }[] }>(rt.restUrl, rt.adminToken, 'GET', `/user/${id}/groups?per_page=100`);
-    const memberOf = new Set(member.body.items.map((g) => Number(g.id)));
-    const missing = groupIds.filter((g) => !memberOf.has(g));
-    if (missing.length > 0) throw new Error(`user ${username} is not in groups ${missing.join(', ')} after PUT /user/${id}/groups: ${JSON.stringify(joined.body)}`);
-  }
+  const { id } = await ensureRtUser(rt.server, username, { groups: opts.groups });
   return { id, token: await rt.server.mintToken(username, `accessloop tests (${username})`) };
 }

@@ -12,20 +12,9 @@ import { createRtServiceDesk, type RtServiceDeskConfig } from '../../activities/
 import type { DeskEvent, DeskPost, ServiceDesk } from '../../activities/connectors/service-desk/types.js';
 import { ConnectorError } from '../../activities/connectors/types.js';
 import { expectConnectorError } from '../helpers/connector-contract.js';
+import { ticketHistory, ticketPosts, ticketStatus, type RtCollection, type RtTransaction } from '../helpers/desk.js';
 import { rtCall, startRt, type RtHandle } from '../helpers/rt.js';
 import { withSilentServer } from '../helpers/silent-server.js';
-
-interface Collection<T> {
-  count: number;
-  items: T[];
-}
-interface Txn {
-  id: string;
-  Type: string;
-  Creator: { id: string };
-  OldValue?: string;
-  NewValue?: string;
-}
 
 const REQUEST = { Entitlement: 'prod-admins', Subject: 'alice', Duration: 'PT8H', Justification: 'incident 4711' };
 
@@ -57,33 +46,15 @@ async function openTicket(subject: string, extra: Record<string, unknown> = {}):
   return res.body.id;
 }
 
-async function adminStatus(id: string): Promise<string> {
-  const res = await asAdmin<{ Status: string }>('GET', `/ticket/${id}`);
-  expect(res.status).toBe(200);
-  return res.body.Status;
-}
-
 async function adminSet(id: string, change: Record<string, unknown>): Promise<void> {
   const res = await asAdmin<string[]>('PUT', `/ticket/${id}`, change);
   expect(res.status).toBe(200);
   expect(res.body).toHaveLength(1);
 }
 
-async function adminHistory(id: string): Promise<Txn[]> {
-  const res = await asAdmin<Collection<Txn>>('GET', `/ticket/${id}/history?fields=Type,Creator,OldValue,NewValue&per_page=100`);
-  expect(res.status).toBe(200);
-  return res.body.items;
-}
-
 /** Root's count of the ticket's comments and replies that carry the marker line. */
 async function adminPostsCarrying(id: string, marker: string): Promise<number> {
-  let n = 0;
-  for (const t of await adminHistory(id)) {
-    if (t.Type !== 'Comment' && t.Type !== 'Correspond') continue;
-    const parts = await asAdmin<Collection<{ Content?: string }>>('GET', `/transaction/${t.id}/attachments?fields=Content`);
-    if (parts.body.items.some((a) => (a.Content ?? '').split('\n').includes(`[accessloop:${marker}]`))) n++;
-  }
-  return n;
+  return (await ticketPosts(rt, id)).filter((p) => p.text.split('\n').includes(`[accessloop:${marker}]`)).length;
 }
 
 /** Every event after `cursor`, read in pages of `limit`. */
@@ -173,7 +144,7 @@ describe('Request Tracker service desk', () => {
     for (const id of ids) expect((await asRequester('POST', `/ticket/${id}/correspond`, { Content: 'more', ContentType: 'text/plain' })).status).toBe(201);
     // RT writes an EmailRecord for each autoreply; accessloop may not see them, and RT drops them
     // from a page after paging, so a query that kept them would stall on a short page.
-    const all = await asAdmin<Collection<Txn>>('GET', `/transactions?query=${encodeURIComponent(`ObjectType = 'RT::Ticket' AND id > ${start ?? 0}`)}&per_page=100&fields=Type`);
+    const all = await asAdmin<RtCollection<RtTransaction>>('GET', `/transactions?query=${encodeURIComponent(`ObjectType = 'RT::Ticket' AND id > ${start ?? 0}`)}&per_page=100&fields=Type`);
     expect(all.body.items.filter((t) => t.Type === 'EmailRecord').length).toBeGreaterThan(0);
 
     const whole = await drain(desk, start, 1000);
@@ -225,8 +196,8 @@ describe('Request Tracker service desk', () => {
     const id = await openTicket('reopen pitfall');
     await adminSet(id, { Status: 'rejected' });
     expect(await desk.post({ ticketRef: id, marker: `final-${id}`, text: 'Removal verified at 10:05.', visibility: 'requester', state: 'resolved' })).toEqual({ posted: true });
-    expect(await adminStatus(id)).toBe('resolved');
-    const statuses = (await adminHistory(id)).filter((t) => t.Type === 'Status').map((t) => [t.Creator.id, t.OldValue, t.NewValue]);
+    expect(await ticketStatus(rt, id)).toBe('resolved');
+    const statuses = (await ticketHistory(rt, id)).filter((t) => t.Type === 'Status').map((t) => [t.Creator.id, t.OldValue, t.NewValue]);
     expect(statuses).toEqual([
       ['root', 'new', 'rejected'],
       ['RT_System', 'rejected', 'open'],
@@ -234,7 +205,7 @@ describe('Request Tracker service desk', () => {
     ]);
     // Same status again in a comment: RT says it "can't change" to the status it already has.
     expect(await desk.post({ ticketRef: id, marker: `again-${id}`, text: 'Still resolved.', visibility: 'internal', state: 'resolved' })).toEqual({ posted: true });
-    expect(await adminStatus(id)).toBe('resolved');
+    expect(await ticketStatus(rt, id)).toBe('resolved');
     expect((await desk.ticket(id))?.state).toBe('resolved');
   });
 
@@ -254,18 +225,18 @@ describe('Request Tracker service desk', () => {
     expect(err.retryable).toBe(false);
     expect(err.message).toContain(`ticket ${id}`);
     expect(err.message).not.toContain('Rejected by policy');
-    expect(await adminStatus(id)).toBe('new');
+    expect(await ticketStatus(rt, id)).toBe('new');
     expect(await adminPostsCarrying(id, post.marker)).toBe(1);
     await expectConnectorError(deleting.post(post), 'PermissionDenied');
-    expect(await adminStatus(id)).toBe('new');
+    expect(await ticketStatus(rt, id)).toBe('new');
     expect(await adminPostsCarrying(id, post.marker)).toBe(1);
 
     // A status the lifecycle does not have, and a state the contract does not write.
     await expectConnectorError(adapter({ statuses: { resolved: 'cancelled' } }).post({ ...post, marker: `cancel-${id}`, state: 'resolved' }), 'InvalidInput');
-    const before = (await adminHistory(id)).length;
+    const before = (await ticketHistory(rt, id)).length;
     await expectConnectorError(desk.post({ ...post, marker: `delete-${id}`, state: 'deleted' as unknown as DeskPost['state'] }), 'InvalidInput');
-    expect((await adminHistory(id)).length).toBe(before);
-    expect(await adminStatus(id)).toBe('new');
+    expect((await ticketHistory(rt, id)).length).toBe(before);
+    expect(await ticketStatus(rt, id)).toBe('new');
   });
 
   it('completes the status of its own unfinished post on a repeat, but never over a person\'s later change', async () => {
@@ -274,7 +245,7 @@ describe('Request Tracker service desk', () => {
     const post: DeskPost = { ticketRef: unfinished, marker: `reject-${unfinished}`, text: 'Rejected by policy.', visibility: 'internal', state: 'rejected' };
     await expectConnectorError(deleting.post(post), 'PermissionDenied');
     expect(await desk.post(post)).toEqual({ posted: false });
-    expect(await adminStatus(unfinished)).toBe('rejected');
+    expect(await ticketStatus(rt, unfinished)).toBe('rejected');
     expect(await adminPostsCarrying(unfinished, post.marker)).toBe(1);
 
     const overridden = await openTicket('overridden');
@@ -282,7 +253,7 @@ describe('Request Tracker service desk', () => {
     await expectConnectorError(deleting.post(final), 'PermissionDenied');
     await adminSet(overridden, { Status: 'stalled' });
     expect(await desk.post(final)).toEqual({ posted: false });
-    expect(await adminStatus(overridden)).toBe('stalled');
+    expect(await ticketStatus(rt, overridden)).toBe('stalled');
   });
 
   it('classifies a refused token, a wrong URL, an unknown queue and a hung server', async () => {
