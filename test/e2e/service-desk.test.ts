@@ -4,9 +4,9 @@
  * changed as RT users through RT's REST API; what RT holds afterwards is read back as root over
  * REST, and what the directory holds with ldapsearch, never through our code.
  */
-import { eq } from 'drizzle-orm';
+import { eq, inArray } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { grants } from '../../db/schema.js';
+import { accessRequests, grants } from '../../db/schema.js';
 import { serviceDeskWorkflowId } from '../../workflows/ids.js';
 import { lowRiskSelfServicePolicy, rtTime, startDeskStack, ticketHistory, ticketPosts, ticketStatus, type DeskStack } from '../helpers/desk.js';
 import type { RtHandle } from '../helpers/rt.js';
@@ -98,6 +98,19 @@ describe('ticket in, access out, ticket resolved only after removal is verified'
     const link = await desk.linkOf(ticket);
     expect(link).toMatchObject({ state: 'refused', refusal: 'unknown_entitlement', requestId: null });
     expect(await ticketStatus(rt, ticket)).not.toBe('resolved');
+  });
+
+  it('answers a ticket for a subject the requester may not request for, or beyond the maximum duration, with the rule and nothing written', async () => {
+    const forBob = await desk.openTicket('alice', { Entitlement: 'Engineering group', Subject: 'bob', Duration: '1h', Justification: 'bob needs it, says alice' });
+    const tooLong = await desk.openTicket('alice', { Entitlement: 'Engineering group', Duration: '2 days', Justification: 'a long on-call stretch' });
+    await waitFor(async () => (await ticketPosts(rt, forBob)).some((p) => /could not accept/i.test(p.text)), 'the refusal of the subject');
+    await waitFor(async () => (await ticketPosts(rt, tooLong)).some((p) => /could not accept/i.test(p.text)), 'the refusal of the duration');
+    expect((await ticketPosts(rt, forBob)).map((p) => p.text).join('\n')).toMatch(/yourself, your direct reports/);
+    expect((await ticketPosts(rt, tooLong)).map((p) => p.text).join('\n')).toMatch(/maximum/);
+    expect(await desk.linkOf(forBob)).toMatchObject({ state: 'refused', refusal: 'forbidden', requestId: null });
+    expect(await desk.linkOf(tooLong)).toMatchObject({ state: 'refused', refusal: 'outside_policy', requestId: null });
+    const rows = await s.tdb.db.select({ id: accessRequests.id }).from(accessRequests).where(inArray(accessRequests.ticketRef, [`rt-test#${forBob}`, `rt-test#${tooLong}`]));
+    expect(rows).toEqual([]);
   });
 
   it('refuses a decision from the requester on their own ticket', async () => {
