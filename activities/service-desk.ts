@@ -360,7 +360,8 @@ export function createServiceDeskActivities({ db, log, notifier, policies, reque
           deliveredThrough: batch.through,
           pendingMarker: null,
           pendingThrough: null,
-          ...(final && batch.link.state === 'linked' ? { state: 'closed' as const, closedAt: new Date(), finalState: final } : {}),
+          // A ticket a person closed first is not one accessloop resolved: kept apart for the KPIs.
+          ...(final && batch.link.state === 'linked' ? { state: 'closed' as const, closedAt: new Date(), finalState: closedByPerson ? 'closed_on_desk' : final } : {}),
         })
         .where(eq(ticketLinks.id, linkId));
     });

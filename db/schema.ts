@@ -591,7 +591,7 @@ export const ticketLinks = pgTable(
     ticketCreatedAt: ts('ticket_created_at'),
     /** When the post that resolved or rejected the ticket was delivered. */
     closedAt: ts('closed_at'),
-    /** The state that post set: `resolved` (removal verified) or `rejected`. */
+    /** The state that post set: `resolved` (removal verified) or `rejected`; `closed_on_desk` when a person had closed the ticket first (the post set none). */
     finalState: text('final_state'),
     /** The last outbox row posted to the ticket: write-back is in order and once. */
     deliveredThrough: bigint('delivered_through', { mode: 'number' }).notNull().default(0),

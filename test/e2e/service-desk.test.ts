@@ -88,6 +88,8 @@ describe('ticket in, access out, ticket resolved only after removal is verified'
     await waitFor(async () => (await ticketPosts(rt, ticket)).some((p) => /removal verified/i.test(p.text)), 'the verified removal on the ticket', 30_000);
     // The person's decision stands: a cancelled ticket stays rejected.
     expect(await ticketStatus(rt, ticket)).toBe('rejected');
+    // …and the KPI "access ended → ticket resolved" does not count it as resolved by accessloop.
+    expect(await waitFor(async () => ((l) => (l.state === 'closed' ? l : undefined))(await desk.linkOf(ticket)), 'the link closed')).toMatchObject({ finalState: 'closed_on_desk' });
     const story = (await ticketPosts(rt, ticket)).map((p) => p.text).join('\n');
     expect(story).toMatch(/approved/i);
   });
