@@ -241,7 +241,11 @@ const deskSecretRefs = z.strictObject({ token: deskSecretRef });
 const deskConfig = z.record(z.string(), z.unknown());
 
 export const createServiceDeskBody = z.strictObject({
-  name: z.string().trim().min(1).max(128),
+  /**
+   * Part of every ticket reference (`<name>#<ticket id>`), which the API, the audit trail and
+   * the TicketRef search attribute show: an opaque slug, short enough for a ticketRef.
+   */
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$/, 'name: letters, digits, . _ - (max 40), e.g. rt-eu'),
   kind: z.enum(['rt']),
   /** The adapter's config plus an optional `loop` object (poll, ticket-check and alert intervals, ticket decisions). */
   config: deskConfig,

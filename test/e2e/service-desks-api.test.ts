@@ -146,8 +146,14 @@ describe('registering a service desk', () => {
     expect(badLoop.status).toBe(400);
     expect(badLoop.body.error.code).toBe('invalid_config');
 
-    for (const r of [bad, inConfig, badLoop]) expect(await eventsOfCall(r.rid)).toBe('');
+    // the name is part of every ticket reference and the TicketRef search attribute: a slug, not a phrase
+    const badName = await register('Service Desk EU (Anna)', {});
+    expect(badName.status).toBe(400);
+    expect(JSON.stringify(badName.body)).toContain('name');
+
+    for (const r of [bad, inConfig, badLoop, badName]) expect(await eventsOfCall(r.rid)).toBe('');
     expect(await deskRows('bad-config')).toBe(0);
+    expect(await deskRows('Service Desk EU (Anna)')).toBe(0);
   });
 
   it('refuses a secret value where a reference belongs, without saying the value back', async () => {
