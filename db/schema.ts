@@ -145,6 +145,12 @@ export const entitlements = pgTable(
     conditions: jsonb('conditions').$type<unknown[]>().notNull().default([]),
     sodConflicts: jsonb('sod_conflicts').$type<string[]>().notNull().default([]),
     breakGlassAllowed: boolean('break_glass_allowed').notNull().default(false),
+    /**
+     * Break-glass settings (activities/domain/break-glass.ts owns the schema): who may invoke it
+     * (`group:<uuid>`), the hard maximum duration, the cooldown per person, the post-use review
+     * window and reviewer. Only read when `break_glass_allowed`.
+     */
+    breakGlass: jsonb('break_glass').$type<Record<string, unknown>>(),
     /** Free attributes policy conditions can read (e.g. region, data classification). */
     attributes: jsonb('attributes').$type<Record<string, unknown>>().notNull().default({}),
     createdAt: createdAt(),
@@ -631,6 +637,160 @@ export const deskOutbox = pgTable(
     index('desk_outbox_pending_idx').on(t.linkId, t.id).where(sql`delivered_at is null`),
   ],
 );
+
+// ---- access reviews (issue 13) -----------------------------------------------------------------
+
+/** A recurring or one-off recertification (`campaign`), or a one-item review opened by an event (`micro`). */
+export const reviewCampaignKind = pgEnum('review_campaign_kind', ['campaign', 'micro']);
+/** `closing`: every item is decided, the revocations they caused are still being verified. */
+export const reviewCampaignStatus = pgEnum('review_campaign_status', ['open', 'closing', 'closed', 'cancelled']);
+/**
+ * What opened a review: the API or a schedule (campaigns); a mover, a reconciliation finding of
+ * unauthorised access, a grant outliving its review interval, a policy change, a break-glass use
+ * (micro-certifications).
+ */
+export const reviewTrigger = pgEnum('review_trigger', ['api', 'schedule', 'mover', 'unauthorized_access', 'review_interval', 'policy_change', 'break_glass']);
+export const reviewItemStatus = pgEnum('review_item_status', ['pending', 'kept', 'revoked', 'skipped']);
+
+/**
+ * A review campaign. Its definition (scope, reviewer rules, deadline rules, reminders) is stored as
+ * validated JSON (activities/domain/reviews/ owns the schema); items are rows, never workflow history.
+ */
+export const reviewCampaigns = pgTable(
+  'review_campaign',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    name: text('name').notNull(),
+    kind: reviewCampaignKind('kind').notNull(),
+    trigger: reviewTrigger('trigger').notNull(),
+    /** The campaign definition as submitted (scope, reviewers, fallback, deadline rule, reminders, exclusions). */
+    definition: jsonb('definition').$type<Record<string, unknown>>().notNull(),
+    status: reviewCampaignStatus('status').notNull().default('open'),
+    dueAt: ts('due_at').notNull(),
+    workflowId: text('workflow_id').notNull(),
+    policyVersion: text('policy_version'),
+    createdBy: text('created_by').notNull(),
+    createdAt: createdAt(),
+    /** All items decided (by a person or the deadline rule). */
+    decidedAt: ts('decided_at'),
+    /** Every revocation the campaign caused is verified on its target. */
+    closedAt: ts('closed_at'),
+  },
+  (t) => [index('review_campaign_status_idx').on(t.status), uniqueIndex('review_campaign_workflow_uq').on(t.workflowId)],
+);
+
+/** One grant under review in one campaign: who reviews it, the decision, and what came of it. */
+export const reviewItems = pgTable(
+  'review_item',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    campaignId: uuid('campaign_id')
+      .notNull()
+      .references(() => reviewCampaigns.id),
+    grantId: uuid('grant_id')
+      .notNull()
+      .references(() => grants.id),
+    /** The grant's holder (never its reviewer). */
+    identityId: uuid('identity_id')
+      .notNull()
+      .references(() => identities.id),
+    entitlementId: uuid('entitlement_id')
+      .notNull()
+      .references(() => entitlements.id),
+    riskTier: riskTier('risk_tier').notNull(),
+    reviewerId: uuid('reviewer_id')
+      .notNull()
+      .references(() => identities.id),
+    /** The reviewer the rules chose, before any delegation or escalation. */
+    assignedReviewerId: uuid('assigned_reviewer_id')
+      .notNull()
+      .references(() => identities.id),
+    status: reviewItemStatus('status').notNull().default('pending'),
+    /** Who decided: an identity id, or `rule:deadline` when the campaign's deadline rule did. */
+    decidedBy: text('decided_by'),
+    decidedAt: ts('decided_at'),
+    comment: text('comment'),
+    /** A keep may set a new end date for the lease. */
+    newExpiresAt: ts('new_expires_at'),
+    /** Kept by the deadline rule without a decision, or otherwise marked for attention. */
+    flagged: boolean('flagged').notNull().default(false),
+    remindedAt: ts('reminded_at'),
+    reminders: integer('reminders').notNull().default(0),
+    escalatedAt: ts('escalated_at'),
+    /** Provenance at opening: approvers, policy version, ticket, granted at, last use where the target tells. */
+    provenance: jsonb('provenance').$type<Record<string, unknown>>().notNull().default({}),
+    lastUsedAt: ts('last_used_at'),
+    /** For a revoke: when the lease's removal was verified on the target. */
+    removalVerifiedAt: ts('removal_verified_at'),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    uniqueIndex('review_item_campaign_grant_uq').on(t.campaignId, t.grantId),
+    index('review_item_reviewer_idx').on(t.reviewerId, t.status),
+    index('review_item_campaign_status_idx').on(t.campaignId, t.status),
+    index('review_item_grant_idx').on(t.grantId),
+    // The holder of the access never reviews it, whoever assigned it.
+    check('review_item_not_self', sql`${t.reviewerId} <> ${t.identityId} and ${t.assignedReviewerId} <> ${t.identityId}`),
+    check('review_item_decided', sql`(${t.status} = 'pending') = (${t.decidedAt} is null)`),
+  ],
+);
+
+// ---- break-glass (issue 13) ---------------------------------------------------------------------
+
+/**
+ * The first step of a break-glass: what it will do, and a short-lived confirmation (stored hashed,
+ * single use). The confirm call creates the request and grant with source `break_glass`.
+ */
+export const breakGlassChallenges = pgTable(
+  'break_glass_challenge',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    /** sha256 of the confirmation secret. */
+    secretHash: text('secret_hash').notNull(),
+    invokerId: uuid('invoker_id')
+      .notNull()
+      .references(() => identities.id),
+    entitlementId: uuid('entitlement_id')
+      .notNull()
+      .references(() => entitlements.id),
+    durationSeconds: integer('duration_seconds').notNull(),
+    incidentRef: text('incident_ref').notNull(),
+    justification: text('justification').notNull(),
+    expiresAt: ts('expires_at').notNull(),
+    confirmedAt: ts('confirmed_at'),
+    requestId: uuid('request_id').references(() => accessRequests.id),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex('break_glass_challenge_secret_uq').on(t.secretHash), index('break_glass_challenge_invoker_idx').on(t.invokerId, t.createdAt)],
+);
+
+// ---- web pages (issue 13) -----------------------------------------------------------------------
+
+/**
+ * A browser session for the server-rendered pages: an API token exchanged once for an HttpOnly
+ * cookie. Only the sha256 of the cookie's secret is stored; the session acts as the token's
+ * principal and roles and ends with it (revoked or expired token → session refused).
+ */
+export const webSessions = pgTable(
+  'web_session',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    secretHash: text('secret_hash').notNull(),
+    tokenId: uuid('token_id')
+      .notNull()
+      .references(() => apiTokens.id),
+    createdAt: createdAt(),
+    expiresAt: ts('expires_at').notNull(),
+    lastSeenAt: ts('last_seen_at'),
+    endedAt: ts('ended_at'),
+  },
+  (t) => [uniqueIndex('web_session_secret_uq').on(t.secretHash)],
+);
+
+export type ReviewCampaign = typeof reviewCampaigns.$inferSelect;
+export type ReviewItem = typeof reviewItems.$inferSelect;
+export type BreakGlassChallenge = typeof breakGlassChallenges.$inferSelect;
+export type WebSession = typeof webSessions.$inferSelect;
 
 export type Identity = typeof identities.$inferSelect;
 export type System = typeof systems.$inferSelect;
