@@ -184,7 +184,7 @@ route('put', '/v1/policies', {
   summary: 'Publish an approval policy (YAML or JSON body; 400 lists line:column problems)',
   roles: 'operator',
   content: { 'application/yaml': s.policyDocument, 'application/json': s.policyDocument },
-  ok: { 201: described('a new version: {version, changed: true}'), 200: described('the same as the active version: {version, changed: false}') },
+  ok: { 201: described('a new version: {version, changed: true, impact: {checked, noLongerAllowed, grants: [{grantId, requestId, identityId, entitlementId, kind: denied|over_maximum, reason, rule?}]}} — the live leases the new version would not grant today'), 200: described('the same as the active version: {version, changed: false}') },
 });
 route('get', '/v1/policies/active', { summary: 'The active policy document and version', roles: 'operator, auditor', ok: { 200: described('{version, source, createdBy, createdAt, document}') } });
 route('get', '/v1/policies/{entitlementId}/explain', {

@@ -5,12 +5,16 @@ import { ZodError } from 'zod';
 import { connectorKinds, SECRET_ENV_PREFIX } from '../../activities/connectors/registry.js';
 import { appendAudit, type Tx } from '../../activities/domain/audit.js';
 import { PolicyError, type PolicyService } from '../../activities/domain/policy/service.js';
+import { policyImpact, type PolicyImpact } from '../../activities/domain/policy/impact.js';
 import { hashToken, newToken } from '../../activities/domain/tokens.js';
 import type { Db } from '../../db/client.js';
 import { apiTokens, approverGroupMembers, approverGroups, delegations, entitlements, identities, systems } from '../../db/schema.js';
 import { actorRef, hasRole, identityOf, type Principal } from '../auth.js';
 import { badRequest, conflict, forbidden, notFound, zodDetails } from '../errors.js';
 import type { createDelegationBody, createEntitlementBody, createGroupBody, createIdentityBody, createSystemBody, createTokenBody } from '../schemas.js';
+
+/** Grant ids named in the `policy.published` audit event (the response lists them all). */
+const IMPACT_AUDIT_LIMIT = 500;
 
 /** Who acts, as the token says, and the HTTP request that carried it (for the audit trail). */
 export interface AdminActor {
@@ -254,9 +258,17 @@ export function createAdminService(deps: AdminDeps) {
     /** Publishes a policy; a new version and its `policy.published` event commit together. */
     async publishPolicy(a: AdminActor, text: string, source: string) {
       try {
-        return await policies.publish(text, source, actorRef(a.principal), (tx, version) =>
-          audit(tx, a, 'policy.published', `policy/${version}/${randomUUID()}`, { policyVersion: version, data: { source } }),
-        );
+        // Which live leases the new version would no longer allow: computed in the publishing
+        // transaction, recorded with it, and answered to the publisher.
+        let impact: PolicyImpact = { checked: 0, grants: [] };
+        const out = await policies.publish(text, source, actorRef(a.principal), async (tx, version, document) => {
+          impact = await policyImpact(tx, document, version);
+          await audit(tx, a, 'policy.published', `policy/${version}/${randomUUID()}`, {
+            policyVersion: version,
+            data: { source, impact: { checked: impact.checked, noLongerAllowed: impact.grants.length, grants: impact.grants.slice(0, IMPACT_AUDIT_LIMIT).map((g) => ({ grantId: g.grantId, kind: g.kind })) } },
+          });
+        });
+        return { ...out, impact: { checked: impact.checked, noLongerAllowed: impact.grants.length, grants: impact.grants } };
       } catch (e) {
         if (e instanceof PolicyError) throw badRequest('invalid_policy', e.message, e.problems);
         throw e;

@@ -259,6 +259,40 @@ describe('policy-routed approvals', () => {
     await finish(req.body.id);
   });
 
+  it('reports the live leases a new policy version would no longer allow, in the response and the audit trail', async () => {
+    const lowSelf = { name: 'low-self', when: 'entitlement.risk_tier == "low" && request.self_request', effect: 'auto_approve', reason: 'low-risk self-service' };
+    await publish({ apiVersion: 'accessloop/v1', policies: [{ name: 'default', stages: [{ name: 'owner', approvers: ['entitlement_owner'] }], conditions: [lowSelf] }] });
+    const kept = await request(tok.alice, { entitlementId: ent['finance-readers'], durationSeconds: 600 });
+    const longer = await request(tok.bob, { entitlementId: ent['finance-readers'], durationSeconds: 1200 });
+    await s.waitForStatus(kept.body.id, ['active']);
+    await s.waitForStatus(longer.body.id, ['active']);
+    const grantOf = async (id: string) => (await s.call('GET', `/v1/access-requests/${id}`, tok.operator)).body.grant.id as string;
+    const [keptGrant, longerGrant] = [await grantOf(kept.body.id), await grantOf(longer.body.id)];
+
+    // alice's location (LON) is now refused; bob's lease is longer than the new 900 s maximum.
+    const doc = {
+      apiVersion: 'accessloop/v1',
+      policies: [{ name: 'default', maxDurationSeconds: 900, stages: [{ name: 'owner', approvers: ['entitlement_owner'] }], conditions: [{ name: 'no-london', when: 'subject.location == "LON" && entitlement.risk_tier == "low" && subject.id == "' + ids.alice + '"', effect: 'deny', reason: 'not from London any more' }, lowSelf] }],
+    };
+    const r = await s.call('PUT', '/v1/policies', tok.operator, JSON.stringify(doc), { 'content-type': 'application/json' });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    expect(r.body.impact.checked).toBeGreaterThanOrEqual(2);
+    const byGrant = Object.fromEntries((r.body.impact.grants as Array<{ grantId: string }>).map((g) => [g.grantId, g]));
+    expect(byGrant[keptGrant]).toMatchObject({ kind: 'denied', reason: 'not from London any more', requestId: kept.body.id, identityId: ids.alice, rule: 'default/no-london' });
+    expect(byGrant[longerGrant]).toMatchObject({ kind: 'over_maximum', requestId: longer.body.id, identityId: ids.bob, rule: 'default' });
+    expect(r.body.impact.noLongerAllowed).toBe(r.body.impact.grants.length);
+
+    const events = await s.tdb.db.$client<{ data: { impact: { noLongerAllowed: number; grants: Array<{ grantId: string; kind: string }> } } }[]>`
+      select data from audit_event where action = 'policy.published' and policy_version = ${r.body.version}`;
+    expect(events).toHaveLength(1);
+    expect(events[0]!.data.impact.noLongerAllowed).toBe(r.body.impact.noLongerAllowed);
+    expect(events[0]!.data.impact.grants).toEqual(expect.arrayContaining([{ grantId: keptGrant, kind: 'denied' }, { grantId: longerGrant, kind: 'over_maximum' }]));
+    // Publishing reports; it does not revoke: both leases are still live.
+    expect(await s.ldapMembers('finance-readers')).toEqual(expect.arrayContaining([s.userDn('alice'), s.userDn('bob')]));
+    await finish(kept.body.id);
+    await finish(longer.body.id);
+  });
+
   it('audits a policy published from ACCESSLOOP_POLICY_FILE at start as a system action, once per change', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'accessloop-policy-'));
     const file = path.join(dir, 'startup-policy.yaml');

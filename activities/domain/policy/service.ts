@@ -92,6 +92,26 @@ export class PolicyError extends Error {
   }
 }
 
+/** The variables a policy's CEL conditions see for one request. */
+export function contextOf(subject: Identity, requester: Identity, ent: Entitlement, system: System, f: RequestFacts): PolicyContext {
+  return {
+    subject: identityVars(subject),
+    requester: identityVars(requester),
+    entitlement: {
+      id: ent.id,
+      name: ent.name,
+      resource: ent.resource,
+      risk_tier: ent.riskTier,
+      system_id: ent.systemId,
+      owner_id: ent.ownerId,
+      max_duration_seconds: ent.maxDurationSeconds,
+      attributes: ent.attributes,
+    },
+    system: { id: system.id, name: system.name, kind: system.kind, owner_id: system.ownerId },
+    request: { duration_seconds: f.durationSeconds, justification: f.justification, ticket_ref: f.ticketRef ?? null, self_request: f.requesterId === f.subjectId },
+  };
+}
+
 /** Active policy, publication and request-time evaluation with approver resolution. */
 export function createPolicyService(db: Db) {
   let cached: { id: number; policy: CompiledPolicy } | undefined;
@@ -135,25 +155,6 @@ export function createPolicyService(db: Db) {
     if (!subject || !requester || !ent) throw new PolicyError('not_found', 'subject, requester or entitlement not found');
     const [system] = await db.select().from(systems).where(eq(systems.id, ent.systemId));
     return { subject, requester, ent, system: system! };
-  }
-
-  function contextOf(subject: Identity, requester: Identity, ent: Entitlement, system: System, f: RequestFacts): PolicyContext {
-    return {
-      subject: identityVars(subject),
-      requester: identityVars(requester),
-      entitlement: {
-        id: ent.id,
-        name: ent.name,
-        resource: ent.resource,
-        risk_tier: ent.riskTier,
-        system_id: ent.systemId,
-        owner_id: ent.ownerId,
-        max_duration_seconds: ent.maxDurationSeconds,
-        attributes: ent.attributes,
-      },
-      system: { id: system.id, name: system.name, kind: system.kind, owner_id: system.ownerId },
-      request: { duration_seconds: f.durationSeconds, justification: f.justification, ticket_ref: f.ticketRef ?? null, self_request: f.requesterId === f.subjectId },
-    };
   }
 
   async function heldOrPending(f: RequestFacts): Promise<Set<string>> {
@@ -259,7 +260,7 @@ export function createPolicyService(db: Db) {
       text: string,
       source: string,
       createdBy: string,
-      recorded?: (tx: Pick<Db, 'select' | 'insert' | 'update' | 'execute'>, version: string) => Promise<unknown>,
+      recorded?: (tx: Pick<Db, 'select' | 'insert' | 'update' | 'execute'>, version: string, document: PolicyDocument) => Promise<unknown>,
     ): Promise<{ version: string; changed: boolean }> {
       const r = loadPolicyText(text);
       if (!r.ok) throw new PolicyError('invalid_policy', `policy rejected (${r.problems.length} problem${r.problems.length === 1 ? '' : 's'})`, r.problems);
@@ -267,7 +268,7 @@ export function createPolicyService(db: Db) {
       if (current.version === r.version) return { version: r.version, changed: false };
       await db.transaction(async (tx) => {
         await tx.insert(policyVersions).values({ version: r.version, document: r.document as unknown as Record<string, unknown>, source, createdBy });
-        await recorded?.(tx, r.version);
+        await recorded?.(tx, r.version, r.document);
       });
       return { version: r.version, changed: true };
     },
