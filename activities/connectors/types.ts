@@ -63,6 +63,8 @@ export interface Connector {
   enableAccount?(account: string): Promise<ChangeResult>;
   /** Reads the target's truth about the account lock. */
   accountDisabled?(account: string): Promise<{ disabled: boolean; exists: boolean }>;
+  /** When the account last authenticated, where the target records it (shown on access reviews); `at` null: never, or not recorded. */
+  lastUsed?(account: string): Promise<{ exists: boolean; at: Date | null }>;
   /**
    * Non-human credentials: makes `account` a login that authenticates with a freshly generated
    * secret valid until `notAfter` (creating the login if needed). Calling it again rotates: the

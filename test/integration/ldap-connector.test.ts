@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLdapConnector, ldapAccountFor, type LdapSystemConfig } from '../../activities/connectors/ldap/connector.js';
+import { createLdapConnector, ldapAccountFor, parseGeneralizedTime, type LdapSystemConfig } from '../../activities/connectors/ldap/connector.js';
 import { canonicalDn, escapeDnValue, escapeFilterValue, normalizeDn, parseDn, renderAccountDn } from '../../activities/connectors/ldap/dn.js';
 import {
   DEMO_PLACEHOLDER_DN,
@@ -456,5 +456,38 @@ describe('ldap account disable (ppolicy pwdAccountLockedTime)', () => {
     const between = slapd.logLines().slice(start.index + 1, end.index);
     const foreign = between.filter((l) => /conn=\d+/.test(l) && !l.includes(`conn=${start.conn} `) && !l.includes(`conn=${end.conn} `));
     expect(foreign).toEqual([]);
+  });
+});
+
+describe('ldap last use (lastbind → pwdLastSuccess)', () => {
+  it('reports an account’s last successful bind as slapd records it, null before the first, and exists=false for none', async () => {
+    const c = connector();
+    if (!c.lastUsed) throw new Error('LDAP connector lacks lastUsed');
+    const lastUsed = c.lastUsed.bind(c);
+    const user = demoUserDn(SUFFIX, 'erin-lastbind');
+    await ldapModify(slapd, `dn: ${user}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: erin-lastbind\ncn: Erin\nsn: Erin\nuserPassword: ${DEMO_USER_PASSWORD}\n`);
+    expect(await lastUsed(user)).toEqual({ exists: true, at: null });
+    // a failed bind is not a use
+    expect(await ldapBindWorks(slapd.url, user, 'not-the-password')).toBe(false);
+    expect(await lastUsed(user)).toEqual({ exists: true, at: null });
+
+    const before = Math.floor(Date.now() / 1000) * 1000;
+    expect(await ldapBindWorks(slapd.url, user, DEMO_USER_PASSWORD)).toBe(true);
+    const seen = await lastUsed(user);
+    // The same value the directory shows to ldapsearch.
+    const [raw] = await ldapsearchMembers(slapd, user, 'pwdLastSuccess');
+    expect(raw).toMatch(/^\d{14}Z$/);
+    expect(seen.exists).toBe(true);
+    expect(seen.at?.getTime()).toBe(parseGeneralizedTime(raw!)!.getTime());
+    expect(seen.at!.getTime()).toBeGreaterThanOrEqual(before);
+    expect(seen.at!.getTime()).toBeLessThanOrEqual(Date.now());
+
+    expect(await lastUsed(ldapAccountFor(config, { username: `gone-${randomUUID().slice(0, 8)}` }))).toEqual({ exists: false, at: null });
+  });
+
+  it('parses GeneralizedTime, with or without fractions, and refuses anything else', () => {
+    expect(parseGeneralizedTime('20261202103000Z')?.toISOString()).toBe('2026-12-02T10:30:00.000Z');
+    expect(parseGeneralizedTime('20261202103000.123Z')?.toISOString()).toBe('2026-12-02T10:30:00.000Z');
+    for (const bad of ['', '2026-12-02', '20261202103000', '20261302103000Z x']) expect(parseGeneralizedTime(bad)).toBeNull();
   });
 });

@@ -22,6 +22,16 @@ export const MAX_DN_LENGTH = 1024;
 
 /** ppolicy operational attribute holding the lock; not returned unless requested by name. */
 const LOCK_ATTRIBUTE = 'pwdAccountLockedTime';
+/** Written by slapd on every successful bind when the database has `lastbind on` (OpenLDAP 2.5+): the account's last use. */
+const LAST_BIND_ATTRIBUTE = 'pwdLastSuccess';
+
+/** An LDAP GeneralizedTime in UTC (`20261202103000Z`, optionally with fractions); null when it is not one. */
+export function parseGeneralizedTime(v: string): Date | null {
+  const m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:[.,]\d+)?Z$/.exec(v);
+  if (!m) return null;
+  const d = new Date(Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!));
+  return Number.isNaN(d.getTime()) ? null : d;
+}
 /** pwdAccountLockedTime value meaning "locked by an administrator until removed". */
 export const ADMIN_LOCK_TIME = '000001010000Z';
 
@@ -305,24 +315,20 @@ export function createLdapConnector(config: LdapSystemConfig, secrets: LdapSecre
   };
 
   /** pwdAccountLockedTime values of the account; undefined when the entry does not exist. */
-  const readLock = async (account: string): Promise<string[] | undefined> => {
+  /** An operational attribute of an account entry (only returned when asked for by name); undefined when the entry does not exist. */
+  const readOperational = async (account: string, attribute: string): Promise<string[] | undefined> => {
     try {
-      return await run(`LDAP read of ${LOCK_ATTRIBUTE} on ${account}`, async (client) => {
-        const { searchEntries } = await client.search(account, {
-          scope: 'base',
-          filter: '(objectClass=*)',
-          // operational: only returned when asked for by name
-          attributes: [LOCK_ATTRIBUTE],
-          sizeLimit: 1,
-        });
+      return await run(`LDAP read of ${attribute} on ${account}`, async (client) => {
+        const { searchEntries } = await client.search(account, { scope: 'base', filter: '(objectClass=*)', attributes: [attribute], sizeLimit: 1 });
         const entry = searchEntries[0];
-        return entry ? valuesOf(entry, LOCK_ATTRIBUTE) : undefined;
+        return entry ? valuesOf(entry, attribute) : undefined;
       });
     } catch (err) {
       if (isNoSuchObject(err)) return undefined;
       throw err;
     }
   };
+  const readLock = (account: string) => readOperational(account, LOCK_ATTRIBUTE);
 
   const noSuchAccount = (account: string, cause?: unknown) =>
     new ConnectorError('NoSuchAccount', `LDAP account ${account} not found`, cause === undefined ? undefined : { cause });
@@ -436,6 +442,14 @@ export function createLdapConnector(config: LdapSystemConfig, secrets: LdapSecre
       const lock = await readLock(account);
       if (lock === undefined) return { exists: false, disabled: false };
       return { exists: true, disabled: lock.includes(ADMIN_LOCK_TIME) };
+    },
+
+    async lastUsed(input: string): Promise<{ exists: boolean; at: Date | null }> {
+      const account = validateAccount(input);
+      const values = await readOperational(account, LAST_BIND_ATTRIBUTE);
+      if (values === undefined) return { exists: false, at: null };
+      const at = values[0] ? parseGeneralizedTime(values[0]) : null;
+      return { exists: true, at };
     },
 
     async close(): Promise<void> {

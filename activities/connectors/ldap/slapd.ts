@@ -140,6 +140,8 @@ function renderConf(o: { dataDir: string; suffix: string; rootDn: string; rootPw
     `directory ${confArg(path.join(o.dataDir, 'db'))}`,
     'index objectClass eq',
     'index member eq',
+    // pwdLastSuccess on every successful bind: the account's last use, shown on access reviews
+    'lastbind on',
     // after the database directives: the overlay applies to this database only
     'overlay ppolicy',
     `ppolicy_default ${confArg(o.policyDn)}`,
