@@ -1,11 +1,14 @@
 import { createApprovalActivities } from './approvals.js';
+import { createBreakGlassActivities } from './break-glass.js';
 import { createCredentialActivities } from './credentials.js';
 import type { ActivityDeps } from './deps.js';
 import { createHrActivities } from './hr.js';
 import { createLeaseActivities } from './lease.js';
+import { createMicroReviewActivities } from './micro-reviews.js';
 import { classified } from './lease-context.js';
 import { createNotificationActivities } from './notifications.js';
 import { createReconciliationActivities } from './reconciliation.js';
+import { createReviewActivities } from './reviews.js';
 import { createSentinelActivities } from './sentinel.js';
 import { createServiceDeskActivities } from './service-desk.js';
 
@@ -20,6 +23,9 @@ export type HrActivities = ReturnType<typeof createHrActivities>;
 export type ReconciliationActivities = ReturnType<typeof createReconciliationActivities>;
 export type SentinelActivities = ReturnType<typeof createSentinelActivities>;
 export type ServiceDeskActivities = ReturnType<typeof createServiceDeskActivities>;
+export type ReviewActivities = ReturnType<typeof createReviewActivities>;
+export type BreakGlassActivities = ReturnType<typeof createBreakGlassActivities>;
+export type MicroReviewActivities = ReturnType<typeof createMicroReviewActivities>;
 
 /**
  * Every activity the worker registers. The keys are activity type names that running
@@ -36,6 +42,9 @@ export function createActivities(deps: ActivityDeps) {
     ...createReconciliationActivities(deps),
     ...createSentinelActivities(deps),
     ...createServiceDeskActivities(deps),
+    ...createReviewActivities(deps),
+    ...createBreakGlassActivities(deps),
+    ...createMicroReviewActivities(deps),
   });
 }
 

@@ -25,11 +25,16 @@ import { computeKpis, kpiRoutes, registerKpiGauges, type Kpis } from './routes/k
 import { reconciliationRoutes } from './routes/reconciliation.js';
 import { delegationRoutes, groupRoutes, policyRoutes } from './routes/policies.js';
 import { serviceDeskRoutes } from './routes/service-desks.js';
+import { pageRoutes } from './routes/pages.js';
+import { breakGlassRoutes, breakGlassSettingsRoutes } from './routes/break-glass.js';
+import { createBreakGlassService } from './services/break-glass.js';
 import { createAccessRequestService } from './services/access-requests.js';
 import { createAdminService } from './services/admin.js';
 import { createHrIntakeService } from './services/hr-intake.js';
 import { createReconciliationService } from './services/reconciliation.js';
 import { createServiceDeskService } from './services/service-desks.js';
+import { createReviewService } from './services/reviews.js';
+import { pendingReviewRoutes, reviewCampaignRoutes, reviewItemRoutes } from './routes/reviews.js';
 
 export interface AppDeps {
   db: Db;
@@ -70,8 +75,10 @@ export function createApp(deps: AppDeps): Express {
   const hrIntake = createHrIntakeService({ db, temporal, config });
   const reconciliation = createReconciliationService({ db, temporal, config });
   // Every registered system gets its reconciliation schedule.
-  const admin = createAdminService({ db, policies, onSystemCreated: (id) => ensureReconcileSchedule(temporal, config, id) });
+  const admin = createAdminService({ db, policies, onSystemCreated: (id) => ensureReconcileSchedule(temporal, config, id), onPolicyImpact: (...impact) => reviews.openPolicyChangeReviews(...impact) });
   const serviceDesks = createServiceDeskService({ db, temporal, config });
+  const reviews = createReviewService({ db, temporal, config, log });
+  const breakGlass = createBreakGlassService({ db, submit: requests.submit });
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
@@ -118,7 +125,7 @@ export function createApp(deps: AppDeps): Express {
 
   const v1 = express.Router();
   // Action links carry their own credential (a signed, single-use token), so they precede bearer auth.
-  v1.use('/approvals/actions', express.json({ limit: '4kb', strict: true }), actionLinkRoutes({ db, secret: actionLinkSecret, requests }));
+  v1.use('/approvals/actions', express.json({ limit: '4kb', strict: true }), actionLinkRoutes({ db, secret: actionLinkSecret, requests, log, publicUrl: config.ACCESSLOOP_PUBLIC_URL }));
   // The evidence signing key is public: anyone may fetch it to compare fingerprints.
   const evidence = evidenceRoutes({ db, config });
   v1.get('/evidence/public-key', evidence.publicKey);
@@ -140,9 +147,16 @@ export function createApp(deps: AppDeps): Express {
   const catalog = catalogRoutes(db, admin);
   v1.use('/systems', catalog.systems);
   v1.use('/entitlements', catalog.entitlements);
+  v1.use('/entitlements', breakGlassSettingsRoutes(breakGlass));
+  v1.use('/break-glass', breakGlassRoutes(breakGlass));
   v1.use('/tokens', tokenRoutes(admin));
   v1.use('/service-desks', serviceDeskRoutes(serviceDesks));
+  v1.use('/review-campaigns', reviewCampaignRoutes(reviews));
+  v1.use('/review-items', reviewItemRoutes(reviews));
+  v1.use('/reviews', pendingReviewRoutes(reviews));
   app.use('/v1', v1);
+  // Server-rendered pages (api/routes/pages.ts): their own session cookie, CSP and HTML errors.
+  app.use(pageRoutes({ db, config, log, requests, kpis: (ms) => computeKpis(db, ms), breakGlass, reviews }));
 
   app.use(notFoundHandler);
   app.use(errorHandler(log));

@@ -181,7 +181,7 @@ function timelineTable(timeline: TimelineEntry[]): string {
 
 function verificationSummary(file: string, v: EvidenceVerification, pinned: boolean): string {
   return (
-    `OK ${file}: request ${v.requestId}, ${v.events} events (every hash recomputed), ${v.linksChecked} adjacent links, ` +
+    `OK ${file}: ${v.campaignId ? `review campaign ${v.campaignId}` : `request ${v.requestId}`}, ${v.events} events (every hash recomputed), ${v.linksChecked} adjacent links, ` +
     `signature valid, key ${v.fingerprint}${pinned ? ' (the pinned key)' : ''}, chain head seq ${v.head?.seq}`
   );
 }

@@ -1,6 +1,8 @@
 import { OpenAPIRegistry, OpenApiGeneratorV31, type ResponseConfig, type RouteConfig } from '@asteasolutions/zod-to-openapi';
 import { z, type ZodObject, type ZodPipe, type ZodType } from 'zod';
 import * as s from './schemas.js';
+import * as rv from './routes/reviews.js';
+import * as breakGlass from '../activities/domain/break-glass.js';
 
 /**
  * The OpenAPI 3.1 document, generated from a registry in which every route is registered with
@@ -179,6 +181,30 @@ route('post', '/v1/service-desks/{id}/check-tickets', {
   errors: { 503: 'the desk loop could not be reached' },
 });
 
+// Break-glass (docs/break-glass.md): two steps, approvals skipped, the lease as usual.
+route('put', '/v1/entitlements/{id}/break-glass', {
+  summary: 'Allow (with invokers, hard cap, cooldown, post-use review, reviewer, notify group) or forbid break-glass on an entitlement (audited)',
+  roles: 'operator',
+  params: s.idParam,
+  body: breakGlass.putBreakGlassBody,
+  ok: { 200: described('{entitlementId, allowed, settings}') },
+});
+route('post', '/v1/break-glass', {
+  summary: 'Break glass, step one: what it will do and a single-use confirmation valid for 5 minutes (shown once)',
+  roles: 'requester, member of the entitlement’s invoker group',
+  body: breakGlass.invokeBreakGlassBody,
+  ok: { 201: described('{id, confirmation, expiresAt, willDo}') },
+  errors: { 409: 'post_use_review_overdue: an earlier use’s post-use review is overdue; duplicate_request', 422: 'over_break_glass_cap', 429: 'break_glass_cooldown (details.retryAfterSeconds)' },
+});
+route('post', '/v1/break-glass/{id}/confirm', {
+  summary: 'Break glass, step two: grants at once (a request with source break_glass; approvals skipped, the lease expires and is read back as usual)',
+  roles: 'the invoker who received the confirmation',
+  params: s.idParam,
+  body: breakGlass.confirmBreakGlassBody,
+  ok: { 202: described('{id, status, workflowId, breakGlass: true, challengeId}; Location names the request') },
+  errors: { 409: 'confirmation_used, post_use_review_overdue', 410: 'confirmation_expired', 422: 'over_break_glass_cap', 429: 'break_glass_cooldown' },
+});
+
 // Policies.
 route('put', '/v1/policies', {
   summary: 'Publish an approval policy (YAML or JSON body; 400 lists line:column problems)',
@@ -214,6 +240,18 @@ route('get', '/v1/evidence/{requestId}', {
   ok: { 200: json(s.evidenceBundleSchema, 'the signed bundle; verification.valid is false (problems name the seq) when a stored event no longer matches its hash') },
 });
 route('get', '/v1/evidence/public-key', { summary: 'The Ed25519 key that signs evidence bundles, with its fingerprint (no token needed)', ok: { 200: described('{algorithm, publicKey (PEM), fingerprint}') } });
+
+// Access reviews (docs/reviews.md).
+route('post', '/v1/review-campaigns', { summary: 'Open a review campaign: items for every live grant in scope, reviewers resolved, workflow started', roles: 'operator', body: rv.createCampaignBody, ok: { 201: described('the campaign with its progress counts') }, errors: { 422: 'empty_scope (nothing written) or no_eligible_reviewer' } });
+route('get', '/v1/review-campaigns', { summary: 'Review campaigns (?status, limit)', roles: 'operator, auditor', query: rv.campaignListQuery, ok: { 200: described('{items}') } });
+route('get', '/v1/review-campaigns/{id}', { summary: 'A campaign with its progress counts', roles: 'operator, auditor', params: rv.reviewIdParam, ok: { 200: described('the campaign and progress') } });
+route('get', '/v1/review-campaigns/{id}/items', { summary: "A campaign's items (?status, reviewerId, limit)", roles: 'operator, auditor', params: rv.reviewIdParam, query: rv.campaignItemsQuery, ok: { 200: described('{items}') } });
+route('get', '/v1/review-campaigns/{id}/report.csv', { summary: 'The campaign report as CSV', roles: 'operator, auditor', params: rv.reviewIdParam, ok: { 200: described('text/csv, one row per item') } });
+route('get', '/v1/review-campaigns/{id}/report.json', { summary: 'The campaign report as signed JSON (evidence key; `accessloop evidence verify` checks it)', roles: 'operator, auditor', params: rv.reviewIdParam, ok: { 200: described('the signed report') } });
+route('post', '/v1/review-items/decisions', { summary: 'Keep many items at once (each answered on its own)', roles: 'the assigned reviewer (token identity)', body: rv.reviewBulkDecisionBody, ok: { 200: described('{decided, results}') } });
+route('post', '/v1/review-items/{id}/decision', { summary: 'Keep or revoke one item (revoke, and any privileged item, need a comment)', roles: 'the assigned reviewer (token identity)', params: rv.reviewIdParam, body: rv.reviewDecisionBody, ok: { 200: described('the decided item') } });
+route('post', '/v1/review-items/{id}/delegate', { summary: 'Hand one item to another reviewer (never to its holder)', roles: 'the assigned reviewer, or an operator', params: rv.reviewIdParam, body: rv.reviewDelegateBody, ok: { 200: described('the item') } });
+route('get', '/v1/reviews/pending', { summary: "The caller's open review items (?campaignId, riskTier, limit)", roles: 'any identity token', query: rv.pendingReviewsQuery, ok: { 200: described('{items}') } });
 
 // The Temporal UI/CLI codec endpoint (Temporal's remote codec protocol).
 const codecAuth = 'ACCESSLOOP_CODEC_AUTH decides whether a token is needed (auto: none only with the embedded dev server on loopback).';

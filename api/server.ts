@@ -26,6 +26,7 @@ const lines = [
   '',
   'accessloop is running',
   `  API            ${rt.apiUrl}   (OpenAPI: ${rt.apiUrl}/openapi.json, docs: ${rt.apiUrl}/docs)`,
+  `  pages          ${rt.apiUrl}/login   (approvals, reviews, break-glass, KPIs; sign in with an API token)`,
   rt.uiUrl ? `  Temporal UI    ${rt.uiUrl}` : `  Temporal       ${rt.temporalAddress}`,
   `  data           ${config.ACCESSLOOP_DATA_DIR}`,
 ];

@@ -25,6 +25,7 @@ import type { Logger } from './logger.js';
 import { serviceDesks, systems } from '../db/schema.js';
 import { ensureReconcileSchedule, ensureSentinelSchedule } from './schedules.js';
 import { ensureServiceDeskWorkflow } from './desk-workflows.js';
+import { ensureReviewCampaignWorkflows, ensureReviewSchedules } from './review-workflows.js';
 import { startDemoDesk, type DemoDesk } from './demo-desk.js';
 import { createWorker, installTemporalRuntime } from './worker.js';
 
@@ -159,6 +160,9 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     await ensureSentinelSchedule(temporal, config);
     // Every registered desk has its loop running (registering one through the API starts it too).
     for (const d of await db.select({ id: serviceDesks.id }).from(serviceDesks)) await ensureServiceDeskWorkflow(temporal, config, d.id);
+    // Every open access-review campaign has its workflow (docs/reviews.md).
+    await ensureReviewCampaignWorkflows(temporal, config, db);
+    await ensureReviewSchedules(temporal, config, (await policies.active()).document);
     stops.push(() => connectors.close());
 
     // ---- Worker

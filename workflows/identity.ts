@@ -12,7 +12,7 @@ import {
   sleep,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { HrActivities, LeaseActivities } from '../activities/index.js';
+import type { HrActivities, LeaseActivities, MicroReviewActivities } from '../activities/index.js';
 import {
   type HrEventRef,
   type IdentityInput,
@@ -28,8 +28,8 @@ import { hrEventRefSchema } from './message-schemas.js';
 import { describeFailure, failureType, removeUntilVerified } from './removal.js';
 import { parseSignal } from './signal-input.js';
 
-// HR bookkeeping, and the revocation records of birthright grants (kept by the lease activities).
-const book = proxyActivities<HrActivities & LeaseActivities>(BOOKKEEPING);
+// HR bookkeeping, the revocation records of birthright grants (kept by the lease activities), a mover's micro-reviews.
+const book = proxyActivities<HrActivities & LeaseActivities & MicroReviewActivities>(BOOKKEEPING);
 const target = proxyActivities<HrActivities>(TARGET_WRITE);
 // A leaver is done only when every removal is verified: this read is retried until it is.
 const untilRemoved = proxyActivities<HrActivities>(AWAIT_REMOVALS);
@@ -48,7 +48,8 @@ const SEEN_KEPT = 200;
  * One long-lived workflow per identity (`identity/<id>`, see ./ids.ts), fed by HR events through
  * signal-with-start. Events apply in effective-time order; a leaver revokes everything the
  * identity holds and waits until every removal is verified; a mover gets new birthright at
- * once and loses what is no longer justified after the policy's grace period; an end date
+ * once, loses what is no longer justified after the policy's grace period, and has each
+ * requested grant micro-reviewed by the new manager within that grace; an end date
  * acts as a scheduled leaver.
  */
 export async function identityWorkflow(input: IdentityInput): Promise<void> {
@@ -192,6 +193,14 @@ class IdentityLifecycle {
     if (e.type === 'rehire' || e.type === 'joiner') await this.recorded('enable_accounts', identityId, () => target.enableAccounts({ identityId }));
     const graceSeconds = await this.reconcileBirthright(e.type === 'joiner' || e.type === 'rehire');
     if (e.type === 'mover') {
+      if (patched('mover-review-as-micro-review')) {
+        // Requested access was justified by the old role: each live grant becomes a micro-review
+        // by the new manager (docs/micro-reviews.md), due when the grace ends and revoked by its
+        // campaign if still undecided then. Runs recorded before signal the leases instead (below).
+        const dueAt = new Date(Date.now() + Math.max(1, graceSeconds) * 1000).toISOString();
+        await this.recorded('open_review', identityId, () => book.openMoverReviews({ identityId, eventId: e.eventId, dueAt }));
+        return;
+      }
       // Requested access was justified by the old role: the new manager re-approves it within the grace period.
       const { requestWorkflowIds } = await book.moverReviewTargets({ identityId });
       await Promise.all(

@@ -19,3 +19,10 @@ export const sentinelWorkflowId = (taskQueue: string, runKey: string) => `sentin
 
 /** One long-lived workflow per service desk: its intake, ticket decisions and write-back loop. */
 export const serviceDeskWorkflowId = (deskId: string) => `service-desk/${deskId}`;
+
+/** One workflow per access-review campaign (a micro-review is a one-item campaign). */
+export const reviewCampaignWorkflowId = (campaignId: string) => `review-campaign/${campaignId}`;
+
+/** A recurring review campaign's Temporal Schedule per task queue (`key`: a digest of its name in the policy), and its runs. */
+export const reviewScheduleId = (taskQueue: string, key: string) => `review-schedule/${taskQueue}/${key}`;
+export const reviewScheduleWorkflowId = (taskQueue: string, key: string) => `review-schedule/${taskQueue}/${key}/run`;

@@ -4,3 +4,4 @@ export { identityWorkflow } from './identity.js';
 export { reconciliationWorkflow } from './reconciliation.js';
 export { sentinelWorkflow } from './sentinel.js';
 export { serviceDeskWorkflow } from './service-desk.js';
+export { reviewCampaignWorkflow, scheduledReviewCampaignWorkflow } from './review-campaign.js';

@@ -6,6 +6,7 @@ import type { AccessRequestInput, CredentialView, ExtendArgs, ExtendResult, Requ
 import { UpdateRejection } from './messages.js';
 import { extendArgsSchema, reviewArgsSchema, revokeArgsSchema, rotateArgsSchema, shortenArgsSchema } from './message-schemas.js';
 import { parseSignal, parseUpdate } from './signal-input.js';
+import { BreakGlassSteps } from './break-glass.js';
 import { closeUnapproved, renderDetails } from './lifecycle-steps.js';
 import { Mutex } from './mutex.js';
 import { describeFailure, removeUntilVerified } from './removal.js';
@@ -48,6 +49,8 @@ export class AccessLifecycle implements ApprovalHost {
   /** The policy's cap on a lease (and on each extension); the requested duration until the policy is known. */
   private maxDurationSeconds: number;
   private transitions = 0;
+  /** Set only for a confirmed break-glass (docs/break-glass.md); no earlier run has it, so it needs no patch marker. */
+  private readonly breakGlass: BreakGlassSteps | undefined;
 
   constructor(private readonly input: AccessRequestInput) {
     const { requestId, grantId } = input;
@@ -55,6 +58,7 @@ export class AccessLifecycle implements ApprovalHost {
     this.state = { requestId, status: 'pending_approval', removalAttempts: 0 };
     this.maxDurationSeconds = input.durationSeconds;
     this.approvals = new Approvals(requestId, this);
+    this.breakGlass = input.breakGlass ? new BreakGlassSteps(this, { ...this.lease, timing: input.timing }) : undefined;
   }
 
   get requesterId(): string {
@@ -207,6 +211,7 @@ export class AccessLifecycle implements ApprovalHost {
   /** Policy, then its approval stages. Not approved: the request is closed and this returns false. */
   async approve(): Promise<boolean> {
     const { requestId } = this.input;
+    if (this.breakGlass) return this.breakGlass.skipApprovals();
     this.details('evaluating policy');
     const policy = await bookAs('evaluate the approval policy').evaluatePolicy({
       requestId,
@@ -284,6 +289,7 @@ export class AccessLifecycle implements ApprovalHost {
     this.state.expiresAt = new Date(this.expiry.deadline).toISOString();
     upsertSearchAttributes([{ key: AccessExpiresAtKey, value: new Date(this.expiry.deadline) }]);
     this.setStatus('active');
+    if (this.breakGlass) await this.breakGlass.used();
     return true;
   }
 
@@ -323,6 +329,7 @@ export class AccessLifecycle implements ApprovalHost {
       idempotencyKey: this.nextKey('revoking'),
     });
     await this.removeVerified(reason);
+    if (this.breakGlass) await this.breakGlass.ended();
   }
 
   // ---- steps -------------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ export interface AccessRequestInput {
   durationSeconds: number;
   /** ISO time before which access must not be granted (approval may come earlier). */
   startAt?: string;
+  /** A confirmed break-glass (docs/break-glass.md): approvals skipped, the lease as usual. Absent in every earlier run. */
+  breakGlass?: true;
   timing: LifecycleTiming;
 }
 
@@ -189,8 +191,35 @@ export interface IdentityStateView {
   /** HR event signals dropped because their input did not parse. */
   ignoredSignals?: number;
   /** Steps that failed and were recorded instead of failing the workflow: opaque refs and error types only. */
-  failures?: Array<{ step: 'grant_birthright' | 'enable_accounts' | 'disable_accounts' | 'signal_review' | 'signal_revoke'; ref: string; errorType: string; at: string }>;
+  failures?: Array<{ step: 'grant_birthright' | 'enable_accounts' | 'disable_accounts' | 'signal_review' | 'signal_revoke' | 'open_review'; ref: string; errorType: string; at: string }>;
 }
 
 export const hrEventSignal = defineSignal<[HrEventRef]>('hrEvent');
 export const identityStateQuery = defineQuery<IdentityStateView>('identityState');
+
+// ---- access reviews (issue 13) ------------------------------------------------------------------
+
+/** One workflow per review campaign; its items are database rows, never history. */
+export interface ReviewCampaignInput {
+  version: 1;
+  campaignId: string;
+  /** Seconds between checks while revocations it caused await verification (default 3). */
+  verifyPollSeconds?: number;
+  /** Carried across continue-as-new: the last-use read-out ran already. */
+  lastUseRecorded?: boolean;
+}
+
+export interface ReviewCampaignStateView {
+  campaignId: string;
+  status: 'open' | 'closing' | 'closed' | 'cancelled';
+  pending: number;
+  revokesInFlight: number;
+  ticks: number;
+  /** Revoke signals that could not be delivered (the lease workflow had closed). */
+  undeliveredRevokes: number;
+  nextWakeAt?: string;
+}
+
+/** Sent after decisions (and delegations): the campaign looks at its rows now, not at its next timer. */
+export const reviewItemsChangedSignal = defineSignal<[]>('reviewItemsChanged');
+export const reviewCampaignStateQuery = defineQuery<ReviewCampaignStateView>('reviewCampaignState');

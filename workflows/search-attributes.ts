@@ -13,6 +13,8 @@ export const EntitlementRefKey = key('EntitlementRef', 'KEYWORD');
 export const SystemRefKey = key('SystemRef', 'KEYWORD');
 export const RiskTierKey = key('RiskTier', 'KEYWORD');
 export const TicketRefKey = key('TicketRef', 'KEYWORD');
+/** Set at the start of a break-glass lease (docs/break-glass.md). */
+export const BreakGlassKey = key('BreakGlass', 'BOOL');
 
 export const allSearchAttributeKeys = [
   AccessStateKey,
@@ -22,4 +24,5 @@ export const allSearchAttributeKeys = [
   SystemRefKey,
   RiskTierKey,
   TicketRefKey,
+  BreakGlassKey,
 ] as const;

@@ -7,7 +7,7 @@ import { accessRequests, apiTokens, approverGroupMembers, entitlements, grants, 
 import type { Logger } from '../../temporal/logger.js';
 import { mintActionLink } from './action-links.js';
 
-export type NotificationEvent = 'approval.requested' | 'approval.reminder' | 'approval.escalated' | 'revocation.unverified' | 'sentinel.alert' | 'leaver.removals_overdue';
+export type NotificationEvent = 'approval.requested' | 'approval.reminder' | 'approval.escalated' | 'revocation.unverified' | 'sentinel.alert' | 'leaver.removals_overdue' | 'review.reminder' | 'review.escalated' | 'break_glass.used';
 
 export interface NotifierOptions {
   /** JSON POST target (a chat or e-mail bridge); unset: notifications are recorded, not sent. */

@@ -96,6 +96,8 @@ export function accessRequestRoutes({ db, requests, vault }: RouteDeps): Router 
       durationSeconds: row.requestedDurationSeconds,
       startAt: row.startAt,
       ticketRef: row.ticketRef,
+      /** Break-glass (docs/break-glass.md): approvals were skipped; the grant's source says so once it exists. */
+      breakGlass: grant?.source === 'break_glass' || timeline.some((t) => t.action === 'break_glass.confirmed'),
       /** Set when the request came from a service-desk ticket: where the story is written back. */
       ticket: ticket ?? null,
       policyVersion: row.policyVersion,

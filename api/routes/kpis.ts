@@ -2,6 +2,8 @@ import { sql, type SQL } from 'drizzle-orm';
 import { Router } from 'express';
 import { Gauge, type Registry } from 'prom-client';
 import type { Db } from '../../db/client.js';
+import { breakGlassKpis } from '../../activities/domain/break-glass.js';
+import { reviewKpis } from '../../activities/domain/reviews/kpis.js';
 import type { Logger } from '../../temporal/logger.js';
 import { requireRole } from '../auth.js';
 import { UNIT_MS, kpiQuery } from '../schemas.js';
@@ -93,6 +95,8 @@ export async function computeKpis(db: Db, windowMs: number, now = new Date()) {
       openFindings: findingCounts,
     },
     openRequests: { total: open.length, byAge, byStatus },
+    breakGlass: await breakGlassKpis(db, sinceDate, now),
+    reviews: await reviewKpis(db, sinceDate, now),
     serviceDesks: desks.desks.map((d) => {
       const of = (rows: Row[]) => rows.find((r) => r.desk_id === d.desk_id) ?? {};
       const t = of(desks.tickets);

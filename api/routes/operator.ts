@@ -7,6 +7,7 @@ import { notFound } from '../errors.js';
 import { requestIdOf } from '../request-context.js';
 import { createEntitlementBody, createIdentityBody, createSystemBody, createTokenBody, idParam, sshPublicKeyBody } from '../schemas.js';
 import type { AdminActor, AdminService } from '../services/admin.js';
+import { pendingApprovalsOf } from '../services/pending-approvals.js';
 import { valid, validate } from '../validate.js';
 
 /** The acting principal and the HTTP request id, for the admin service's audit events. */
@@ -18,28 +19,8 @@ export function approvalRoutes(db: Db): Router {
   const r = Router();
   r.get('/pending', requireRole('approver'), async (req, res) => {
     const me = identityOf(principalOf(req));
-    const rows = await db
-      .select({
-        requestId: approvals.requestId,
-        stage: approvals.stage,
-        dueAt: approvals.dueAt,
-        createdAt: approvals.createdAt,
-        policyVersion: approvals.policyVersion,
-        subjectId: accessRequests.subjectId,
-        requesterId: accessRequests.requesterId,
-        justification: accessRequests.justification,
-        durationSeconds: accessRequests.requestedDurationSeconds,
-        ticketRef: accessRequests.ticketRef,
-        entitlementId: entitlements.id,
-        entitlementName: entitlements.name,
-        riskTier: entitlements.riskTier,
-      })
-      .from(approvals)
-      .innerJoin(accessRequests, eq(accessRequests.id, approvals.requestId))
-      .innerJoin(entitlements, eq(entitlements.id, accessRequests.entitlementId))
-      // 'active' too: an extension that policy sends back for approval.
-      .where(and(eq(approvals.approverId, me), eq(approvals.status, 'pending'), inArray(accessRequests.status, ['pending_approval', 'active'])))
-      .orderBy(approvals.dueAt);
+    // The page (/approvals) shows the same selection with names; this keeps the API's fields.
+    const rows = (await pendingApprovalsOf(db, me)).map(({ stageName: _s, subjectDisplayName: _d, ...r }) => r);
     res.json({ items: rows });
   });
   return r;

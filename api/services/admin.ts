@@ -6,6 +6,7 @@ import { connectorKinds, SECRET_ENV_PREFIX } from '../../activities/connectors/r
 import { appendAudit, type Tx } from '../../activities/domain/audit.js';
 import { PolicyError, type PolicyService } from '../../activities/domain/policy/service.js';
 import { policyImpact, type PolicyImpact } from '../../activities/domain/policy/impact.js';
+import type { PolicyDocument } from '../../activities/domain/policy/schema.js';
 import { hashToken, newToken } from '../../activities/domain/tokens.js';
 import type { Db } from '../../db/client.js';
 import { apiTokens, approverGroupMembers, approverGroups, delegations, entitlements, identities, systems } from '../../db/schema.js';
@@ -27,6 +28,8 @@ export interface AdminDeps {
   policies: Pick<PolicyService, 'publish'>;
   /** Called after a system commits (its reconciliation schedule). */
   onSystemCreated?: (systemId: string) => Promise<void>;
+  /** Called after a policy version commits, with the leases it no longer allows (micro-reviews, docs/reviews.md); its answer joins the response. */
+  onPolicyImpact?: (impact: PolicyImpact, version: string, document: PolicyDocument, actorId: string) => Promise<unknown>;
 }
 
 /** Postgres unique violation → 409 instead of a 500. */
@@ -261,14 +264,17 @@ export function createAdminService(deps: AdminDeps) {
         // Which live leases the new version would no longer allow: computed in the publishing
         // transaction, recorded with it, and answered to the publisher.
         let impact: PolicyImpact = { checked: 0, grants: [] };
+        let published: PolicyDocument | undefined;
         const out = await policies.publish(text, source, actorRef(a.principal), async (tx, version, document) => {
+          published = document;
           impact = await policyImpact(tx, document, version);
           await audit(tx, a, 'policy.published', `policy/${version}/${randomUUID()}`, {
             policyVersion: version,
             data: { source, impact: { checked: impact.checked, noLongerAllowed: impact.grants.length, grants: impact.grants.slice(0, IMPACT_AUDIT_LIMIT).map((g) => ({ grantId: g.grantId, kind: g.kind })) } },
           });
         });
-        return { ...out, impact: { checked: impact.checked, noLongerAllowed: impact.grants.length, grants: impact.grants } };
+        const reviews = deps.onPolicyImpact && published ? await deps.onPolicyImpact(impact, out.version, published, actorRef(a.principal)) : undefined;
+        return { ...out, impact: { checked: impact.checked, noLongerAllowed: impact.grants.length, grants: impact.grants }, ...(reviews === undefined ? {} : { reviews }) };
       } catch (e) {
         if (e instanceof PolicyError) throw badRequest('invalid_policy', e.message, e.problems);
         throw e;

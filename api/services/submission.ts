@@ -10,7 +10,7 @@ import { lifecycleTiming, type Config } from '../../temporal/config.js';
 import { accessRequestWorkflow } from '../../workflows/index.js';
 import { accessRequestWorkflowId } from '../../workflows/ids.js';
 import type { AccessRequestInput } from '../../workflows/messages.js';
-import { AccessStateKey, EntitlementRefKey, IdentityRefKey, RiskTierKey, SystemRefKey, TicketRefKey } from '../../workflows/search-attributes.js';
+import { AccessStateKey, BreakGlassKey, EntitlementRefKey, IdentityRefKey, RiskTierKey, SystemRefKey, TicketRefKey } from '../../workflows/search-attributes.js';
 import { hasRole, identityOf, type Principal } from '../auth.js';
 import { HttpError, badRequest, conflict, forbidden, notFound } from '../errors.js';
 import type { createAccessRequestBody } from '../schemas.js';
@@ -35,6 +35,12 @@ export interface Submission {
   onRecord?: (tx: Tx, requestId: string) => Promise<void>;
   /** Where the request came from, for the audit trail (absent: the REST API). */
   channel?: string;
+  /**
+   * A confirmed break-glass (api/services/break-glass.ts, which checked the invoker, the cap and
+   * the cooldown): approvals are skipped, so neither `requestable` nor the policy's routing applies;
+   * the lease (expiry, revoke, read-back) is the usual one.
+   */
+  breakGlass?: boolean;
 }
 
 export interface Submitted {
@@ -75,7 +81,7 @@ function isOpenRequestConflict(e: unknown): boolean {
 }
 
 /** Who for, which entitlement, how long, and the policy's verdict: every refusal happens here, with nothing written. */
-async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'policies'>, { principal, body }: Submission) {
+async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'policies'>, { principal, body, breakGlass = false }: Submission) {
   const requesterId = identityOf(principal);
   const subjectId = body.subjectId ?? requesterId;
   const [subject] = await db.select().from(identities).where(eq(identities.id, subjectId));
@@ -91,7 +97,7 @@ async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'po
     .where(eq(entitlements.id, body.entitlementId));
   if (!ent) throw notFound('entitlement');
   const e = ent.e;
-  if (!e.requestable) throw badRequest('not_requestable', 'this entitlement cannot be requested');
+  if (!e.requestable && !breakGlass) throw badRequest('not_requestable', 'this entitlement cannot be requested');
   const durationSeconds = body.durationSeconds ?? (await policies.defaultDuration(e.id)) ?? e.defaultDurationSeconds;
   if (durationSeconds > e.maxDurationSeconds) {
     throw badRequest('outside_policy', `durationSeconds exceeds the entitlement's maximum of ${e.maxDurationSeconds}`);
@@ -102,6 +108,7 @@ async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'po
   }
   const open = await openRequestId(db, subjectId, e.id);
   if (open) throw duplicate(open);
+  if (breakGlass) return { requesterId, subjectId, entitlement: e, systemKind: ent.systemKind, durationSeconds, startAt, breakGlass };
   // The policy is checked up front so a request it would deny is refused now, with nothing
   // written; the workflow evaluates again (authoritatively) and records the version it used.
   const verdict = await policies.decide({ requesterId, subjectId, entitlementId: e.id, durationSeconds, justification: body.justification, ticketRef: body.ticketRef ?? null });
@@ -112,7 +119,7 @@ async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'po
     if (durationSeconds > verdict.maxDurationSeconds) throw badRequest('outside_policy', verdict.reason, { maxDurationSeconds: verdict.maxDurationSeconds });
     throw new HttpError(403, 'denied_by_policy', verdict.reason, { policyVersion: verdict.policyVersion, rules: verdict.fired.map((f) => f.rule) });
   }
-  return { requesterId, subjectId, entitlement: e, systemKind: ent.systemKind, durationSeconds, startAt };
+  return { requesterId, subjectId, entitlement: e, systemKind: ent.systemKind, durationSeconds, startAt, breakGlass };
 }
 
 /**
@@ -173,6 +180,7 @@ export function createSubmission(deps: SubmissionDeps) {
       systemId: e.systemId,
       durationSeconds: c.durationSeconds,
       ...(c.startAt ? { startAt: c.startAt.toISOString() } : {}),
+      ...(c.breakGlass ? { breakGlass: true as const } : {}),
       timing: lifecycleTiming(config),
     };
     return () =>
@@ -190,6 +198,7 @@ export function createSubmission(deps: SubmissionDeps) {
           { key: SystemRefKey, value: e.systemId },
           { key: RiskTierKey, value: e.riskTier },
           ...(ticketRef ? [{ key: TicketRefKey, value: ticketRef }] : []),
+          ...(c.breakGlass ? [{ key: BreakGlassKey, value: true }] : []),
         ],
         staticSummary: `${e.name} · ${e.riskTier} · ${humanDuration(c.durationSeconds)} lease`,
         staticDetails: [

@@ -25,6 +25,8 @@ import { benchCodec } from './codec.js';
 import { HR_BENCH_SECRET, benchLeavers } from './leavers.js';
 import { benchModel } from './model.js';
 import { benchReconciliation } from './reconcile.js';
+import { benchReviews } from './reviews.js';
+import { benchBreakGlass } from './break-glass.js';
 import { benchSentinel } from './sentinel.js';
 import { benchServiceDesk } from './service-desk.js';
 import { minimalApprove, minimalState } from './minimal-workflow.js';
@@ -64,6 +66,28 @@ if (process.env.BENCH_ONLY === 'desk') {
     console.log(desk.section);
     say(desk.summary);
   } finally {
+    await server.stop();
+  }
+  process.exit(0);
+}
+if (process.env.BENCH_ONLY === 'reviews') {
+  try {
+    const reviews = await benchReviews(server.address, say);
+    console.log(reviews.section);
+    say(reviews.summary);
+  } finally {
+    await server.stop();
+  }
+  process.exit(0);
+}
+if (process.env.BENCH_ONLY === 'break-glass') {
+  const st = await startStackAt({ temporalAddress: server.address });
+  try {
+    const bg = await benchBreakGlass(st, say);
+    console.log(bg.section);
+    say(bg.summary);
+  } finally {
+    await st.stop();
     await server.stop();
   }
   process.exit(0);
@@ -299,12 +323,14 @@ try {
   const leaverSection = await benchLeavers(s, say);
   // ---- 6. reconciliation (issue 5)
   const reconcileSection = await benchReconciliation(s, say);
+  const breakGlass = await benchBreakGlass(s, say);
   // ---- 7. payload encryption overhead (issue 6)
   const codec = await benchCodec(server.address, say);
   // ---- 8. the sentinel: wedged lease expiry → alert → verified removal (issue 11)
   const sentinel = await benchSentinel(server.address, say);
   // ---- 9. the service desk: ticket → access → resolved, and a desk outage (issue 12)
   const desk = await benchServiceDesk(server.address, say);
+  const reviews = await benchReviews(server.address, say);
   // ---- 10. randomized runs (issue 11): last, so its own servers do not load the measurements above
   const model = await benchModel(say);
 
@@ -393,7 +419,7 @@ mix employees, contractors, self-service and on-behalf requests.
 
 Outcomes of the pure evaluations: ${Object.entries(effects).map(([k, v]) => `${k} ${v}`).join(', ')}.
 
-${leaverSection}${reconcileSection}${codec.section}${sentinel.section}${desk.section}${model.section}
+${leaverSection}${reconcileSection}${codec.section}${sentinel.section}${desk.section}${breakGlass.section}${reviews.section}${model.section}
 ## Reading the numbers
 
 - The throughput ratio prices what a real lease adds over a bare workflow of the same shape.
@@ -421,6 +447,8 @@ ${leaverSection}${reconcileSection}${codec.section}${sentinel.section}${desk.sec
   say(codec.summary);
   say(sentinel.summary);
   say(desk.summary);
+  say(breakGlass.summary);
+  say(reviews.summary);
   say(model.summary);
   say(`wrote ${out}`);
 } finally {

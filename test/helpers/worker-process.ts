@@ -18,6 +18,8 @@ export interface WorkerProcess {
   assertAlive(): void;
   /** Exits the test did not cause (a crash is a finding). */
   readonly unexpectedExits: string[];
+  /** The running worker's process id (for memory sampling), if one is running. */
+  readonly pid: number | undefined;
 }
 
 export function workerProcess(env: () => Record<string, string | undefined>, logLevel = 'error'): WorkerProcess {
@@ -38,6 +40,9 @@ export function workerProcess(env: () => Record<string, string | undefined>, log
 
   return {
     unexpectedExits,
+    get pid() {
+      return current?.pid;
+    },
     start() {
       const child = spawn(process.execPath, ['--import', 'tsx', 'temporal/worker-main.ts'], {
         cwd: root,

@@ -27,7 +27,7 @@ describe('replay of captured accessRequestWorkflow histories', () => {
     // v2: the current shapes, including multi-stage quorum, escalation and extension re-approval.
     expect(histories.map((h) => h.workflowId)).toEqual([
       ...shapes.map((n) => `v1-${n}.json`),
-      ...[...shapes, 'two-stages-escalation-extension'].sort().map((n) => `v2-${n}.json`),
+      ...[...shapes, 'two-stages-escalation-extension', 'break-glass-expired'].sort().map((n) => `v2-${n}.json`),
     ]);
   });
 

@@ -29,6 +29,9 @@ vi.mock('../../api/validate.js', async (importOriginal) => {
 
 /** The documentation's own endpoints (the page, its script and assets, the document itself) are deliberately left out of it. */
 const UNDOCUMENTED = new Set(['get /openapi.json', 'get /docs', 'get /docs/init.js', 'get /docs/assets/{file}']);
+// The server-rendered pages (api/routes/pages.ts, mounted at the root, hence the helper's `//`) and
+// the HTML page and form behind an action link: HTML for browsers, not part of the JSON API.
+for (const k of ['get /', 'get //assets/{file}', 'get //login', 'post //login', 'post //logout', 'get //approvals', 'get //approvals/{id}', 'post //approvals/{id}/decision', 'get //kpis', 'get //kpis/data.json', 'get //reviews', 'post //reviews/keep', 'get //reviews/items/{id}', 'post //reviews/items/{id}/decision', 'get //break-glass', 'post //break-glass', 'post //break-glass/{id}/confirm', 'get //break-glass/requests/{id}', 'get /v1/approvals/actions/{token}', 'post /v1/approvals/actions/{token}/form']) UNDOCUMENTED.add(k);
 
 /** Routes that read a raw body and parse it in the handler, with the schema the handler uses. */
 const PARSED_IN_HANDLER: Record<string, z.ZodType> = {

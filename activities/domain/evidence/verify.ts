@@ -3,6 +3,7 @@ import { canonicalJson } from '../audit.js';
 import { checkEvents, checkFacts } from './checks.js';
 import { evidenceBundleSchema, type EvidenceProblem } from './format.js';
 import { keyFingerprint } from './signing.js';
+import { checkReviewReport, REVIEW_REPORT_FORMAT } from '../reviews/report.js';
 
 // ---- offline verification -----------------------------------------------------------------
 
@@ -10,6 +11,8 @@ export interface EvidenceVerification {
   valid: boolean;
   problems: EvidenceProblem[];
   requestId?: string;
+  /** Set when the file is a signed access-review report (activities/domain/reviews/report.ts). */
+  campaignId?: string;
   fingerprint?: string;
   events: number;
   linksChecked: number;
@@ -61,6 +64,11 @@ export function verifyEvidenceBundle(input: unknown, opts: { publicKey?: string 
   }
   const raw = input as Record<string, unknown>;
   const fingerprint = checkSignature(raw, opts.publicKey, problems);
+  if (raw.format === REVIEW_REPORT_FORMAT) {
+    const rr = checkReviewReport(raw);
+    problems.push(...rr.problems);
+    return { valid: problems.length === 0, problems, ...(rr.report ? { campaignId: rr.report.campaign.id, head: rr.report.chain.head } : {}), ...(fingerprint ? { fingerprint } : {}), events: rr.report?.events.length ?? 0, linksChecked: rr.linksChecked };
+  }
   const parsed = evidenceBundleSchema.safeParse(raw);
   if (!parsed.success) {
     for (const i of parsed.error.issues) problems.push({ code: 'schema', message: `${i.path.join('.') || '(bundle)'}: ${i.message}` });

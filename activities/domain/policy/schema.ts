@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { campaignScope, deadlineSpec, reminderSpec, reviewerSpec } from '../reviews/definition.js';
 
 /**
  * The approval policy document (issue 3): data, versioned in Postgres, loadable from a YAML or
@@ -124,6 +125,47 @@ export const policyDocument = z.strictObject({
    * overdue removals (`all`), or nothing (`none`).
    */
   sentinel: z.strictObject({ remove: z.enum(['expired', 'all', 'none']).default('expired') }).optional(),
+  /**
+   * Access reviews (issue 13, docs/micro-reviews.md). `intervalDays`: per risk tier, how long a
+   * live grant goes without a review (since it was granted or last kept) before the sentinel
+   * opens a micro-review of it (trigger `review_interval`), due `intervalReviewDueDays` later,
+   * with `intervalDeadline` for what is still undecided then. Absent: no interval reviews.
+   */
+  reviews: z
+    .strictObject({
+      intervalDays: z.partialRecord(z.enum(['low', 'medium', 'high', 'privileged']), z.number().int().min(1).max(3660)).default({}),
+      intervalReviewDueDays: z.number().int().min(1).max(366).default(14),
+      intervalDeadline: z.enum(['keep_and_flag', 'revoke', 'escalate']).default('keep_and_flag'),
+      /**
+       * Live leases a newly published version no longer allows (its `impact`): `micro_review` opens
+       * a micro-review of each (trigger `policy_change`, docs/reviews.md), due
+       * `policyChangeReviewDueDays` later with `policyChangeDeadline` for what is undecided then;
+       * `finding` (the default) only reports them in the publish response.
+       */
+      onPolicyChange: z.enum(['micro_review', 'finding']).default('finding'),
+      policyChangeReviewDueDays: z.number().int().min(1).max(366).default(7),
+      policyChangeDeadline: z.enum(['keep_and_flag', 'revoke', 'escalate']).default('revoke'),
+      /**
+       * Recurring campaigns (docs/reviews.md): a Temporal Schedule per entry opens a campaign
+       * (trigger `schedule`) every `everyDays`, due `dueInDays` after it opens.
+       */
+      campaigns: z
+        .array(
+          z.strictObject({
+            name: z.string().trim().min(1).max(200),
+            everyDays: z.number().int().min(1).max(366),
+            dueInDays: z.number().int().min(1).max(366),
+            scope: campaignScope,
+            reviewers: reviewerSpec,
+            reminders: reminderSpec.optional(),
+            deadline: deadlineSpec.optional(),
+          }),
+        )
+        .max(50)
+        .refine((cs) => new Set(cs.map((c) => c.name)).size === cs.length, 'recurring campaign names must be unique')
+        .default([]),
+    })
+    .optional(),
   /** How long a mover keeps birthright the new attributes no longer justify. */
   moverGraceSeconds: z.number().int().min(0).max(90 * 86400).default(86400),
   /** The group whose members act as `security_team` (and receive escalations). */
