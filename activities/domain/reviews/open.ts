@@ -84,8 +84,11 @@ export async function selectScopeGrants(db: Reader, scope: CampaignScope, now: D
         .from(approvals)
         .where(and(inArray(approvals.requestId, requestIds), eq(approvals.status, 'approved')))
     : [];
+  // Grouped once: a 10,000-item campaign must not scan every approval per grant.
+  const byRequest = new Map<string, typeof approved>();
+  for (const a of approved) byRequest.set(a.requestId, [...(byRequest.get(a.requestId) ?? []), a]);
   return rows.map((r) => {
-    const mine = approved.filter((a) => a.requestId === r.requestId);
+    const mine = (r.requestId && byRequest.get(r.requestId)) || [];
     return {
       ...r,
       approvals: mine.map((a) => ({ approverId: a.approverId, stage: a.stage, decidedAt: a.decidedAt?.toISOString() ?? null, onBehalfOf: a.onBehalfOf })),
