@@ -246,8 +246,8 @@ describe('HR joiner-mover-leaver', () => {
     expect((await s.call('POST', `/v1/review-items/${itemOf(1)}/decision`, tok.carol, { decision: 'keep', comment: 'no longer mine' })).status).toBe(403);
     expect((await s.call('POST', `/v1/review-items/${itemOf(0)}/decision`, tok.bob, { decision: 'keep' })).status).toBe(200);
     const revoked = await s.waitForStatus(leases[1]!.requestId, ['revoked'], 30_000);
-    // Revoked by the campaign's deadline rule, through the lease's own removal (reason `review`).
-    expect(revoked.grant.revokeReason).toBe('review');
+    // Revoked by the campaign's deadline rule, through the lease's own removal; a mover's review revokes as `mover`.
+    expect(revoked.grant.revokeReason).toBe('mover');
     expect(await s.ldapMembers('prod-admins')).not.toContain(s.userDn('alice'));
     const kept = (await s.call('GET', `/v1/access-requests/${leases[0]!.requestId}`, tok.operator)).body;
     expect(kept.status).toBe('active');
