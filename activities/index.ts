@@ -1,3 +1,4 @@
+import { createAdoptionActivities } from './adoption.js';
 import { createApprovalActivities } from './approvals.js';
 import { createBreakGlassActivities } from './break-glass.js';
 import { createCredentialActivities } from './credentials.js';
@@ -26,6 +27,7 @@ export type ServiceDeskActivities = ReturnType<typeof createServiceDeskActivitie
 export type ReviewActivities = ReturnType<typeof createReviewActivities>;
 export type BreakGlassActivities = ReturnType<typeof createBreakGlassActivities>;
 export type MicroReviewActivities = ReturnType<typeof createMicroReviewActivities>;
+export type AdoptionActivities = ReturnType<typeof createAdoptionActivities>;
 
 /**
  * Every activity the worker registers. The keys are activity type names that running
@@ -45,6 +47,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createReviewActivities(deps),
     ...createBreakGlassActivities(deps),
     ...createMicroReviewActivities(deps),
+    ...createAdoptionActivities(deps),
   });
 }
 

@@ -7,6 +7,7 @@ import type { Db } from '../db/client.js';
 import { accessRequests, entitlements, grants, identities, type Entitlement, type Grant, type Identity, type RequestStatus, type System } from '../db/schema.js';
 import { ConnectorError, type Connector, type Membership } from './connectors/types.js';
 import type { ActivityDeps } from './deps.js';
+import { ReviewRuleError } from './domain/reviews/reviewers.js';
 
 export interface Keyed {
   idempotencyKey: string;
@@ -69,6 +70,8 @@ export function toFailure(err: unknown, zodMeans: 'InvalidConfig' | 'InvalidInpu
       ? ApplicationFailure.retryable(err.message, err.type)
       : ApplicationFailure.nonRetryable(err.message, err.type);
   }
+  // A review rule refusing (nobody eligible, empty scope) gives the same answer on every retry.
+  if (err instanceof ReviewRuleError) return ApplicationFailure.nonRetryable(err.message, `Review_${err.code}`);
   if (err instanceof ZodError) {
     // Around a target, a schema error is the system's stored configuration; elsewhere, the input.
     const what = zodMeans === 'InvalidConfig' ? 'invalid system configuration' : 'invalid input';

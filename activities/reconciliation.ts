@@ -16,14 +16,18 @@ type Kind = 'orphaned_account' | 'unauthorized_access' | 'failed_revocation' | '
  * - unauthorized access: an active identity that holds the membership with no grant;
  * - failed revocation: the identity's grant ended, yet the membership is there;
  * - missing grant: an active grant whose membership is absent.
+ * Unauthorized access the policy leaves in place is adopted as a lease under a micro-review when
+ * `reviews.onUnauthorized` is `micro_review` (docs/micro-reviews.md); the finding points at it.
  */
-export function createReconciliationActivities({ db, connectors, policies }: Pick<ActivityDeps, 'db' | 'connectors' | 'policies'>) {
+export function createReconciliationActivities({ db, connectors, policies, requests }: Pick<ActivityDeps, 'db' | 'connectors' | 'policies' | 'requests'>) {
   return {
     async reconcileSystem(input: { systemId: string; runId: string }) {
       const [system] = await db.select().from(systems).where(eq(systems.id, input.systemId));
       if (!system) throw ApplicationFailure.nonRetryable('system not found', 'NotFound');
       const kind = connectorKinds[system.kind]!;
-      const policy = (await policies.active()).document.reconciliation;
+      const doc = (await policies.active()).document;
+      const policy = doc.reconciliation;
+      const adopt = doc.reviews?.onUnauthorized === 'micro_review' && requests !== undefined;
       const { connector, accountFor } = await connectors.forSystem(system.id);
       const people = await db.select({ id: identities.id, username: identities.username, status: identities.status }).from(identities);
       const byAccount = new Map<string, (typeof people)[number]>();
@@ -35,7 +39,7 @@ export function createReconciliationActivities({ db, connectors, policies }: Pic
         }
       }
       const ents = await db.select().from(entitlements).where(eq(entitlements.systemId, system.id));
-      const counts: Record<Kind | 'remediated' | 'memberships', number> = { orphaned_account: 0, unauthorized_access: 0, failed_revocation: 0, missing_grant: 0, remediated: 0, memberships: 0 };
+      const counts: Record<Kind | 'remediated' | 'adopted' | 'memberships', number> = { orphaned_account: 0, unauthorized_access: 0, failed_revocation: 0, missing_grant: 0, remediated: 0, adopted: 0, memberships: 0 };
       const seen: string[] = [];
 
       for (const ent of ents) {
@@ -99,6 +103,12 @@ export function createReconciliationActivities({ db, connectors, policies }: Pic
             .returning({ id: reconciliationFindings.id });
           if (status === 'remediated') await db.update(reconciliationFindings).set({ status, remediatedAt: new Date() }).where(eq(reconciliationFindings.id, row!.id));
           seen.push(row!.id);
+          if (status === 'open' && f.kind === 'unauthorized_access' && adopt && f.identityId) {
+            // Refused while the holder has an open request for it (that request decides), or on a
+            // retry of this run: the lease adopted the first time is the one that stays.
+            const adopted = await requests!.adopt({ subjectId: f.identityId, entitlementId: ent.id, findingId: row!.id, runId: input.runId });
+            if (adopted.ok) counts.adopted++;
+          }
           if (status === 'remediated') {
             counts.remediated++;
             await db.transaction((tx) =>

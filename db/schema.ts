@@ -41,7 +41,8 @@ export const requestStatus = pgEnum('request_status', [
   'failed',
 ]);
 export const approvalStatus = pgEnum('approval_status', ['pending', 'approved', 'rejected', 'expired', 'closed']);
-export const grantSource = pgEnum('grant_source', ['request', 'birthright', 'break_glass']);
+/** `discovered`: a membership reconciliation found with no grant, adopted as a lease under a micro-review (docs/micro-reviews.md). */
+export const grantSource = pgEnum('grant_source', ['request', 'birthright', 'break_glass', 'discovered']);
 export const grantStatus = pgEnum('grant_status', [
   'granting',
   'active',

@@ -6,6 +6,7 @@ import type { AccessRequestInput, CredentialView, ExtendArgs, ExtendResult, Requ
 import { UpdateRejection } from './messages.js';
 import { extendArgsSchema, reviewArgsSchema, revokeArgsSchema, rotateArgsSchema, shortenArgsSchema } from './message-schemas.js';
 import { parseSignal, parseUpdate } from './signal-input.js';
+import { AdoptionSteps } from './adoption.js';
 import { BreakGlassSteps } from './break-glass.js';
 import { closeUnapproved, renderDetails } from './lifecycle-steps.js';
 import { Mutex } from './mutex.js';
@@ -51,6 +52,8 @@ export class AccessLifecycle implements ApprovalHost {
   private transitions = 0;
   /** Set only for a confirmed break-glass (docs/break-glass.md); no earlier run has it, so it needs no patch marker. */
   private readonly breakGlass: BreakGlassSteps | undefined;
+  /** Set only for access reconciliation adopted (docs/micro-reviews.md); likewise new, so unpatched. */
+  private readonly adoption: AdoptionSteps | undefined;
 
   constructor(private readonly input: AccessRequestInput) {
     const { requestId, grantId } = input;
@@ -59,6 +62,7 @@ export class AccessLifecycle implements ApprovalHost {
     this.maxDurationSeconds = input.durationSeconds;
     this.approvals = new Approvals(requestId, this);
     this.breakGlass = input.breakGlass ? new BreakGlassSteps(this, { ...this.lease, timing: input.timing }) : undefined;
+    this.adoption = input.adopted ? new AdoptionSteps(this, { ...this.lease, findingId: input.adopted.findingId }) : undefined;
   }
 
   get requesterId(): string {
@@ -104,6 +108,11 @@ export class AccessLifecycle implements ApprovalHost {
     const args = (input.ok ? input.value : input.raw) as ReviewArgs;
     // Only an active lease is reviewed, and one review at a time.
     if (!this.pendingReview && this.state.status === 'active') this.pendingReview = args;
+  }
+
+  /** The workflow's own end of the lease (an adoption nobody can review); like a signal, the first revoke wins. */
+  endLease(args: RevokeArgs): void {
+    if (!this.revokeRequest) this.revokeRequest = args;
   }
 
   private ignoredSignal(note: string): void {
@@ -212,6 +221,7 @@ export class AccessLifecycle implements ApprovalHost {
   async approve(): Promise<boolean> {
     const { requestId } = this.input;
     if (this.breakGlass) return this.breakGlass.skipApprovals();
+    if (this.adoption) return this.adoption.skipApprovals();
     this.details('evaluating policy');
     const policy = await bookAs('evaluate the approval policy').evaluatePolicy({
       requestId,
@@ -290,6 +300,7 @@ export class AccessLifecycle implements ApprovalHost {
     upsertSearchAttributes([{ key: AccessExpiresAtKey, value: new Date(this.expiry.deadline) }]);
     this.setStatus('active');
     if (this.breakGlass) await this.breakGlass.used();
+    if (this.adoption) await this.adoption.held();
     return true;
   }
 

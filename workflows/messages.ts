@@ -44,6 +44,8 @@ export interface AccessRequestInput {
   startAt?: string;
   /** A confirmed break-glass (docs/break-glass.md): approvals skipped, the lease as usual. Absent in every earlier run. */
   breakGlass?: true;
+  /** A membership reconciliation found with no grant, adopted as this lease under a micro-review (docs/micro-reviews.md). Absent in every earlier run. */
+  adopted?: { findingId: string };
   timing: LifecycleTiming;
 }
 

@@ -14,7 +14,8 @@ export async function reconciliationWorkflow(input: ReconciliationInput) {
   const counts = await scan.reconcileSystem({ systemId: input.systemId, runId: workflowInfo().runId });
   setCurrentDetails(
     `**done** — ${counts.memberships} memberships; ${counts.unauthorized_access} unauthorized, ${counts.orphaned_account} orphaned, ` +
-      `${counts.failed_revocation} failed revocations, ${counts.missing_grant} missing grants; ${counts.remediated} remediated`,
+      `${counts.failed_revocation} failed revocations, ${counts.missing_grant} missing grants; ${counts.remediated} remediated` +
+      (counts.adopted ? `, ${counts.adopted} adopted under review` : ''),
   );
   return counts;
 }

@@ -17,4 +17,10 @@ export interface RequestOps {
   setExpiry(a: { requestId: string; actorId: string; expiresAt: Date; justification: string; channel: string }): Promise<Outcome<{ expiresAt: string; pendingApproval?: boolean }>>;
   /** Ends the access because its ticket was rejected or deleted (reason `ticket`); `deskActor` is the desk user who did it. */
   revokeForTicket(a: { requestId: string; deskName: string; deskActor: string; channel: string }): Promise<Outcome<{ id: string }>>;
+  /**
+   * Reconciliation's adoption of a membership no grant explains (docs/micro-reviews.md): a lease
+   * of the holder with approvals skipped (the membership exists already), whose workflow opens a
+   * micro-review of it. Refused (`duplicate_request`) while the holder has an open request for it.
+   */
+  adopt(a: { subjectId: string; entitlementId: string; findingId: string; runId: string }): Promise<Outcome<{ id: string }>>;
 }

@@ -98,6 +98,8 @@ export function accessRequestRoutes({ db, requests, vault }: RouteDeps): Router 
       ticketRef: row.ticketRef,
       /** Break-glass (docs/break-glass.md): approvals were skipped; the grant's source says so once it exists. */
       breakGlass: grant?.source === 'break_glass' || timeline.some((t) => t.action === 'break_glass.confirmed'),
+      /** Adopted by reconciliation (docs/micro-reviews.md): nobody requested it; its micro-review decides whether it stays. */
+      adopted: grant?.source === 'discovered',
       /** Set when the request came from a service-desk ticket: where the story is written back. */
       ticket: ticket ?? null,
       policyVersion: row.policyVersion,

@@ -70,6 +70,20 @@ export function createDeskRequestOps({ service, temporal }: Deps): RequestOps {
         return { expiresAt: r.expiresAt, ...(r.pendingApproval ? { pendingApproval: true } : {}) };
       }),
 
+    adopt: (a) =>
+      outcome(async () => {
+        // The holder is the lease's subject and, formally, its requester (nobody asked for it);
+        // the audit trail names reconciliation as the actor and the request's channel says why.
+        const { id } = await service.submit({
+          principal: asRequester(a.subjectId),
+          body: { entitlementId: a.entitlementId, justification: `found by reconciliation with no grant (finding ${a.findingId}); adopted until its review decides` },
+          httpRequestId: `reconciliation:${a.runId}`,
+          channel: `reconciliation:${a.runId}`,
+          adopted: { findingId: a.findingId },
+        });
+        return { id };
+      }),
+
     revokeForTicket: (a) =>
       outcome(() =>
         // The desk, not the person, is the authority here: the ticket that justified the access

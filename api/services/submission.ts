@@ -41,6 +41,12 @@ export interface Submission {
    * the lease (expiry, revoke, read-back) is the usual one.
    */
   breakGlass?: boolean;
+  /**
+   * Reconciliation adopting a membership no grant explains (RequestOps.adopt): approvals are
+   * skipped (the access exists already; its micro-review decides), so neither `requestable` nor
+   * the policy's routing applies; the audit trail names reconciliation, not the holder, as actor.
+   */
+  adopted?: { findingId: string };
 }
 
 export interface Submitted {
@@ -81,7 +87,7 @@ function isOpenRequestConflict(e: unknown): boolean {
 }
 
 /** Who for, which entitlement, how long, and the policy's verdict: every refusal happens here, with nothing written. */
-async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'policies'>, { principal, body, breakGlass = false }: Submission) {
+async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'policies'>, { principal, body, breakGlass = false, adopted }: Submission) {
   const requesterId = identityOf(principal);
   const subjectId = body.subjectId ?? requesterId;
   const [subject] = await db.select().from(identities).where(eq(identities.id, subjectId));
@@ -97,7 +103,7 @@ async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'po
     .where(eq(entitlements.id, body.entitlementId));
   if (!ent) throw notFound('entitlement');
   const e = ent.e;
-  if (!e.requestable && !breakGlass) throw badRequest('not_requestable', 'this entitlement cannot be requested');
+  if (!e.requestable && !breakGlass && !adopted) throw badRequest('not_requestable', 'this entitlement cannot be requested');
   const durationSeconds = body.durationSeconds ?? (await policies.defaultDuration(e.id)) ?? e.defaultDurationSeconds;
   if (durationSeconds > e.maxDurationSeconds) {
     throw badRequest('outside_policy', `durationSeconds exceeds the entitlement's maximum of ${e.maxDurationSeconds}`);
@@ -108,7 +114,7 @@ async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'po
   }
   const open = await openRequestId(db, subjectId, e.id);
   if (open) throw duplicate(open);
-  if (breakGlass) return { requesterId, subjectId, entitlement: e, systemKind: ent.systemKind, durationSeconds, startAt, breakGlass };
+  if (breakGlass || adopted) return { requesterId, subjectId, entitlement: e, systemKind: ent.systemKind, durationSeconds, startAt, breakGlass, adopted };
   // The policy is checked up front so a request it would deny is refused now, with nothing
   // written; the workflow evaluates again (authoritatively) and records the version it used.
   const verdict = await policies.decide({ requesterId, subjectId, entitlementId: e.id, durationSeconds, justification: body.justification, ticketRef: body.ticketRef ?? null });
@@ -119,7 +125,7 @@ async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'po
     if (durationSeconds > verdict.maxDurationSeconds) throw badRequest('outside_policy', verdict.reason, { maxDurationSeconds: verdict.maxDurationSeconds });
     throw new HttpError(403, 'denied_by_policy', verdict.reason, { policyVersion: verdict.policyVersion, rules: verdict.fired.map((f) => f.rule) });
   }
-  return { requesterId, subjectId, entitlement: e, systemKind: ent.systemKind, durationSeconds, startAt, breakGlass };
+  return { requesterId, subjectId, entitlement: e, systemKind: ent.systemKind, durationSeconds, startAt, breakGlass, adopted };
 }
 
 /**
@@ -150,8 +156,7 @@ export function createSubmission(deps: SubmissionDeps) {
       if (onRecord) await onRecord(tx, id);
       await appendAudit(tx, {
         idempotencyKey: `request/${id}/submitted`,
-        actorType: 'identity',
-        actorId: c.requesterId,
+        ...(c.adopted ? { actorType: 'workflow' as const, actorId: 'reconciliationWorkflow' } : { actorType: 'identity' as const, actorId: c.requesterId }),
         action: 'request.submitted',
         requestId: id,
         identityId: c.subjectId,
@@ -181,6 +186,7 @@ export function createSubmission(deps: SubmissionDeps) {
       durationSeconds: c.durationSeconds,
       ...(c.startAt ? { startAt: c.startAt.toISOString() } : {}),
       ...(c.breakGlass ? { breakGlass: true as const } : {}),
+      ...(c.adopted ? { adopted: { findingId: c.adopted.findingId } } : {}),
       timing: lifecycleTiming(config),
     };
     return () =>
@@ -204,7 +210,7 @@ export function createSubmission(deps: SubmissionDeps) {
         staticDetails: [
           `**Access request** \`${id}\``,
           `entitlement \`${e.id}\` on ${c.systemKind} system \`${e.systemId}\``,
-          `subject \`${c.subjectId}\`, requested by \`${c.requesterId}\``,
+          c.adopted ? `subject \`${c.subjectId}\`, adopted by reconciliation (finding \`${c.adopted.findingId}\`)` : `subject \`${c.subjectId}\`, requested by \`${c.requesterId}\``,
           ticketRef ? `ticket ${ticketRef}` : undefined,
         ]
           .filter(Boolean)

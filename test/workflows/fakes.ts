@@ -1,11 +1,11 @@
 import { ApplicationFailure } from '@temporalio/common';
-import type { ApprovalActivities, CredentialActivities, LeaseActivities, NotificationActivities } from '../../activities/index.js';
+import type { AdoptionActivities, ApprovalActivities, CredentialActivities, LeaseActivities, NotificationActivities } from '../../activities/index.js';
 
 // Fake activities for accessRequestWorkflow, typed from the real factories' slices: a renamed
 // activity or a changed input/result shape fails to compile here before it can pass a test by accident.
 
 /** The slices accessRequestWorkflow (with removeUntilVerified) proxies. */
-export type LifecycleActivities = ApprovalActivities & LeaseActivities & CredentialActivities & NotificationActivities;
+export type LifecycleActivities = ApprovalActivities & LeaseActivities & CredentialActivities & NotificationActivities & AdoptionActivities;
 export type LifecycleActivityName = keyof LifecycleActivities;
 export type InputOf<N extends LifecycleActivityName> = Parameters<LifecycleActivities[N]>[0];
 export type ResultOf<N extends LifecycleActivityName> = Awaited<ReturnType<LifecycleActivities[N]>>;
@@ -49,6 +49,8 @@ const healthy: { [N in LifecycleActivityName]: (input: InputOf<N>) => ResultOf<N
   markRevocationUnverified: () => undefined,
   completeRevocation: () => undefined,
   markFailed: () => undefined,
+  recordAdoption: () => undefined,
+  openAdoptionReview: () => ({ campaignId: 'campaign-1', itemId: 'item-1' }),
 };
 
 export const lifecycleActivityNames = Object.keys(healthy) as LifecycleActivityName[];

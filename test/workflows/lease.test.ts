@@ -173,4 +173,37 @@ describeWorkflows('the lease', () => {
       expect(fake.count('verifyGranted') + fake.count('completeRevocation')).toBe(0);
     });
   });
+
+  it('adopted by reconciliation: no approvals, its micro-review opens once the grant is verified, then the usual expiry', () => {
+    const fake = new FakeActivities();
+    return run(fake, async (r) => {
+      const lease = await r.start(requestInput({ durationSeconds: 2, adopted: { findingId: 'finding-1' } }));
+      const result = await lease.result();
+      expect(result).toMatchObject({ status: 'revoked', revokeReason: 'expired' });
+      expect(fake.names()).toEqual(['recordAdoption', 'grantAccess', 'verifyGranted', 'openAdoptionReview', 'beginRevocation', 'removeAndVerify', 'completeRevocation']);
+      expect(fake.inputsOf('openAdoptionReview')[0]).toMatchObject({ findingId: 'finding-1' });
+    });
+  });
+
+  it('adopted access nobody can review is removed at once (reason reconciliation), never left standing', () => {
+    const cases = [
+      new FakeActivities({ openAdoptionReview: () => ({ skipped: 'self' }) }),
+      new FakeActivities({
+        openAdoptionReview: () => {
+          throw ApplicationFailure.nonRetryable('nobody eligible', 'Review_no_eligible_reviewer');
+        },
+      }),
+    ];
+    return Promise.all(
+      cases.map((fake) =>
+        run(fake, async (r) => {
+          const lease = await r.start(requestInput({ durationSeconds: 3600, adopted: { findingId: 'finding-2' } }));
+          const result = await lease.result();
+          expect(result).toMatchObject({ status: 'revoked', revokeReason: 'reconciliation' });
+          expect(fake.inputsOf('beginRevocation')[0]).toMatchObject({ reason: 'reconciliation', actorId: 'reconciliationWorkflow' });
+          expect(fake.count('evaluatePolicy')).toBe(0);
+        }),
+      ),
+    );
+  });
 });

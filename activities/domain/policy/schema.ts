@@ -146,6 +146,17 @@ export const policyDocument = z.strictObject({
       policyChangeReviewDueDays: z.number().int().min(1).max(366).default(7),
       policyChangeDeadline: z.enum(['keep_and_flag', 'revoke', 'escalate']).default('revoke'),
       /**
+       * A membership reconciliation finds with no grant, and `reconciliation.removeUnauthorized`
+       * leaves in place: `micro_review` adopts it as a lease (grant source `discovered`, approvals
+       * skipped, the entitlement's default duration) and opens a micro-review of it (trigger
+       * `unauthorized_access`) by the holder's manager, due `unauthorizedReviewHours` later:
+       * keep → justified until the lease ends; revoke, or undecided at `unauthorizedDeadline` →
+       * the lease's verified removal. `finding` (the default) leaves it an open finding for the owner.
+       */
+      onUnauthorized: z.enum(['micro_review', 'finding']).default('finding'),
+      unauthorizedReviewHours: z.number().min(1 / 3600).max(90 * 24).default(72),
+      unauthorizedDeadline: z.enum(['keep_and_flag', 'revoke', 'escalate']).default('revoke'),
+      /**
        * Recurring campaigns (docs/reviews.md): a Temporal Schedule per entry opens a campaign
        * (trigger `schedule`) every `everyDays`, due `dueInDays` after it opens.
        */
