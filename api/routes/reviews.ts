@@ -13,6 +13,7 @@ export const campaignItemsQuery = z.strictObject({ status: z.enum(['pending', 'k
 export const pendingReviewsQuery = z.strictObject({ campaignId: z.uuid().optional(), riskTier: z.enum(riskTiers).optional(), limit: z.coerce.number().int().min(1).max(1000).default(200) });
 export const reviewDecisionBody = z.strictObject({ decision: z.enum(['keep', 'revoke']), comment: z.string().trim().min(1).max(2000).optional(), newExpiresAt: z.iso.datetime({ offset: true }).optional() });
 export const reviewBulkDecisionBody = z.strictObject({ itemIds: z.array(z.uuid()).min(1).max(500), decision: z.literal('keep'), comment: z.string().trim().min(1).max(2000).optional() });
+export const cancelCampaignBody = z.strictObject({ reason: z.string().trim().min(1).max(2000) });
 export const reviewDelegateBody = z.strictObject({ toIdentityId: z.uuid(), comment: z.string().trim().min(1).max(2000) });
 export { campaignDefinition as createCampaignBody };
 
@@ -32,6 +33,10 @@ export function reviewCampaignRoutes(reviews: ReviewService): Router {
   r.get('/:id', requireRole('operator', 'auditor'), validate({ params: reviewIdParam }), async (_req, res) => {
     const { params } = valid(res, { params: reviewIdParam });
     res.json(await reviews.get(params.id));
+  });
+  r.post('/:id/cancel', requireRole('operator'), validate({ params: reviewIdParam, body: cancelCampaignBody }), async (req, res) => {
+    const { params, body } = valid(res, { params: reviewIdParam, body: cancelCampaignBody });
+    res.json(await reviews.cancel(actor(req, res), params.id, body));
   });
   r.get('/:id/items', requireRole('operator', 'auditor'), validate({ params: reviewIdParam, query: campaignItemsQuery }), async (_req, res) => {
     const { params, query } = valid(res, { params: reviewIdParam, query: campaignItemsQuery });

@@ -303,6 +303,44 @@ export function createReviewService(deps: ReviewServiceDeps) {
     }
   }
 
+  /**
+   * Ends a campaign without deciding what is left: pending items are skipped (`rule:cancelled`),
+   * decisions already made stand — a revoke still goes through the lease's verified removal — and
+   * the campaign ends `cancelled` once those are verified. A break-glass post-use review is a
+   * mandatory control and cannot be cancelled; it is decided.
+   */
+  async function cancel({ principal: p, httpRequestId }: ReviewActor, id: string, body: { reason: string }) {
+    const c = await loadCampaign(id);
+    if (c.trigger === 'break_glass') throw new HttpError(409, 'mandatory_review', 'a post-use review of a break-glass cannot be cancelled; decide it');
+    if (c.status !== 'open' && c.status !== 'closing') throw new HttpError(409, 'not_open', `the campaign is ${c.status}`);
+    const now = new Date();
+    const skipped = await db.transaction(async (tx) => {
+      const [moved] = await tx
+        .update(reviewCampaigns)
+        .set({ status: 'cancelled', decidedAt: sql`coalesce(${reviewCampaigns.decidedAt}, ${now.toISOString()}::timestamptz)` })
+        .where(and(eq(reviewCampaigns.id, id), inArray(reviewCampaigns.status, ['open', 'closing'])))
+        .returning({ id: reviewCampaigns.id });
+      if (!moved) throw new HttpError(409, 'not_open', 'the campaign was closed or cancelled meanwhile');
+      const rows = await tx
+        .update(reviewItems)
+        .set({ status: 'skipped', decidedAt: now, decidedBy: 'rule:cancelled', comment: `campaign cancelled: ${body.reason}` })
+        .where(and(eq(reviewItems.campaignId, id), eq(reviewItems.status, 'pending')))
+        .returning({ id: reviewItems.id });
+      await appendAudit(tx, {
+        idempotencyKey: `review-campaign/${id}/cancelled`,
+        actorType: p.identityId ? 'identity' : 'client',
+        actorId: actorRef(p),
+        action: 'review.campaign_cancelled',
+        reason: body.reason,
+        data: { campaignId: id, skippedItems: rows.length, httpRequestId },
+        at: now,
+      });
+      return rows.length;
+    });
+    await nudge(c);
+    return { ...(await get(id)), skippedItems: skipped };
+  }
+
   async function reportJson(p: Principal, id: string) {
     const report = await buildReviewReport(db, await getSigner(), id, { exportedBy: actorRef(p) });
     if (!report) throw notFound('review campaign');
@@ -346,7 +384,7 @@ export function createReviewService(deps: ReviewServiceDeps) {
     return { mode: 'micro_review' as const, dueAt: dueAt.toISOString(), opened, skipped };
   }
 
-  return { create, list, get, items, pending, decide, decideMany, delegate, reportJson, reportCsv, progress, openPolicyChangeReviews };
+  return { create, cancel, list, get, items, pending, decide, decideMany, delegate, reportJson, reportCsv, progress, openPolicyChangeReviews };
 }
 
 export type ReviewService = ReturnType<typeof createReviewService>;

@@ -183,6 +183,10 @@ describe('break-glass on a directory group', () => {
       const items = (await s.call('GET', '/v1/reviews/pending', tok.grace)).body.items as Array<{ itemId: string; grantId: string; kind: string }>;
       return items.find((i) => i.kind === 'micro');
     }, 'the post-use review among grace’s pending items after the lease ended');
+    // A mandatory control: an operator cannot make it go away by cancelling it.
+    const campaignId = (await psql(s.tdb.url, `select campaign_id from review_item where id = :'id';\n`, { id: after.itemId })).trim();
+    const cancelled = await s.call('POST', `/v1/review-campaigns/${campaignId}/cancel`, tok.operator, { reason: 'noise' });
+    expect([cancelled.status, cancelled.body.error?.code]).toEqual([409, 'mandatory_review']);
     const ruled = await s.call('POST', `/v1/review-items/${after.itemId}/decision`, tok.grace, { decision: 'keep', comment: 'INC-4711: the use was justified' });
     expect(ruled.status, JSON.stringify(ruled.body)).toBe(200);
     expect(ruled.body.status).toBe('kept');

@@ -251,6 +251,45 @@ describe('access review campaigns', () => {
     await s.waitForStatus(eng.requestId, ['revoked']);
   }, 120_000);
 
+  it('cancels a campaign: what is pending is skipped, a revoke already decided still ends verified, then it ends cancelled', async () => {
+    const eng = await lease('alice', ent.engineering!);
+    const fin = await lease('alice', ent['finance-readers']!);
+    const c = await createCampaign({
+      name: 'cancel drill',
+      scope: { entitlementIds: [ent.engineering, ent['finance-readers']], managerId: ids.carol },
+      dueAt: inSeconds(3600),
+      reviewers: { rule: 'entitlement_owner', fallbackReviewerId: ids.erin },
+    });
+    expect(c.status, JSON.stringify(c.body)).toBe(201);
+    const finItem = await itemFor(c.body.id, fin.grantId);
+    const revoked = await decide(tok.bob, finItem.id, { decision: 'revoke', comment: 'no longer on the finance close' });
+    expect(revoked.status, JSON.stringify(revoked.body)).toBe(200);
+
+    const cancel = (token: string | undefined, body: unknown) => s.call('POST', `/v1/review-campaigns/${c.body.id}/cancel`, token, body);
+    expect((await cancel(tok.bob, { reason: 'wrong scope' })).status).toBe(403);
+    const bad = await cancel(tok.operator, {});
+    expect(bad.status).toBe(400);
+    expect((await itemFor(c.body.id, eng.grantId)).status).toBe('pending');
+    const done = await cancel(tok.operator, { reason: 'scope drawn too wide' });
+    expect(done.status, JSON.stringify(done.body)).toBe(200);
+    expect(done.body).toMatchObject({ status: 'cancelled', skippedItems: expect.any(Number) });
+    expect(await itemFor(c.body.id, eng.grantId)).toMatchObject({ status: 'skipped', decidedBy: 'rule:cancelled' });
+    expect((await cancel(tok.operator, { reason: 'again' })).status).toBe(409);
+
+    // The decided revoke is not undone by the cancel: removed and read back (ldapsearch), then the campaign ends.
+    const ended = await waitFor(async () => {
+      const v = (await s.call('GET', `/v1/review-campaigns/${c.body.id}`, tok.operator)).body;
+      return v.closedAt ? v : undefined;
+    }, 'the cancelled campaign to end', 60_000);
+    expect(ended).toMatchObject({ status: 'cancelled', progress: { revoked: 1, removalVerified: 1 } });
+    expect(await ldapHas('finance-readers', 'alice')).toBe(false);
+    expect(await ldapHas('engineering', 'alice')).toBe(true);
+    const [ev] = await s.rt.db.select().from(auditEvents).where(eq(auditEvents.idempotencyKey, `review-campaign/${c.body.id}/cancelled`));
+    expect(ev).toMatchObject({ action: 'review.campaign_cancelled', reason: 'scope drawn too wide' });
+    await s.call('POST', `/v1/access-requests/${eng.requestId}/revoke`, tok.operator, { reason: 'manual' });
+    await s.waitForStatus(eng.requestId, ['revoked']);
+  }, 120_000);
+
   it('escalates an undecided item to the fallback reviewer at dueAt, who then decides it', async () => {
     const fin = await lease('alice', ent['finance-readers']!);
     // Dave's finance lease (the first campaign kept it) is in scope too.

@@ -55,7 +55,9 @@ export async function tickCampaign(deps: { db: Db; notifier: Pick<Notifier, 'sen
   const now = new Date(input.nowMs);
   const [campaign] = await db.select().from(reviewCampaigns).where(eq(reviewCampaigns.id, input.campaignId));
   if (!campaign) return { status: 'cancelled', pending: 0, revokesInFlight: 0, toSignal: [], nextWakeAt: null };
-  if (campaign.status === 'closed' || campaign.status === 'cancelled') return { status: campaign.status, pending: 0, revokesInFlight: 0, toSignal: [], nextWakeAt: null };
+  // A cancelled campaign still sees its decided revokes through to verified removal (closedAt set then).
+  if (campaign.status === 'closed' || (campaign.status === 'cancelled' && campaign.closedAt)) return { status: campaign.status, pending: 0, revokesInFlight: 0, toSignal: [], nextWakeAt: null };
+  const cancelled = campaign.status === 'cancelled';
   const def = campaignDefinition.parse(campaign.definition);
   const key = (what: string) => `review-campaign/${campaign.id}/${what}`;
 
@@ -174,7 +176,7 @@ export async function tickCampaign(deps: { db: Db; notifier: Pick<Notifier, 'sen
     .where(eq(reviewItems.campaignId, campaign.id));
   const pending = counts?.pending ?? 0;
   const revokesLeft = counts?.unverified ?? 0;
-  let status: TickResult['status'] = campaign.status;
+  let status: TickResult['status'] = cancelled ? 'closing' : campaign.status;
   if (pending === 0) {
     if (!campaign.decidedAt) {
       await db.transaction(async (tx) => {
@@ -185,10 +187,10 @@ export async function tickCampaign(deps: { db: Db; notifier: Pick<Notifier, 'sen
     }
     if (revokesLeft === 0) {
       await db.transaction(async (tx) => {
-        await tx.update(reviewCampaigns).set({ status: 'closed', closedAt: now }).where(and(eq(reviewCampaigns.id, campaign.id), isNotNull(reviewCampaigns.decidedAt)));
-        await appendAudit(tx, { idempotencyKey: key('closed'), actorType: 'workflow', actorId: campaign.workflowId, action: 'review.campaign_closed', data: { campaignId: campaign.id }, at: now });
+        await tx.update(reviewCampaigns).set({ status: cancelled ? 'cancelled' : 'closed', closedAt: now }).where(and(eq(reviewCampaigns.id, campaign.id), isNotNull(reviewCampaigns.decidedAt)));
+        await appendAudit(tx, { idempotencyKey: key('closed'), actorType: 'workflow', actorId: campaign.workflowId, action: 'review.campaign_closed', data: { campaignId: campaign.id, ...(cancelled ? { cancelled: true } : {}) }, at: now });
       });
-      status = 'closed';
+      status = cancelled ? 'cancelled' : 'closed';
     }
   }
   const wakes = [...times.filter((t) => t > input.nowMs)];
