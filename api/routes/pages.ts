@@ -1,4 +1,5 @@
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
+import { rateLimit } from 'express-rate-limit';
 import { z } from 'zod';
 import type { Db } from '../../db/client.js';
 import type { Config } from '../../temporal/config.js';
@@ -47,6 +48,10 @@ export const PAGE_PATHS = ['/login', '/logout', '/approvals', '/kpis', '/reviews
 // Repeated keys (the bulk form's itemIds checkboxes) arrive as arrays with the simple parser too.
 const form = express.urlencoded({ extended: false, limit: '64kb', parameterLimit: 600 });
 const loginForm = z.object({ token: z.string().trim().min(1).max(300) });
+
+/** Failed sign-ins per client address and window; a success does not count. */
+export const LOGIN_FAILURES_ALLOWED = 10;
+const LOGIN_WINDOW_MS = 15 * 60_000;
 const DAY_MS = 86_400_000;
 const reviewFilters = z.object({
   campaign: z.union([z.literal(''), z.uuid()]).optional().transform((v) => v || undefined),
@@ -115,7 +120,17 @@ export function pageRoutes(deps: PageDeps): Router {
     if (s) return res.redirect(303, home(s));
     res.type('html').send(loginPage());
   });
-  r.post('/login', sameOrigin, form, async (req, res) => {
+  // Tokens are 256-bit random, so guessing is hopeless anyway; the limit keeps a script from
+  // hammering the token table, and says so. In memory, per replica (each replica counts its own).
+  const loginLimit = rateLimit({
+    windowMs: LOGIN_WINDOW_MS,
+    limit: LOGIN_FAILURES_ALLOWED,
+    skipSuccessfulRequests: true,
+    standardHeaders: 'draft-8',
+    legacyHeaders: false,
+    handler: (_req, _res, next) => next(new HttpError(429, 'too_many_attempts', 'too many failed sign-ins from here; wait a few minutes and try again')),
+  });
+  r.post('/login', loginLimit, sameOrigin, form, async (req, res) => {
     const parsed = loginForm.safeParse(req.body ?? {});
     const result = parsed.success ? await sessions.signIn(parsed.data.token, requestIdOf(res)) : null;
     if (!result) return res.status(401).type('html').send(loginPage('That token is not valid, has expired or was revoked.'));

@@ -8,6 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { eq, inArray, isNull } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintActionLink } from '../../activities/domain/action-links.js';
+import { LOGIN_FAILURES_ALLOWED } from '../../api/routes/pages.js';
 import { auditEvents, webSessions } from '../../db/schema.js';
 import { axeViolations, launchBrowser, screenshot, seriousOrWorse, type BrowserHandle, type WatchedPage } from '../helpers/browser.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
@@ -323,5 +324,26 @@ describe('pages', () => {
     const denied = await alice.page.goto(`${s.rt.apiUrl}/kpis`);
     expect(denied!.status()).toBe(403);
     await alice.close();
+  });
+
+  // Last in the file: once the limit is reached, every sign-in from this address waits.
+  it('limits failed sign-ins per address: successes do not count, the limit answers 429 with the page', async () => {
+    const post = (token: string) => fetch(`${s.rt.apiUrl}/login`, { method: 'POST', body: new URLSearchParams({ token }), redirect: 'manual' });
+    const remaining = (r: Response) => Number(/r=(\d+)/.exec(r.headers.get('ratelimit') ?? '')?.[1]);
+    const first = await post('not-a-token');
+    expect(first.status).toBe(401);
+    const left = remaining(first);
+    expect(left).toBeGreaterThanOrEqual(0);
+    expect(left).toBeLessThan(LOGIN_FAILURES_ALLOWED);
+    // A successful sign-in costs nothing.
+    const ok = await post(tok.bob!);
+    expect(ok.status).toBe(303);
+    const again = await post('still-not-a-token');
+    expect(remaining(again)).toBe(Math.max(0, left - 1));
+    for (let i = 0; i < left - 1; i++) expect((await post(`wrong-${i}`)).status).toBe(401);
+    const limited = await post(tok.bob!);
+    expect(limited.status).toBe(429);
+    expect(limited.headers.get('set-cookie')).toBeNull();
+    expect(await limited.text()).toContain('Too many failed sign-ins from here');
   });
 });
