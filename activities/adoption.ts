@@ -4,38 +4,42 @@ import { accessRequests, grants, reconciliationFindings } from '../db/schema.js'
 import { appendAudit } from './domain/audit.js';
 import { openMicroReview, type MicroReviewResult } from './domain/reviews/micro.js';
 import type { ActivityDeps } from './deps.js';
-import { notFound, setRequestStatus, type Keyed, type LeaseRef } from './lease-context.js';
+import { BY_WORKFLOW, notFound, setRequestStatus, type Keyed, type LeaseRef } from './lease-context.js';
 
 type AdoptedLease = Keyed & LeaseRef & { requestId: string; findingId: string };
+/** Reconciliation's adoption (with its finding), or an operator's import. */
+type AdoptionRecord = Keyed & LeaseRef & { requestId: string } & ({ from: 'reconciliation'; findingId: string } | { from: 'import' });
 
 const BY_RECONCILIATION = { actorType: 'workflow', actorId: 'reconciliationWorkflow' } as const;
 
 /**
- * The lease steps of access reconciliation adopted (docs/micro-reviews.md): the `discovered`
- * grant row, and the micro-review that decides whether the access stays.
+ * The lease steps of access that existed before its lease: reconciliation's adoption
+ * (docs/micro-reviews.md: the `discovered` grant row, and the micro-review that decides whether
+ * the access stays) and an operator's import (docs/import.md: the `imported` grant row).
  */
 export function createAdoptionActivities(deps: Pick<ActivityDeps, 'db' | 'policies' | 'temporal'>) {
   const { db, policies } = deps;
 
   return {
-    /** The grant row is a `discovered` one from the start, the request goes straight to granting, and the finding points at the lease. */
-    async recordAdoption(input: AdoptedLease): Promise<void> {
+    /** The grant row is a `discovered` (`imported`) one from the start, the request goes straight to granting, and a finding points at the lease. */
+    async recordAdoption(input: AdoptionRecord): Promise<void> {
+      const adopted = input.from === 'reconciliation';
       await db.transaction(async (tx) => {
         await tx
           .insert(grants)
-          .values({ id: input.grantId, identityId: input.subjectId, entitlementId: input.entitlementId, requestId: input.requestId, source: 'discovered', status: 'granting' })
+          .values({ id: input.grantId, identityId: input.subjectId, entitlementId: input.entitlementId, requestId: input.requestId, source: adopted ? 'discovered' : 'imported', status: 'granting' })
           .onConflictDoNothing();
         await setRequestStatus(tx, input.requestId, 'granting', { decidedAt: new Date() });
-        await tx.update(reconciliationFindings).set({ grantId: input.grantId }).where(eq(reconciliationFindings.id, input.findingId));
+        if (adopted) await tx.update(reconciliationFindings).set({ grantId: input.grantId }).where(eq(reconciliationFindings.id, input.findingId));
         await appendAudit(tx, {
           idempotencyKey: input.idempotencyKey,
-          ...BY_RECONCILIATION,
-          action: 'reconciliation.adopted',
+          ...(adopted ? BY_RECONCILIATION : BY_WORKFLOW),
+          action: adopted ? 'reconciliation.adopted' : 'request.imported',
           requestId: input.requestId,
           grantId: input.grantId,
           identityId: input.subjectId,
-          reason: 'unauthorized_access',
-          data: { findingId: input.findingId, entitlementId: input.entitlementId },
+          reason: adopted ? 'unauthorized_access' : 'existing access imported',
+          data: { ...(adopted ? { findingId: input.findingId } : {}), entitlementId: input.entitlementId },
         });
       });
     },

@@ -135,6 +135,8 @@ export function createApp(deps: AppDeps): Express {
   v1.use('/policies', policyRoutes(db, policies, admin, config.ACCESSLOOP_BODY_LIMIT));
   // HR events are verified over the raw bytes (Standard Webhooks), so also before JSON parsing.
   v1.use('/hr', hrRoutes({ config, intake: hrIntake }));
+  // An import carries up to a thousand items: its own, larger limit (operators only, after authentication).
+  v1.use('/access-requests/import', express.json({ limit: '1mb', strict: true }));
   v1.use(express.json({ limit: config.ACCESSLOOP_BODY_LIMIT, strict: true }));
   v1.use('/access-requests', accessRequestRoutes({ db, requests, vault }));
   v1.use('/groups', groupRoutes(admin));

@@ -91,6 +91,12 @@ function route(method: Method, path: string, op: Operation): void {
 
 // Access requests: the lifecycle of one lease.
 route('post', '/v1/access-requests', { summary: 'Request access (202, a workflow starts)', roles: 'requester', body: s.createAccessRequestBody, ok: { 202: described('accepted: {id, status, workflowId}; Location names the request') } });
+route('post', '/v1/access-requests/import', {
+  summary: 'Bring existing access under leases (migrations): approvals skipped, granted idempotently and read back, each item answered on its own (docs/import.md)',
+  roles: 'operator',
+  body: s.importLeasesBody,
+  ok: { 200: described('{imported, results: [{index, status: imported, id, workflowId} | {index, status: error, error: {code, message}}]}') },
+});
 route('get', '/v1/access-requests', {
   summary: 'List requests (newest first; ?status, subjectId, entitlementId, limit, before=nextCursor)',
   roles: 'operator/auditor: all; others: their own and those assigned to them',

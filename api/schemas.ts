@@ -45,6 +45,23 @@ export const createAccessRequestBody = z.strictObject({
     .optional(),
 });
 
+/** Existing access brought under leases (docs/import.md); each item is answered on its own. */
+export const importLeasesBody = z.strictObject({
+  items: z
+    .array(
+      z.strictObject({
+        subjectId: z.uuid(),
+        entitlementId: z.uuid(),
+        /** When the imported access ends; within the entitlement's maximum from now. */
+        expiresAt: z.iso.datetime({ offset: true }),
+        justification,
+        ticketRef: createAccessRequestBody.shape.ticketRef,
+      }),
+    )
+    .min(1)
+    .max(1000),
+});
+
 export const listRequestsQuery = z.strictObject({
   status: z.enum(['pending_approval', 'rejected', 'expired_unapproved', 'cancelled', 'scheduled', 'granting', 'active', 'revoking', 'revocation_unverified', 'revoked', 'failed']).optional(),
   subjectId: z.uuid().optional(),

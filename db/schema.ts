@@ -41,8 +41,12 @@ export const requestStatus = pgEnum('request_status', [
   'failed',
 ]);
 export const approvalStatus = pgEnum('approval_status', ['pending', 'approved', 'rejected', 'expired', 'closed']);
-/** `discovered`: a membership reconciliation found with no grant, adopted as a lease under a micro-review (docs/micro-reviews.md). */
-export const grantSource = pgEnum('grant_source', ['request', 'birthright', 'break_glass', 'discovered']);
+/**
+ * `discovered`: a membership reconciliation found with no grant, adopted as a lease under a
+ * micro-review (docs/micro-reviews.md); `imported`: existing access an operator brought under a
+ * lease (docs/import.md).
+ */
+export const grantSource = pgEnum('grant_source', ['request', 'birthright', 'break_glass', 'discovered', 'imported']);
 export const grantStatus = pgEnum('grant_status', [
   'granting',
   'active',

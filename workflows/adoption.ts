@@ -1,7 +1,7 @@
 import { isCancellation, log, proxyActivities } from '@temporalio/workflow';
 import type { AdoptionActivities } from '../activities/index.js';
 import { BOOKKEEPING, summarized } from './activity-options.js';
-import type { RevokeArgs } from './messages.js';
+import type { AccessRequestInput, RevokeArgs } from './messages.js';
 import { describeFailure } from './removal.js';
 
 const book = (summary: string) => proxyActivities<AdoptionActivities>(summarized(BOOKKEEPING, summary));
@@ -15,32 +15,38 @@ export interface AdoptionHost {
 }
 
 type Lease = { requestId: string; grantId: string; subjectId: string; entitlementId: string };
+type Adopted = NonNullable<AccessRequestInput['adopted']>;
 
 /**
- * The adopted branch of a lease (docs/micro-reviews.md): reconciliation found the membership with
- * no grant and the policy asks for a review rather than a finding. Approvals are skipped (the
- * access exists already); once the lease holds it, its micro-review opens, and the review decides:
- * keep → the lease runs on; revoke, or undecided at the deadline → the usual verified removal.
- * Access nobody can review is not left standing: it is removed (reason `reconciliation`).
+ * The adopted branch of a lease: access that exists already, brought under a lease with its
+ * approvals skipped, from one of two places.
+ * - Reconciliation found the membership with no grant and the policy asks for a review
+ *   (docs/micro-reviews.md): once the lease holds it, its micro-review opens, and the review
+ *   decides: keep → the lease runs on; revoke, or undecided at the deadline → the usual verified
+ *   removal. Access nobody can review is not left standing: it is removed (reason `reconciliation`).
+ * - An operator imported it (docs/import.md): the lease runs to the expiry the import gave it.
  */
 export class AdoptionSteps {
   constructor(
     private readonly host: AdoptionHost,
-    private readonly lease: Lease & { findingId: string },
+    private readonly lease: Lease & { adopted: Adopted },
   ) {}
 
-  /** The grant row is a `discovered` one from the start; the finding points at it. */
+  /** The grant row is a `discovered` (or `imported`) one from the start; a finding points at it. */
   async skipApprovals(): Promise<boolean> {
-    this.host.details('adopted by reconciliation: approvals skipped, the membership exists already');
-    await book('adopted: approvals skipped').recordAdoption({ ...this.lease, idempotencyKey: this.host.nextKey('adopted') });
+    const { adopted, ...lease } = this.lease;
+    this.host.details(adopted.from === 'import' ? 'imported: approvals skipped, the access exists already' : 'adopted by reconciliation: approvals skipped, the membership exists already');
+    await book(adopted.from === 'import' ? 'imported: approvals skipped' : 'adopted: approvals skipped').recordAdoption({ ...lease, ...adopted, idempotencyKey: this.host.nextKey('adopted') });
     return true;
   }
 
-  /** The lease holds the membership: its review opens now, or the access goes. */
+  /** The lease holds the membership: an adopted one's review opens now, or the access goes. */
   async held(): Promise<void> {
+    const { adopted, ...lease } = this.lease;
+    if (adopted.from !== 'reconciliation') return;
     let why: string | undefined;
     try {
-      const r = await book('adopted: open its micro-review').openAdoptionReview({ ...this.lease, idempotencyKey: this.host.nextKey('adoption-review') });
+      const r = await book('adopted: open its micro-review').openAdoptionReview({ ...lease, findingId: adopted.findingId, idempotencyKey: this.host.nextKey('adoption-review') });
       if ('campaignId' in r) {
         this.host.details('adopted by reconciliation: under review');
         return;

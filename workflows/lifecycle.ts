@@ -62,7 +62,7 @@ export class AccessLifecycle implements ApprovalHost {
     this.maxDurationSeconds = input.durationSeconds;
     this.approvals = new Approvals(requestId, this);
     this.breakGlass = input.breakGlass ? new BreakGlassSteps(this, { ...this.lease, timing: input.timing }) : undefined;
-    this.adoption = input.adopted ? new AdoptionSteps(this, { ...this.lease, findingId: input.adopted.findingId }) : undefined;
+    this.adoption = input.adopted ? new AdoptionSteps(this, { ...this.lease, adopted: input.adopted }) : undefined;
   }
 
   get requesterId(): string {

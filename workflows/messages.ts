@@ -44,8 +44,12 @@ export interface AccessRequestInput {
   startAt?: string;
   /** A confirmed break-glass (docs/break-glass.md): approvals skipped, the lease as usual. Absent in every earlier run. */
   breakGlass?: true;
-  /** A membership reconciliation found with no grant, adopted as this lease under a micro-review (docs/micro-reviews.md). Absent in every earlier run. */
-  adopted?: { findingId: string };
+  /**
+   * Access that exists already and is brought under a lease, approvals skipped (absent in every
+   * earlier run): a membership reconciliation found with no grant, adopted under a micro-review
+   * (docs/micro-reviews.md), or existing access imported by an operator (docs/import.md).
+   */
+  adopted?: { from: 'reconciliation'; findingId: string } | { from: 'import' };
   timing: LifecycleTiming;
 }
 

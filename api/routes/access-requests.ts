@@ -7,7 +7,7 @@ import { requestIdOf } from '../request-context.js';
 import { hasRole, identityOf, principalOf, requireRole, type Principal } from '../auth.js';
 import { HttpError, notFound } from '../errors.js';
 import { isParty, type AccessRequestService } from '../services/access-requests.js';
-import { createAccessRequestBody, decisionBody, extendBody, idParam, listRequestsQuery, revokeBody } from '../schemas.js';
+import { createAccessRequestBody, decisionBody, extendBody, idParam, importLeasesBody, listRequestsQuery, revokeBody } from '../schemas.js';
 import { valid, validate } from '../validate.js';
 
 export interface RouteDeps {
@@ -36,6 +36,11 @@ export function accessRequestRoutes({ db, requests, vault }: RouteDeps): Router 
     const { body } = valid(res, { body: createAccessRequestBody });
     const created = await requests.submit({ principal: principalOf(req), body, httpRequestId: requestIdOf(res) });
     res.status(202).location(`/v1/access-requests/${created.id}`).json(created);
+  });
+
+  r.post('/import', requireRole('operator'), validate({ body: importLeasesBody }), async (req, res) => {
+    const { body } = valid(res, { body: importLeasesBody });
+    res.json(await requests.importLeases({ principal: principalOf(req), httpRequestId: requestIdOf(res) }, body));
   });
 
   // Operators and auditors see everything; others see requests they are party to or assigned to decide.
@@ -100,6 +105,8 @@ export function accessRequestRoutes({ db, requests, vault }: RouteDeps): Router 
       breakGlass: grant?.source === 'break_glass' || timeline.some((t) => t.action === 'break_glass.confirmed'),
       /** Adopted by reconciliation (docs/micro-reviews.md): nobody requested it; its micro-review decides whether it stays. */
       adopted: grant?.source === 'discovered',
+      /** Existing access an operator imported (docs/import.md): decided elsewhere, audited as the import. */
+      imported: grant?.source === 'imported',
       /** Set when the request came from a service-desk ticket: where the story is written back. */
       ticket: ticket ?? null,
       policyVersion: row.policyVersion,

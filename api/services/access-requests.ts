@@ -11,6 +11,7 @@ import { actorRef, hasRole, type Principal } from '../auth.js';
 import { conflict, forbidden, notFound } from '../errors.js';
 import type { extendBody, revokeBody } from '../schemas.js';
 import { createDecisions } from './decisions.js';
+import { createLeaseImport } from './lease-import.js';
 import { createSubmission } from './submission.js';
 import { fromClosedWorkflow, fromUpdateError } from './update-rejections.js';
 
@@ -50,6 +51,7 @@ export function createAccessRequestService(deps: AccessRequestServiceDeps) {
   }
 
   const { submit } = createSubmission(deps);
+  const importLeases = createLeaseImport({ submit });
   const { decide } = createDecisions({ db, temporal, loadRequest });
 
   /** `updateId`: set by the service desk, so an event handled again after a crash does not extend twice. */
@@ -105,7 +107,7 @@ export function createAccessRequestService(deps: AccessRequestServiceDeps) {
     return { id: row.id, credential };
   }
 
-  return { loadRequest, submit, decide, extend, revoke, rotateCredential };
+  return { loadRequest, submit, importLeases, decide, extend, revoke, rotateCredential };
 }
 
 export type AccessRequestService = ReturnType<typeof createAccessRequestService>;

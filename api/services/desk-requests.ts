@@ -79,7 +79,8 @@ export function createDeskRequestOps({ service, temporal }: Deps): RequestOps {
           body: { entitlementId: a.entitlementId, justification: `found by reconciliation with no grant (finding ${a.findingId}); adopted until its review decides` },
           httpRequestId: `reconciliation:${a.runId}`,
           channel: `reconciliation:${a.runId}`,
-          adopted: { findingId: a.findingId },
+          adopted: { from: 'reconciliation', findingId: a.findingId },
+          actor: { actorType: 'workflow', actorId: 'reconciliationWorkflow' },
         });
         return { id };
       }),

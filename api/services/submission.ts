@@ -42,11 +42,14 @@ export interface Submission {
    */
   breakGlass?: boolean;
   /**
-   * Reconciliation adopting a membership no grant explains (RequestOps.adopt): approvals are
-   * skipped (the access exists already; its micro-review decides), so neither `requestable` nor
-   * the policy's routing applies; the audit trail names reconciliation, not the holder, as actor.
+   * Access that exists already, brought under a lease: reconciliation adopting a membership no
+   * grant explains (RequestOps.adopt; its micro-review decides), or an operator's import
+   * (api/services/lease-import.ts). Approvals are skipped, so neither `requestable` nor the
+   * policy's routing applies; `actor` then names who did it in the audit trail (the principal
+   * is the holder, formally the requester: nobody asked for it).
    */
-  adopted?: { findingId: string };
+  adopted?: NonNullable<AccessRequestInput['adopted']>;
+  actor?: { actorType: 'identity' | 'client' | 'workflow'; actorId: string };
 }
 
 export interface Submitted {
@@ -87,7 +90,7 @@ function isOpenRequestConflict(e: unknown): boolean {
 }
 
 /** Who for, which entitlement, how long, and the policy's verdict: every refusal happens here, with nothing written. */
-async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'policies'>, { principal, body, breakGlass = false, adopted }: Submission) {
+async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'policies'>, { principal, body, breakGlass = false, adopted, actor }: Submission) {
   const requesterId = identityOf(principal);
   const subjectId = body.subjectId ?? requesterId;
   const [subject] = await db.select().from(identities).where(eq(identities.id, subjectId));
@@ -114,7 +117,7 @@ async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'po
   }
   const open = await openRequestId(db, subjectId, e.id);
   if (open) throw duplicate(open);
-  if (breakGlass || adopted) return { requesterId, subjectId, entitlement: e, systemKind: ent.systemKind, durationSeconds, startAt, breakGlass, adopted };
+  if (breakGlass || adopted) return { requesterId, subjectId, entitlement: e, systemKind: ent.systemKind, durationSeconds, startAt, breakGlass, adopted, actor };
   // The policy is checked up front so a request it would deny is refused now, with nothing
   // written; the workflow evaluates again (authoritatively) and records the version it used.
   const verdict = await policies.decide({ requesterId, subjectId, entitlementId: e.id, durationSeconds, justification: body.justification, ticketRef: body.ticketRef ?? null });
@@ -125,7 +128,7 @@ async function checkSubmission({ db, policies }: Pick<SubmissionDeps, 'db' | 'po
     if (durationSeconds > verdict.maxDurationSeconds) throw badRequest('outside_policy', verdict.reason, { maxDurationSeconds: verdict.maxDurationSeconds });
     throw new HttpError(403, 'denied_by_policy', verdict.reason, { policyVersion: verdict.policyVersion, rules: verdict.fired.map((f) => f.rule) });
   }
-  return { requesterId, subjectId, entitlement: e, systemKind: ent.systemKind, durationSeconds, startAt, breakGlass, adopted };
+  return { requesterId, subjectId, entitlement: e, systemKind: ent.systemKind, durationSeconds, startAt, breakGlass, adopted, actor };
 }
 
 /**
@@ -156,7 +159,7 @@ export function createSubmission(deps: SubmissionDeps) {
       if (onRecord) await onRecord(tx, id);
       await appendAudit(tx, {
         idempotencyKey: `request/${id}/submitted`,
-        ...(c.adopted ? { actorType: 'workflow' as const, actorId: 'reconciliationWorkflow' } : { actorType: 'identity' as const, actorId: c.requesterId }),
+        ...(c.actor ?? { actorType: 'identity' as const, actorId: c.requesterId }),
         action: 'request.submitted',
         requestId: id,
         identityId: c.subjectId,
@@ -186,7 +189,7 @@ export function createSubmission(deps: SubmissionDeps) {
       durationSeconds: c.durationSeconds,
       ...(c.startAt ? { startAt: c.startAt.toISOString() } : {}),
       ...(c.breakGlass ? { breakGlass: true as const } : {}),
-      ...(c.adopted ? { adopted: { findingId: c.adopted.findingId } } : {}),
+      ...(c.adopted ? { adopted: c.adopted } : {}),
       timing: lifecycleTiming(config),
     };
     return () =>
@@ -210,7 +213,11 @@ export function createSubmission(deps: SubmissionDeps) {
         staticDetails: [
           `**Access request** \`${id}\``,
           `entitlement \`${e.id}\` on ${c.systemKind} system \`${e.systemId}\``,
-          c.adopted ? `subject \`${c.subjectId}\`, adopted by reconciliation (finding \`${c.adopted.findingId}\`)` : `subject \`${c.subjectId}\`, requested by \`${c.requesterId}\``,
+          c.adopted?.from === 'reconciliation'
+            ? `subject \`${c.subjectId}\`, adopted by reconciliation (finding \`${c.adopted.findingId}\`)`
+            : c.adopted
+              ? `subject \`${c.subjectId}\`, existing access imported by \`${c.actor?.actorId ?? 'an operator'}\``
+              : `subject \`${c.subjectId}\`, requested by \`${c.requesterId}\``,
           ticketRef ? `ticket ${ticketRef}` : undefined,
         ]
           .filter(Boolean)

@@ -116,12 +116,17 @@ describe('reconciliation against the real directory', () => {
 
     const counts = await reconcile();
     expect(counts).toMatchObject({ unauthorized_access: 2, adopted: 2, remediated: 0 });
-    const rows = await s.tdb.db
-      .select({ findingId: reconciliationFindings.id, account: reconciliationFindings.account, grantId: reconciliationFindings.grantId, source: grants.source, requestId: grants.requestId })
-      .from(reconciliationFindings)
-      .innerJoin(grants, eq(grants.id, reconciliationFindings.grantId))
-      .where(eq(reconciliationFindings.kind, 'unauthorized_access'));
-    const adopted = Object.fromEntries(rows.filter((r) => r.account.includes('alice') || r.account.includes('dave')).map((r) => [r.account.includes('alice') ? 'alice' : 'dave', r]));
+    // Each lease's first step points its finding at the grant.
+    const rows = await waitFor(async () => {
+      const found = await s.tdb.db
+        .select({ findingId: reconciliationFindings.id, account: reconciliationFindings.account, grantId: reconciliationFindings.grantId, source: grants.source, requestId: grants.requestId })
+        .from(reconciliationFindings)
+        .innerJoin(grants, eq(grants.id, reconciliationFindings.grantId))
+        .where(eq(reconciliationFindings.kind, 'unauthorized_access'));
+      const ours = found.filter((r) => r.account.includes('alice') || r.account.includes('dave'));
+      return ours.length === 2 ? ours : undefined;
+    }, 'both findings linked to their adopted grants');
+    const adopted = Object.fromEntries(rows.map((r) => [r.account.includes('alice') ? 'alice' : 'dave', r]));
     expect(Object.keys(adopted).sort()).toEqual(['alice', 'dave']);
     for (const who of ['alice', 'dave'] as const) {
       const a = adopted[who]!;

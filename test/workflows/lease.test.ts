@@ -177,7 +177,7 @@ describeWorkflows('the lease', () => {
   it('adopted by reconciliation: no approvals, its micro-review opens once the grant is verified, then the usual expiry', () => {
     const fake = new FakeActivities();
     return run(fake, async (r) => {
-      const lease = await r.start(requestInput({ durationSeconds: 2, adopted: { findingId: 'finding-1' } }));
+      const lease = await r.start(requestInput({ durationSeconds: 2, adopted: { from: 'reconciliation', findingId: 'finding-1' } }));
       const result = await lease.result();
       expect(result).toMatchObject({ status: 'revoked', revokeReason: 'expired' });
       expect(fake.names()).toEqual(['recordAdoption', 'grantAccess', 'verifyGranted', 'openAdoptionReview', 'beginRevocation', 'removeAndVerify', 'completeRevocation']);
@@ -197,7 +197,7 @@ describeWorkflows('the lease', () => {
     return Promise.all(
       cases.map((fake) =>
         run(fake, async (r) => {
-          const lease = await r.start(requestInput({ durationSeconds: 3600, adopted: { findingId: 'finding-2' } }));
+          const lease = await r.start(requestInput({ durationSeconds: 3600, adopted: { from: 'reconciliation', findingId: 'finding-2' } }));
           const result = await lease.result();
           expect(result).toMatchObject({ status: 'revoked', revokeReason: 'reconciliation' });
           expect(fake.inputsOf('beginRevocation')[0]).toMatchObject({ reason: 'reconciliation', actorId: 'reconciliationWorkflow' });
@@ -205,5 +205,16 @@ describeWorkflows('the lease', () => {
         }),
       ),
     );
+  });
+
+  it('imported by an operator: no approvals, no review, the expiry it was given', () => {
+    const fake = new FakeActivities();
+    return run(fake, async (r) => {
+      const lease = await r.start(requestInput({ durationSeconds: 2, adopted: { from: 'import' } }));
+      const result = await lease.result();
+      expect(result).toMatchObject({ status: 'revoked', revokeReason: 'expired' });
+      expect(fake.names()).toEqual(['recordAdoption', 'grantAccess', 'verifyGranted', 'beginRevocation', 'removeAndVerify', 'completeRevocation']);
+      expect(fake.inputsOf('recordAdoption')[0]).toMatchObject({ from: 'import' });
+    });
   });
 });

@@ -1,0 +1,1 @@
+ALTER TYPE "public"."grant_source" ADD VALUE 'imported';
