@@ -49,6 +49,8 @@ export interface AppDeps {
   vault: CredentialVault;
   /** The KPI snapshot behind the /metrics gauges (default: the aggregates over the last day). */
   kpiSnapshot?: () => Promise<Kpis>;
+  /** Whether this process's worker is polling its task queue; absent when the process runs no worker. */
+  workerReady?: () => boolean;
 }
 
 /**
@@ -104,7 +106,10 @@ export function createApp(deps: AppDeps): Express {
       temporal.connection.workflowService.getSystemInfo({}),
     ]);
     const [dbOk, temporalOk] = checks.map((c) => c.status === 'fulfilled');
-    res.status(dbOk && temporalOk ? 200 : 503).json({ status: dbOk && temporalOk ? 'ready' : 'not_ready', database: dbOk ? 'ok' : 'down', temporal: temporalOk ? 'ok' : 'down' });
+    // a process whose worker stopped polling serves HTTP but leaves its share of the task queue undone
+    const worker = deps.workerReady ? (deps.workerReady() ? 'ok' : 'down') : 'absent';
+    const ready = dbOk && temporalOk && worker !== 'down';
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not_ready', database: dbOk ? 'ok' : 'down', temporal: temporalOk ? 'ok' : 'down', worker });
   });
   registerKpiGauges(metrics.registry, {
     compute: deps.kpiSnapshot ?? (() => computeKpis(db, UNIT_MS.d)),

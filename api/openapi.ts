@@ -267,7 +267,7 @@ route('post', '/codec/encode', { summary: 'Encode payloads (e.g. a signal sent f
 
 // Operations.
 route('get', '/healthz', { summary: 'Liveness', ok: { 200: described('ok') } });
-route('get', '/readyz', { summary: 'Readiness (database and Temporal)', ok: { 200: described('ready'), 503: described('not ready') } });
+route('get', '/readyz', { summary: "Readiness (database, Temporal, and this process's worker polling: worker ok|down|absent)", ok: { 200: described('ready'), 503: described('not ready') } });
 route('get', '/metrics', {
   summary: 'Prometheus metrics (KPI gauges from a cached snapshot, ACCESSLOOP_METRICS_REFRESH_SECONDS)',
   description: 'No token unless ACCESSLOOP_METRICS_TOKEN is set; then `Authorization: Bearer <that value>` (401 otherwise).',

@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import { migrate } from 'drizzle-orm/postgres-js/migrator';
@@ -53,9 +54,62 @@ async function preflight(db: Db): Promise<void> {
   );
 }
 
+/**
+ * Applies pending migrations. Replicas starting together take turns under a Postgres advisory
+ * lock: drizzle reads the last applied migration before its transaction, so two unlocked runs
+ * would both apply the same one. The one after the first finds nothing to do.
+ */
 export async function migrateDb(db: Db): Promise<void> {
-  await preflight(db);
-  await migrate(db, { migrationsFolder });
+  await withMigrationLock(db, async () => {
+    await preflight(db);
+    await migrate(db, { migrationsFolder });
+  });
+}
+
+/**
+ * Session-level, so it is held on one connection: a reserved one, while the migrations run on
+ * the pool's others. A one-connection pool (the embedded PGlite, `npm run db:migrate`) has no
+ * other: the lock is taken on that connection, which then runs the migrations itself.
+ */
+async function withMigrationLock(db: Db, fn: () => Promise<void>): Promise<void> {
+  const pool = db.$client;
+  const session = pool.options.max > 1 ? await pool.reserve() : pool;
+  try {
+    await session`select pg_advisory_lock(hashtextextended(${MIGRATION_LOCK_NAME}, 0))`;
+    try {
+      await fn();
+    } finally {
+      await session`select pg_advisory_unlock(hashtextextended(${MIGRATION_LOCK_NAME}, 0))`;
+    }
+  } finally {
+    if (session !== pool) (session as postgres.ReservedSql).release();
+  }
+}
+
+const MIGRATION_LOCK_NAME = 'accessloop:migrate';
+
+/** Thrown at start with ACCESSLOOP_MIGRATE=skip when the database lacks committed migrations. */
+export class MigrationsPendingError extends Error {
+  override name = 'MigrationsPendingError';
+}
+
+/**
+ * For a replica that must not migrate: the database has every committed migration (drizzle's
+ * own table against the journal drizzle-kit wrote), or this names the command that applies them.
+ */
+export async function assertMigrated(db: Db): Promise<void> {
+  const journal = JSON.parse(await readFile(`${migrationsFolder}/meta/_journal.json`, 'utf8')) as { entries: unknown[] };
+  const sql = db.$client;
+  // two queries: a statement naming a missing table fails at parse time, whatever its branches
+  const [table] = await sql<{ name: string | null }[]>`select to_regclass('drizzle.__drizzle_migrations')::text as name`;
+  const [row] = table?.name ? await sql<{ applied: number }[]>`select count(*)::int as applied from drizzle.__drizzle_migrations` : [];
+  const applied = row?.applied ?? 0;
+  if (applied < journal.entries.length) {
+    throw new MigrationsPendingError(
+      `the database schema is behind this version: ${applied} of ${journal.entries.length} migrations applied, and ` +
+        'ACCESSLOOP_MIGRATE=skip keeps this process from applying them. Run `npm run db:migrate` (with this DATABASE_URL), then start again.',
+    );
+  }
 }
 
 export async function closeDb(db: Db): Promise<void> {

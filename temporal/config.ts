@@ -142,8 +142,35 @@ export const configSchema = z
       .default('true')
       .transform((v) => v === 'true'),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /**
+     * auto: each start applies pending migrations, under a Postgres advisory lock so replicas
+     * starting together take turns. skip: never; the start refuses a database whose schema is
+     * behind (the operator runs `npm run db:migrate` before rolling out).
+     */
+    ACCESSLOOP_MIGRATE: z.enum(['auto', 'skip']).default('auto'),
+    /**
+     * true: several API/worker processes share one task queue and database. Keys a lone process
+     * would generate into its own data dir must then come from configuration (see MULTI_PROCESS_SHARED_ENV).
+     */
+    ACCESSLOOP_MULTI_PROCESS: z
+      .enum(['true', 'false'])
+      .default('false')
+      .transform((v) => v === 'true'),
   })
   .superRefine((c, ctx) => {
+    if (c.ACCESSLOOP_MULTI_PROCESS) {
+      const missing = missingSharedEnv(c);
+      if (missing.length > 0) {
+        // One issue naming them all: an operator fixes the deployment in one go. Names only, never values.
+        ctx.addIssue({
+          code: 'custom',
+          path: ['ACCESSLOOP_MULTI_PROCESS'],
+          message:
+            `several processes need the same keys and servers from configuration, or each would generate its own ` +
+            `that the others cannot read; set ${missing.join(', ')} (the same values in every replica)`,
+        });
+      }
+    }
     if ((c.TEMPORAL_TLS_CERT_PATH === undefined) !== (c.TEMPORAL_TLS_KEY_PATH === undefined)) {
       ctx.addIssue({
         code: 'custom',
@@ -154,6 +181,29 @@ export const configSchema = z
   });
 
 export type Config = z.output<typeof configSchema>;
+
+/**
+ * What every process of a multi-process deployment must be given rather than make for itself:
+ * the shared servers (a lone process embeds its own Temporal and PGlite) and every key that is
+ * otherwise generated once into ACCESSLOOP_DATA_DIR (a replica's key is unreadable to the others:
+ * action links, sealed credentials, encrypted payloads and evidence signatures would not verify).
+ */
+export const MULTI_PROCESS_SHARED_ENV = [
+  'DATABASE_URL',
+  'TEMPORAL_ADDRESS',
+  'ACCESSLOOP_ACTION_LINK_SECRET',
+  'ACCESSLOOP_CREDENTIAL_KEY',
+  'ACCESSLOOP_PAYLOAD_KEYS',
+  'ACCESSLOOP_EVIDENCE_SIGNING_KEY',
+] as const;
+
+function missingSharedEnv(c: { [K in (typeof MULTI_PROCESS_SHARED_ENV)[number]]: unknown } & { ACCESSLOOP_PAYLOAD_ENCRYPTION: boolean }): string[] {
+  return MULTI_PROCESS_SHARED_ENV.filter((name) => {
+    // with encryption off no payload is sealed, so no key needs sharing
+    if (name === 'ACCESSLOOP_PAYLOAD_KEYS' && !c.ACCESSLOOP_PAYLOAD_ENCRYPTION) return false;
+    return c[name] === undefined;
+  });
+}
 
 export class ConfigError extends Error {}
 

@@ -14,7 +14,7 @@ import { createPolicyService, PolicyError, type PolicyService } from '../activit
 import { createApp } from '../api/app.js';
 import { createAccessRequestService } from '../api/services/access-requests.js';
 import { createDeskRequestOps } from '../api/services/desk-requests.js';
-import { closeDb, createDb, migrateDb, type Db } from '../db/client.js';
+import { assertMigrated, closeDb, createDb, migrateDb, type Db } from '../db/client.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded.js';
 import { ensureBootstrapToken, seedDemo, type DemoCatalog } from './demo-catalog.js';
 import { connectClient, connectWorkerConnection, ensureSearchAttributes } from './client.js';
@@ -113,7 +113,9 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     }
     const db = createDb(dbUrl, { max: embedded ? 1 : 10 });
     stops.push(() => closeDb(db));
-    await migrateDb(db);
+    // skip is for a shared Postgres the operator migrates; the embedded PGlite is this process's own
+    if (config.ACCESSLOOP_MIGRATE === 'skip' && !embedded) await assertMigrated(db);
+    else await migrateDb(db);
     if (config.ACCESSLOOP_BOOTSTRAP_TOKEN) await ensureBootstrapToken(db, config.ACCESSLOOP_BOOTSTRAP_TOKEN);
 
     const metrics = createMetrics();
@@ -204,7 +206,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     let server: Server | undefined;
     let apiUrl: string | undefined;
     if (opts.api) {
-      const app = createApp({ db, temporal, config, log, metrics, policies, actionLinkSecret, vault });
+      const app = createApp({ db, temporal, config, log, metrics, policies, actionLinkSecret, vault, ...(worker ? { workerReady: () => workerPolling(worker!) } : {}) });
       server = await new Promise<Server>((resolve, reject) => {
         const s = app.listen(config.PORT, config.HOST, () => resolve(s));
         s.on('error', reject);
@@ -299,6 +301,12 @@ async function demoSshCa(config: Config, env: Record<string, string | undefined>
     say(`demo SSH CA not created: ${(e as Error).message}`);
     return undefined;
   }
+}
+
+/** Running and both pollers (workflow and activity tasks) still polling: the SDK has no last-poll time. */
+function workerPolling(worker: Worker): boolean {
+  const s = worker.getStatus();
+  return s.runState === 'RUNNING' && s.workflowPollerState === 'POLLING' && s.activityPollerState === 'POLLING';
 }
 
 /** The action-link HMAC key: configured, or generated once per data dir (API and worker share it there). */

@@ -134,7 +134,7 @@ describe('API contract: authentication, validation, error shape', () => {
   it('serves health, readiness, metrics and OpenAPI', async () => {
     expect((await s.call('GET', '/healthz')).status).toBe(200);
     const ready = await s.call('GET', '/readyz');
-    expect(ready).toEqual({ status: 200, body: { status: 'ready', database: 'ok', temporal: 'ok' } });
+    expect(ready).toEqual({ status: 200, body: { status: 'ready', database: 'ok', temporal: 'ok', worker: 'ok' } });
     const metrics = await s.call('GET', '/metrics');
     expect(metrics.body).toContain('accessloop_http_requests_total');
     const spec = await s.call('GET', '/openapi.json');

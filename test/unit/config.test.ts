@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, lifecycleTiming, loadConfig } from '../../temporal/config.js';
+import { ConfigError, lifecycleTiming, loadConfig, MULTI_PROCESS_SHARED_ENV } from '../../temporal/config.js';
 
 describe('loadConfig', () => {
   it('applies the embedded defaults (docs/architecture.md, runtime pieces)', () => {
@@ -75,6 +75,8 @@ describe('loadConfig', () => {
       ['ACCESSLOOP_REVOKE_VERIFY_DEADLINE_SECONDS', '-5', />0/],
       ['ACCESSLOOP_DEMO', 'maybe', /"true"/],
       ['LOG_LEVEL', 'loud', /"info"/],
+      ['ACCESSLOOP_MIGRATE', 'always', /"auto"/],
+      ['ACCESSLOOP_MULTI_PROCESS', 'yes', /"true"/],
     ];
     for (const [name, value, form] of cases) {
       let message = '';
@@ -89,5 +91,49 @@ describe('loadConfig', () => {
       expect(line, name).toMatch(form);
     }
     expect(loadConfig({}).TEMPORAL_DEV_PORT).toBe(7233);
+  });
+
+  it('migrates at start unless told to skip', () => {
+    expect(loadConfig({}).ACCESSLOOP_MIGRATE).toBe('auto');
+    expect(loadConfig({ ACCESSLOOP_MIGRATE: 'skip' }).ACCESSLOOP_MIGRATE).toBe('skip');
+  });
+
+  describe('multi-process mode', () => {
+    const shared = {
+      DATABASE_URL: 'postgres://db.internal/accessloop',
+      TEMPORAL_ADDRESS: 'temporal.internal:7233',
+      ACCESSLOOP_ACTION_LINK_SECRET: 'l'.repeat(40),
+      ACCESSLOOP_CREDENTIAL_KEY: 'c'.repeat(64),
+      ACCESSLOOP_PAYLOAD_KEYS: `k1:${'a'.repeat(64)}`,
+      ACCESSLOOP_EVIDENCE_SIGNING_KEY: 'e'.repeat(64),
+    };
+
+    it('is off by default: a lone process may generate its keys into the data dir', () => {
+      expect(loadConfig({}).ACCESSLOOP_MULTI_PROCESS).toBe(false);
+    });
+
+    it('refuses to start with one error naming every missing shared key and server, never a value', () => {
+      let message = '';
+      try {
+        loadConfig({ ACCESSLOOP_MULTI_PROCESS: 'true', ACCESSLOOP_CREDENTIAL_KEY: shared.ACCESSLOOP_CREDENTIAL_KEY });
+      } catch (e) {
+        expect(e).toBeInstanceOf(ConfigError);
+        message = (e as Error).message;
+      }
+      const lines = message.split('\n').filter((l) => l.trim().startsWith('ACCESSLOOP_MULTI_PROCESS:'));
+      expect(lines).toHaveLength(1);
+      for (const name of MULTI_PROCESS_SHARED_ENV.filter((n) => n !== 'ACCESSLOOP_CREDENTIAL_KEY')) expect(lines[0]).toContain(name);
+      expect(lines[0]).not.toContain('ACCESSLOOP_CREDENTIAL_KEY');
+      expect(message).not.toContain(shared.ACCESSLOOP_CREDENTIAL_KEY);
+    });
+
+    it('starts when every shared value is configured, and needs no payload keys with encryption off', () => {
+      expect(loadConfig({ ACCESSLOOP_MULTI_PROCESS: 'true', ...shared }).ACCESSLOOP_MULTI_PROCESS).toBe(true);
+      for (const name of MULTI_PROCESS_SHARED_ENV) {
+        expect(() => loadConfig({ ACCESSLOOP_MULTI_PROCESS: 'true', ...shared, [name]: '' }), name).toThrowError(new RegExp(`ACCESSLOOP_MULTI_PROCESS: .*set ${name} \\(`));
+      }
+      const { ACCESSLOOP_PAYLOAD_KEYS: _unused, ...withoutPayloadKeys } = shared;
+      expect(loadConfig({ ACCESSLOOP_MULTI_PROCESS: 'true', ACCESSLOOP_PAYLOAD_ENCRYPTION: 'false', ...withoutPayloadKeys }).ACCESSLOOP_PAYLOAD_KEYS).toBeUndefined();
+    });
   });
 });

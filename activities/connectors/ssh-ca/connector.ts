@@ -22,8 +22,11 @@
  * temp file and renamed into place, so a reader (us, or sshd reading the KRL) never sees half a
  * file; serials are monotonic (ledger.lastSerial + 1). Mutations are serialised in-process per
  * stateDir and per KRL path, including across connector instances (the registry replaces a
- * connector when its config changes, while the old one may still be running). Nothing
- * serialises two worker processes: one worker process per stateDir. Keep stateDir: serials
+ * connector when its config changes, while the old one may still be running), and across
+ * worker processes by a lock directory next to each (`ledger.json.lock`, `<krl>.lock`,
+ * proper-lockfile: mkdir is atomic on local and network file systems, and a lock whose holder
+ * died goes stale after LOCK_STALE_MS instead of blocking the CA for good). The in-process
+ * queue stays in front, so a process never polls against itself. Keep stateDir: serials
  * restart at 1 without it, and the KRL would then revoke new certificates that reuse old serials.
  *
  * Truth. The KRL file is what the servers read (`RevokedKeys`), so `check` and `list` ask
@@ -53,6 +56,7 @@ import { constants as fsConstants } from 'node:fs';
 import { link, mkdir, mkdtemp, open, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import lockfile from 'proper-lockfile';
 import { z } from 'zod';
 import {
   ConnectorError,
@@ -274,24 +278,72 @@ export function sshCaCertFileName(serial: number): string {
 // ---------------------------------------------------------------------------------------
 // Locks
 
+/**
+ * A cross-process lock whose holder stopped refreshing it (crashed, killed) is taken over
+ * after this long; the holder refreshes it every half of it while it works.
+ */
+const LOCK_STALE_MS = 10_000;
+
+/**
+ * Longest wait for another process's lock: then a retryable Timeout, well inside the 15 s
+ * target-write activity timeout, so Temporal retries rather than the activity timing out.
+ */
+const LOCK_WAIT_MS = 10_000;
+const LOCK_POLL_MAX_MS = 100;
+
 /** Tail of each lock's queue; keyed by absolute path so connector instances share them. */
 const lockTails = new Map<string, Promise<void>>();
 
-async function withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
-  const previous = lockTails.get(key) ?? Promise.resolve();
+/**
+ * Runs fn holding the lock on `file`: first this process's queue for it, then the
+ * cross-process lock directory `<file>.lock` (whose parent directory must exist).
+ */
+async function withLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
+  const previous = lockTails.get(file) ?? Promise.resolve();
   let release!: () => void;
   const mine = new Promise<void>((resolve) => {
     release = resolve;
   });
   const tail = previous.then(() => mine);
-  lockTails.set(key, tail);
+  lockTails.set(file, tail);
   await previous;
   try {
-    return await fn();
+    return await withProcessLock(file, fn);
   } finally {
     release();
-    if (lockTails.get(key) === tail) lockTails.delete(key);
+    if (lockTails.get(file) === tail) lockTails.delete(file);
   }
+}
+
+async function withProcessLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
+  let compromised: Error | undefined;
+  let unlock: () => Promise<void>;
+  try {
+    unlock = await lockfile.lock(file, {
+      realpath: false, // the ledger and the KRL need not exist yet
+      stale: LOCK_STALE_MS,
+      retries: { retries: Math.ceil(LOCK_WAIT_MS / LOCK_POLL_MAX_MS), minTimeout: 5, maxTimeout: LOCK_POLL_MAX_MS, factor: 1.5, randomize: true },
+      // the default throws from a timer, which would end the worker process
+      onCompromised: (err) => {
+        compromised = err;
+      },
+    });
+  } catch (err) {
+    if ((err as { code?: unknown }).code === 'ELOCKED') {
+      throw new ConnectorError('Timeout', `SSH CA: ${file} stayed locked by another process for ${LOCK_WAIT_MS} ms`, { cause: err });
+    }
+    throw classifyFsError(err, `SSH CA: locking ${file}`);
+  }
+  let result: T;
+  try {
+    result = await fn();
+  } finally {
+    await unlock().catch(() => undefined); // a compromised lock is no longer ours to remove
+  }
+  // another process may have taken the lock over mid-way and interleaved its writes: the
+  // retry re-reads the ledger and the KRL, and grant and revoke are idempotent
+  if (compromised) throw new ConnectorError('TargetUnavailable', `SSH CA: lost the lock on ${file}: ${compromised.message}`, { cause: compromised });
+  return result;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -359,8 +411,9 @@ export function createSshCaConnector(config: SshCaSystemConfigInput, secrets: Ss
   const ledgerPath = path.join(stateDir, 'ledger.json');
   const krlPath = path.resolve(cfg.krlPath);
   const principals: ReadonlySet<string> = new Set(cfg.principals);
-  const ledgerLock = `ssh-ca-ledger:${stateDir}`;
-  const krlLock = `ssh-ca-krl:${krlPath}`;
+  // the lock files' names: `<name>.lock` directories
+  const ledgerLock = ledgerPath;
+  const krlLock = krlPath;
 
   // Environment variables may carry a PEM-ish key with literal "\n" sequences.
   let caKeyText = typeof secrets?.caPrivateKey === 'string' ? secrets.caPrivateKey : '';
@@ -474,6 +527,9 @@ export function createSshCaConnector(config: SshCaSystemConfigInput, secrets: Ss
     return result.data;
   };
 
+  /** The ledger's lock directory goes inside stateDir, so stateDir must exist before locking. */
+  const ensureStateDir = () => fsStep(`SSH CA: creating ${stateDir}`, () => mkdir(stateDir, { recursive: true, mode: 0o700 }));
+
   const writeLedger = (ledger: Ledger) =>
     fsStep(`SSH CA: writing ${ledgerPath}`, () => writeFileAtomic(ledgerPath, `${JSON.stringify(ledger, null, 1)}\n`, 0o600));
 
@@ -521,6 +577,8 @@ export function createSshCaConnector(config: SshCaSystemConfigInput, secrets: Ss
     } catch (err) {
       if ((err as { code?: unknown }).code !== 'ENOENT') throw classifyFsError(err, `SSH CA: reading ${krlPath}`);
     }
+    // before the lock: its lock directory goes next to the KRL
+    await fsStep(`SSH CA: creating the directory of ${krlPath}`, () => mkdir(path.dirname(krlPath), { recursive: true }));
     await withLock(krlLock, async () => {
       try {
         await stat(krlPath);
@@ -528,7 +586,6 @@ export function createSshCaConnector(config: SshCaSystemConfigInput, secrets: Ss
       } catch (err) {
         if ((err as { code?: unknown }).code !== 'ENOENT') throw classifyFsError(err, `SSH CA: reading ${krlPath}`);
       }
-      await fsStep(`SSH CA: creating the directory of ${krlPath}`, () => mkdir(path.dirname(krlPath), { recursive: true }));
       const nowMs = Date.now();
       const revoked = (await readLedger()).certificates.filter((r) => r.revokedAt !== null && Date.parse(r.validBefore) > nowMs);
       const tmp = path.join(path.dirname(krlPath), `.${path.basename(krlPath)}.tmp-${randomUUID()}`);
@@ -653,6 +710,7 @@ export function createSshCaConnector(config: SshCaSystemConfigInput, secrets: Ss
     const { keyDir, caKeyPath, caFingerprint } = await init();
     await checkPublicKeyWithKeygen(keyDir, key);
     await ensureKrl();
+    await ensureStateDir();
     return withLock(ledgerLock, async () => {
       const ledger = await readLedger();
       const nowMs = Date.now();
@@ -725,6 +783,7 @@ export function createSshCaConnector(config: SshCaSystemConfigInput, secrets: Ss
     // no init(): revocation needs only the certificates and the KRL, never the CA key, so a
     // broken or rotated-away key can never stand in the way of ending access
     await ensureKrl();
+    await ensureStateDir();
     return withLock(ledgerLock, () =>
       withLock(krlLock, async () => {
         const ledger = await readLedger();
