@@ -21,6 +21,8 @@ import { and, eq, inArray, isNotNull, sql } from 'drizzle-orm';
 import { approvals, auditEvents, entitlements, grants, identities } from '../../db/schema.js';
 import { resolveTemporalBinary, startDevServer } from '../../temporal/dev-server.js';
 import { startStackAt, waitFor } from '../helpers/stack-core.js';
+import { accessRequestWorkflowId } from '../../workflows/ids.js';
+import { shortenUpdate } from '../../workflows/messages.js';
 import { benchCodec } from './codec.js';
 import { HR_BENCH_SECRET, benchLeavers } from './leavers.js';
 import { benchModel } from './model.js';
@@ -182,27 +184,27 @@ try {
   await pool([...Array(LEASES).keys()], CONCURRENCY, async (i) => void minLat.push(await minimalLifecycle(i)));
   const minimalSeconds = (performance.now() - t) / 1000;
 
-  // Each lease's first expiry is a common T0 after this phase could possibly end; the wave then
-  // extends every lease onto one second T, well after T0 (an extension must move expiry later).
-  const phaseBudgetMs = Math.max(60_000, LEASES * 400);
-  const t0Epoch = Date.now() + phaseBudgetMs;
+  // Each lease is granted for an hour; the wave then shortens every one onto one second T (the
+  // lease's own shorten update, as a review's earlier end date does), so how long this phase
+  // takes cannot spoil the wave.
   say(`accessloop: ${LEASES} lifecycles through the API, concurrency ${CONCURRENCY}`);
   leaseIds.length = 0;
   const alLat: number[] = [];
   t = performance.now();
   await pool(subjects.slice(0, LEASES), CONCURRENCY, async (sub, i) => {
-    alLat.push(await accessloopLifecycle(sub.id, i, Math.ceil((t0Epoch - Date.now()) / 1000)));
+    alLat.push(await accessloopLifecycle(sub.id, i, 3600));
   });
   const accessloopSeconds = (performance.now() - t) / 1000;
-  if (Date.now() > t0Epoch - 5_000) throw new Error('creation phase overran its budget; lower BENCH_LEASES');
 
   // ---- 2. the expiry wave
-  const waveAt = Math.ceil((t0Epoch + 20_000) / 1000) * 1000;
+  const waveAt = Math.ceil((Date.now() + 20_000 + LEASES * 50) / 1000) * 1000;
   say(`moving ${leaseIds.length} leases to expire at ${new Date(waveAt).toISOString()}`);
   await pool(leaseIds, CONCURRENCY, async (id) => {
-    const r = await s.call('POST', `/v1/access-requests/${id}/extend`, tok.operator, { durationSeconds: Math.ceil((waveAt - Date.now()) / 1000), justification: 'benchmark expiry wave' });
-    if (r.status !== 200) throw new Error(`extend: ${r.status} ${JSON.stringify(r.body)}`);
+    await s.rt.temporal.workflow
+      .getHandle(accessRequestWorkflowId(id))
+      .executeUpdate(shortenUpdate, { args: [{ actorId: s.catalog.identities.alice, expiresAt: new Date(waveAt).toISOString(), justification: 'benchmark expiry wave' }] });
   });
+  if (Date.now() > waveAt - 2_000) throw new Error('moving the leases overran the wave; lower BENCH_LEASES');
   const rows = await s.rt.db.select({ expiresAt: grants.expiresAt }).from(grants).where(inArray(grants.requestId, leaseIds));
   const expiries = rows.map((r) => r.expiresAt!.getTime());
   const spreadMs = Math.max(...expiries) - Math.min(...expiries);
@@ -379,9 +381,9 @@ section below measures what that costs.
 
 ## Expiry wave: expiry → verified removal
 
-The ${LEASES} leases granted above are spread across three LDAP groups. They are extended through
-the API (\`POST …/extend\`, the real update) so that they all expire at
-${new Date(waveAt).toISOString()}. The expiries actually recorded span **${spreadMs} ms**.
+The ${LEASES} leases granted above (for an hour each) are spread across three LDAP groups. Each
+is shortened through its workflow's \`shorten\` update (the real update a review's earlier end
+date uses) so that they all expire at ${new Date(waveAt).toISOString()}. The expiries actually recorded span **${spreadMs} ms**.
 Latency is \`removal_verified_at − expires_at\` per grant: the durable timer fires, the
 membership is removed from slapd and read back, and the grant is marked revoked.
 
