@@ -1,3 +1,4 @@
+import type { EvidenceSigner } from './domain/evidence/signing.js';
 import type { Client } from '@temporalio/client';
 import type { Db } from '../db/client.js';
 import type { Logger } from '../temporal/logger.js';
@@ -24,6 +25,8 @@ export interface ActivityDeps {
   publicUrl?: string | undefined;
   /** Env the service desks' secret references resolve from (defaults to process.env). */
   secretEnv?: Record<string, string | undefined> | undefined;
+  /** The evidence key, which signs the audit log's checkpoints; absent: no checkpoints from this worker. */
+  evidenceSigner?: (() => Promise<EvidenceSigner>) | undefined;
   /** The request rules, for the service desk's intake and ticket actions; absent: desks are not pumped. */
   requests?: RequestOps | undefined;
 }

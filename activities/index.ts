@@ -1,6 +1,7 @@
 import { createAdoptionActivities } from './adoption.js';
 import { createApprovalActivities } from './approvals.js';
 import { createBreakGlassActivities } from './break-glass.js';
+import { createCheckpointActivities } from './checkpoints.js';
 import { createCredentialActivities } from './credentials.js';
 import type { ActivityDeps } from './deps.js';
 import { createHrActivities } from './hr.js';
@@ -28,6 +29,7 @@ export type ReviewActivities = ReturnType<typeof createReviewActivities>;
 export type BreakGlassActivities = ReturnType<typeof createBreakGlassActivities>;
 export type MicroReviewActivities = ReturnType<typeof createMicroReviewActivities>;
 export type AdoptionActivities = ReturnType<typeof createAdoptionActivities>;
+export type CheckpointActivities = ReturnType<typeof createCheckpointActivities>;
 
 /**
  * Every activity the worker registers. The keys are activity type names that running
@@ -48,6 +50,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createBreakGlassActivities(deps),
     ...createMicroReviewActivities(deps),
     ...createAdoptionActivities(deps),
+    ...createCheckpointActivities(deps),
   });
 }
 

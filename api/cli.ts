@@ -182,7 +182,10 @@ function timelineTable(timeline: TimelineEntry[]): string {
 function verificationSummary(file: string, v: EvidenceVerification, pinned: boolean): string {
   return (
     `OK ${file}: ${v.campaignId ? `review campaign ${v.campaignId}` : `request ${v.requestId}`}, ${v.events} events (every hash recomputed), ${v.linksChecked} adjacent links, ` +
-    `signature valid, key ${v.fingerprint}${pinned ? ' (the pinned key)' : ''}, chain head seq ${v.head?.seq}`
+    `signature valid, key ${v.fingerprint}${pinned ? ' (the pinned key)' : ''}, ` +
+    (v.checkpoint
+      ? `streams proven in signed checkpoint ${v.checkpoint.id} (${v.checkpoint.treeSize} streams, ${v.checkpoint.createdAt})${v.unanchored ? `, ${v.unanchored} later event(s) linked but not yet checkpointed` : ''}`
+      : `chain head seq ${v.head?.seq}`)
   );
 }
 

@@ -245,6 +245,8 @@ route('get', '/v1/evidence/{requestId}', {
   params: s.evidenceParams,
   ok: { 200: json(s.evidenceBundleSchema, 'the signed bundle; verification.valid is false (problems name the seq) when a stored event no longer matches its hash') },
 });
+route('get', '/v1/evidence/checkpoints', { summary: "The audit log's latest signed checkpoints (Merkle roots over every stream's head; docs/audit.md), newest first", roles: 'auditor, operator', query: s.checkpointsQuery, ok: { 200: described('{items: [{format, id, createdAt, treeSize, rootHash, signature, signer}]}') } });
+route('post', '/v1/evidence/checkpoints', { summary: 'Write a signed checkpoint now (the schedule does it every ACCESSLOOP_CHECKPOINT_INTERVAL_SECONDS)', roles: 'operator', ok: { 201: described('the new checkpoint'), 200: described('nothing moved since the latest: that one') } });
 route('get', '/v1/evidence/public-key', { summary: 'The Ed25519 key that signs evidence bundles, with its fingerprint (no token needed)', ok: { 200: described('{algorithm, publicKey (PEM), fingerprint}') } });
 
 // Access reviews (docs/reviews.md).

@@ -6,6 +6,7 @@ import { revokeReasonSchema } from '../workflows/message-schemas.js';
 // 400, not something to silently drop.
 
 export const idParam = z.strictObject({ id: z.uuid({ message: 'must be a UUID' }) });
+export const checkpointsQuery = z.strictObject({ limit: z.coerce.number().int().min(1).max(100).default(10) });
 export const evidenceParams = z.strictObject({ requestId: z.uuid({ message: 'must be a UUID' }) });
 /** The evidence bundle (GET /v1/evidence/:requestId) is defined next to its verifier. */
 export { evidenceBundleSchema } from '../activities/domain/evidence/index.js';

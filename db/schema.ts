@@ -8,6 +8,8 @@ import {
   jsonb,
   pgEnum,
   pgTable,
+  primaryKey,
+  smallint,
   text,
   timestamp,
   uniqueIndex,
@@ -268,12 +270,23 @@ export const grants = pgTable(
 );
 
 /** Append-only, hash-chained: hash = sha256(prev_hash ‖ canonical(event)). */
+/**
+ * The audit log: append-only, hash-chained per **stream** (docs/audit.md). A stream is one
+ * request, grant, identity, campaign or system (`request:<uuid>`, …; `operations` for the rest),
+ * so writers of different streams never wait for each other; `stream_seq` counts within it and
+ * `prev_hash` links to the stream's previous event. `seq` is a global id from an identity
+ * sequence (insertion order, gaps allowed); it is what facts and the desk outbox cite. Rows of
+ * `hash_version` 1 are the single chain from before streams (stream `legacy`, stream_seq = seq).
+ */
 export const auditEvents = pgTable(
   'audit_event',
   {
-    seq: bigint('seq', { mode: 'number' }).primaryKey(),
+    seq: bigint('seq', { mode: 'number' }).primaryKey().generatedByDefaultAsIdentity(),
     /** Makes retried activity writes idempotent (e.g. `<workflowId>/<transition>`). */
     idempotencyKey: text('idempotency_key').notNull(),
+    stream: text('stream').notNull(),
+    streamSeq: integer('stream_seq').notNull(),
+    hashVersion: smallint('hash_version').notNull().default(2),
     at: ts('at').notNull(),
     actorType: text('actor_type').notNull(),
     actorId: text('actor_id').notNull(),
@@ -289,9 +302,46 @@ export const auditEvents = pgTable(
   },
   (t) => [
     uniqueIndex('audit_event_idempotency_uq').on(t.idempotencyKey),
+    uniqueIndex('audit_event_stream_uq').on(t.stream, t.streamSeq),
     index('audit_event_request_idx').on(t.requestId),
     index('audit_event_grant_idx').on(t.grantId),
   ],
+);
+
+/** Each stream's head: the row an append locks (writers of one stream queue here, no one else does). */
+export const auditStreams = pgTable('audit_stream', {
+  stream: text('stream').primaryKey(),
+  headSeq: integer('head_seq').notNull(),
+  headHash: text('head_hash').notNull(),
+  updatedAt: ts('updated_at').notNull().defaultNow(),
+});
+
+/**
+ * A signed checkpoint: the root of a Merkle tree (RFC 6962 hashing) over every stream's head at
+ * one moment, signed with the evidence key, like Certificate Transparency's signed tree heads.
+ */
+export const auditCheckpoints = pgTable('audit_checkpoint', {
+  id: integer('id').primaryKey(),
+  createdAt: ts('created_at').notNull(),
+  treeSize: integer('tree_size').notNull(),
+  rootHash: text('root_hash').notNull(),
+  keyFingerprint: text('key_fingerprint').notNull(),
+  publicKey: text('public_key').notNull(),
+  signature: text('signature').notNull(),
+});
+
+/** The heads a checkpoint saw that changed since the one before (the rest are carried over): its leaves, without copying every head each time. */
+export const auditCheckpointHeads = pgTable(
+  'audit_checkpoint_head',
+  {
+    checkpointId: integer('checkpoint_id')
+      .notNull()
+      .references(() => auditCheckpoints.id),
+    stream: text('stream').notNull(),
+    streamSeq: integer('stream_seq').notNull(),
+    headHash: text('head_hash').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.checkpointId, t.stream] }), index('audit_checkpoint_head_stream_idx').on(t.stream, t.checkpointId)],
 );
 
 export const apiTokens = pgTable(

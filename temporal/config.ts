@@ -121,6 +121,8 @@ export const configSchema = z
     ACCESSLOOP_RECONCILE_INTERVAL_MINUTES: z.coerce.number().int().min(1).max(7 * 24 * 60).default(60),
     /** How often the sentinel checks the database and the targets (a Temporal Schedule). */
     ACCESSLOOP_SENTINEL_INTERVAL_SECONDS: z.coerce.number().int().min(1).max(24 * 3600).default(60),
+    /** How often the audit log gets a signed checkpoint (docs/audit.md): the most a stream deleted afterwards can go unnoticed by the checkpoints. */
+    ACCESSLOOP_CHECKPOINT_INTERVAL_SECONDS: z.coerce.number().int().min(1).max(24 * 3600).default(300),
     /** How long past a deadline (expiry, grant, removal, termination) before the sentinel calls it a finding. */
     ACCESSLOOP_SENTINEL_GRACE_SECONDS: z.coerce.number().int().min(0).max(7 * 86400).default(120),
     /** Running lease workflows the sentinel describes per run for a failing workflow task (a rotating batch; see activities/sentinel.ts). */

@@ -23,7 +23,8 @@ import type { Config } from './config.js';
 import { freePort, resolveTemporalBinary, startDevServer, type DevServer } from './dev-server.js';
 import type { Logger } from './logger.js';
 import { serviceDesks, systems } from '../db/schema.js';
-import { ensureReconcileSchedule, ensureSentinelSchedule } from './schedules.js';
+import { loadEvidenceSigner } from '../activities/domain/evidence/signing.js';
+import { ensureCheckpointSchedule, ensureReconcileSchedule, ensureSentinelSchedule } from './schedules.js';
 import { ensureServiceDeskWorkflow } from './desk-workflows.js';
 import { ensureReviewCampaignWorkflows, ensureReviewSchedules } from './review-workflows.js';
 import { startDemoDesk, type DemoDesk } from './demo-desk.js';
@@ -160,6 +161,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     // Reconciliation schedules for every system already registered (new ones get theirs on creation).
     for (const s of await db.select({ id: systems.id }).from(systems)) await ensureReconcileSchedule(temporal, config, s.id);
     await ensureSentinelSchedule(temporal, config);
+    await ensureCheckpointSchedule(temporal, config);
     // Every registered desk has its loop running (registering one through the API starts it too).
     for (const d of await db.select({ id: serviceDesks.id }).from(serviceDesks)) await ensureServiceDeskWorkflow(temporal, config, d.id);
     // Every open access-review campaign has its workflow (docs/reviews.md).
@@ -187,6 +189,8 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
           notifier,
           vault,
           temporal,
+          // Loaded once, on the first checkpoint (the API loads the same key for bundles).
+          evidenceSigner: once(() => loadEvidenceSigner({ key: config.ACCESSLOOP_EVIDENCE_SIGNING_KEY, dataDir: config.ACCESSLOOP_DATA_DIR })),
           // The service desk acts through the same request rules as the API (activities never import api/).
           requests: createDeskRequestOps({ service: createAccessRequestService({ db, temporal, config, policies }), temporal }),
           publicUrl: config.ACCESSLOOP_PUBLIC_URL ?? `http://localhost:${config.PORT}`,
@@ -351,4 +355,16 @@ async function preferredPort(p: number): Promise<number> {
     s.once('error', () => freePort().then(resolve));
     s.listen(p, '127.0.0.1', () => s.close(() => resolve(p)));
   });
+}
+
+/** A lazy value computed once; a failure is not kept, so the next call tries again. */
+function once<T>(make: () => Promise<T>): () => Promise<T> {
+  let p: Promise<T> | undefined;
+  return () => {
+    p ??= make().catch((e: unknown) => {
+      p = undefined;
+      throw e;
+    });
+    return p;
+  };
 }

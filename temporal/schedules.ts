@@ -1,6 +1,6 @@
 import { ScheduleAlreadyRunning, type Client } from '@temporalio/client';
-import { reconciliationWorkflow, sentinelWorkflow } from '../workflows/index.js';
-import { reconciliationScheduleId, reconciliationWorkflowId, sentinelScheduleId, sentinelWorkflowId } from '../workflows/ids.js';
+import { auditCheckpointWorkflow, reconciliationWorkflow, sentinelWorkflow } from '../workflows/index.js';
+import { checkpointScheduleId, checkpointWorkflowId, reconciliationScheduleId, reconciliationWorkflowId, sentinelScheduleId, sentinelWorkflowId } from '../workflows/ids.js';
 import type { SentinelInput } from '../workflows/sentinel.js';
 import { SystemRefKey } from '../workflows/search-attributes.js';
 import type { Config } from './config.js';
@@ -48,5 +48,25 @@ export async function ensureSentinelSchedule(client: Client, config: Config): Pr
   } catch (e) {
     if (!(e instanceof ScheduleAlreadyRunning)) throw e;
     await client.schedule.getHandle(sentinelScheduleId(config.TEMPORAL_TASK_QUEUE)).update((prev) => ({ ...prev, spec, action }));
+  }
+}
+
+/** The audit log's checkpoint Schedule (every ACCESSLOOP_CHECKPOINT_INTERVAL_SECONDS), updated in place when it exists. */
+export async function ensureCheckpointSchedule(client: Client, config: Config): Promise<void> {
+  const spec = { intervals: [{ every: `${config.ACCESSLOOP_CHECKPOINT_INTERVAL_SECONDS}s` }] };
+  const action = {
+    type: 'startWorkflow' as const,
+    workflowType: auditCheckpointWorkflow,
+    args: [] as [],
+    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    workflowId: checkpointWorkflowId(config.TEMPORAL_TASK_QUEUE, 'scheduled'),
+    workflowExecutionTimeout: '10m',
+    staticSummary: 'Audit checkpoint',
+  };
+  try {
+    await client.schedule.create({ scheduleId: checkpointScheduleId(config.TEMPORAL_TASK_QUEUE), spec, action, policies: { overlap: 'SKIP' } });
+  } catch (e) {
+    if (!(e instanceof ScheduleAlreadyRunning)) throw e;
+    await client.schedule.getHandle(checkpointScheduleId(config.TEMPORAL_TASK_QUEUE)).update((prev) => ({ ...prev, spec, action }));
   }
 }

@@ -16,6 +16,9 @@ export const reconciliationScheduleId = (systemId: string) => `reconcile/${syste
 /** The sentinel's Schedule and its runs, one per task queue (the workers it runs on). */
 export const sentinelScheduleId = (taskQueue: string) => `sentinel/${taskQueue}`;
 export const sentinelWorkflowId = (taskQueue: string, runKey: string) => `sentinel/${taskQueue}/${runKey}`;
+/** The audit log's checkpoint Schedule and its runs, one per task queue. */
+export const checkpointScheduleId = (taskQueue: string) => `audit-checkpoint/${taskQueue}`;
+export const checkpointWorkflowId = (taskQueue: string, runKey: string) => `audit-checkpoint/${taskQueue}/${runKey}`;
 
 /** One long-lived workflow per service desk: its intake, ticket decisions and write-back loop. */
 export const serviceDeskWorkflowId = (deskId: string) => `service-desk/${deskId}`;

@@ -1,10 +1,11 @@
 import { Router, type RequestHandler } from 'express';
+import { createCheckpoint, listCheckpoints } from '../../activities/domain/checkpoints.js';
 import { exportEvidence, loadEvidenceSigner, type EvidenceSigner } from '../../activities/domain/evidence/index.js';
 import type { Db } from '../../db/client.js';
 import type { Config } from '../../temporal/config.js';
 import { actorRef, hasRole, principalOf } from '../auth.js';
-import { notFound } from '../errors.js';
-import { evidenceParams } from '../schemas.js';
+import { forbidden, notFound } from '../errors.js';
+import { checkpointsQuery, evidenceParams } from '../schemas.js';
 import { valid, validate } from '../validate.js';
 
 export interface EvidenceRouteDeps {
@@ -33,6 +34,17 @@ export function evidenceRoutes({ db, config }: EvidenceRouteDeps): { router: Rou
   };
 
   const r = Router();
+  // The audit log's signed checkpoints (docs/audit.md): auditors keep copies outside the database.
+  r.get('/checkpoints', validate({ query: checkpointsQuery }), async (req, res) => {
+    if (!hasRole(principalOf(req), 'auditor', 'operator')) throw forbidden('auditors and operators only');
+    const { query } = valid(res, { query: checkpointsQuery });
+    res.set('Cache-Control', 'no-store').json({ items: await listCheckpoints(db, query.limit) });
+  });
+  r.post('/checkpoints', async (req, res) => {
+    if (!hasRole(principalOf(req), 'operator')) throw forbidden('operators only');
+    const { checkpoint, created } = await createCheckpoint(db, await getSigner());
+    res.status(created ? 201 : 200).json(checkpoint);
+  });
   r.get('/:requestId', validate({ params: evidenceParams }), async (req, res) => {
     const p = principalOf(req);
     const { params } = valid(res, { params: evidenceParams });

@@ -100,7 +100,7 @@ describe('operator CLI (npx accessloop) against a running API', () => {
     expect(exp.code, exp.stderr).toBe(0);
     expect(exp.stdout).toContain(`wrote ${file}`);
     const bundle = JSON.parse(await readFile(file, 'utf8'));
-    expect(bundle).toMatchObject({ format: 'accessloop.evidence/v1', request: { id, status: 'revoked' }, verification: { valid: true } });
+    expect(bundle).toMatchObject({ format: 'accessloop.evidence/v2', request: { id, status: 'revoked' }, verification: { valid: true } });
 
     const pem = path.join(dir, 'key.pem');
     const key = await cli(undefined, 'evidence', 'public-key', '-o', pem);

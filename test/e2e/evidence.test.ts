@@ -5,6 +5,7 @@ import path from 'node:path';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../activities/domain/audit.js';
+import { verifyAuditLog } from '../../activities/domain/checkpoints.js';
 import { verifyEvidenceBundle, type EvidenceBundle } from '../../activities/domain/evidence/index.js';
 import { accessloop, run } from '../helpers/cli.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
@@ -73,7 +74,7 @@ describe('evidence bundles', () => {
     await s.waitForStatus(other, ['revoked']);
 
     bundle = await exportBundle(id);
-    expect(bundle.format).toBe('accessloop.evidence/v1');
+    expect(bundle.format).toBe('accessloop.evidence/v2');
     expect(bundle.exportedBy).toBe(ids.carol);
     expect(bundle.request).toMatchObject({ id, status: 'revoked', requesterId: ids.alice, subjectId: ids.alice, ticketRef: 'CHG-1', entitlement: { name: 'Engineering group', riskTier: 'medium' } });
     // The built-in policy (no document published in this stack) with the routing it produced.
@@ -94,17 +95,22 @@ describe('evidence bundles', () => {
     expect(bundle.events.map((e) => e.action)).toEqual(done.timeline.map((t: { action: string }) => t.action));
     expect(bundle.events.map((e) => e.seq)).toEqual(done.timeline.map((t: { seq: number }) => t.seq));
     for (const e of bundle.events) expect(e.requestId === id || e.grantId === done.grant.id).toBe(true);
-    expect(Object.keys(bundle.events[0]!).sort()).toEqual(['action', 'actorId', 'actorType', 'at', 'data', 'grantId', 'hash', 'identityId', 'idempotencyKey', 'policyVersion', 'prevHash', 'reason', 'requestId', 'seq'].sort());
+    expect(Object.keys(bundle.events[0]!).sort()).toEqual(['action', 'actorId', 'actorType', 'at', 'data', 'grantId', 'hash', 'hashVersion', 'identityId', 'idempotencyKey', 'policyVersion', 'prevHash', 'reason', 'requestId', 'seq', 'stream', 'streamSeq'].sort());
     const seqs = bundle.events.map((e) => e.seq);
-    expect(seqs.some((q, i) => i > 0 && q !== seqs[i - 1]! + 1)).toBe(true); // interleaved: gaps exist
+    expect(seqs.some((q, i) => i > 0 && q !== seqs[i - 1]! + 1)).toBe(true); // interleaved globally: gaps exist
     const otherSeqs = (await s.call('GET', `/v1/access-requests/${other}`, tok.operator)).body.timeline.map((t: { seq: number }) => t.seq);
     expect(seqs.filter((q) => otherSeqs.includes(q))).toEqual([]);
 
-    const head = (await s.tdb.db.execute(sql`select seq, hash from audit_event order by seq desc limit 1`)) as unknown as Array<{ seq: string | number; hash: string }>;
-    expect(bundle.chain.head).toEqual({ seq: Number(head[0]!.seq), hash: head[0]!.hash });
-    expect(bundle.chain.segment).toMatchObject({ fromSeq: seqs[0], toSeq: Number(head[0]!.seq) });
+    // The request's own stream, whole from its first event, its head proven in a signed checkpoint.
+    const own = bundle.events.filter((e) => e.stream === `request:${id}`);
+    expect(own.map((e) => e.streamSeq)).toEqual(own.map((_, i) => i + 1));
+    const [head] = (await s.tdb.db.execute(sql`select head_seq, head_hash from audit_stream where stream = ${`request:${id}`}`)) as unknown as Array<{ head_seq: number; head_hash: string }>;
+    const stream = bundle.chain.streams.find((x) => x.stream === `request:${id}`)!;
+    expect(stream).toMatchObject({ complete: true, head: { streamSeq: head!.head_seq, hash: head!.head_hash }, proof: { head: { streamSeq: head!.head_seq, hash: head!.head_hash } } });
+    expect(bundle.chain.checkpoint).toMatchObject({ format: 'accessloop.checkpoint/v1', signer: { fingerprint: bundle.signer.fingerprint } });
+    expect(stream.proof!.auditPath.length).toBeLessThanOrEqual(Math.ceil(Math.log2(bundle.chain.checkpoint!.treeSize)));
     expect(bundle.verification).toMatchObject({ valid: true, problems: [] });
-    expect(bundle.verification.eventsChecked).toBe(Number(head[0]!.seq) - seqs[0]! + 1);
+    expect(bundle.verification.eventsChecked).toBe(bundle.events.length);
 
     // The signing key is published (no token needed) and embedded with its fingerprint.
     const key = await s.call('GET', '/v1/evidence/public-key');
@@ -112,12 +118,22 @@ describe('evidence bundles', () => {
     expect(key.body).toEqual({ algorithm: 'Ed25519', publicKey: bundle.signer.publicKey, fingerprint: bundle.signer.fingerprint });
     expect(bundle.signer.fingerprint).toMatch(/^SHA256:[A-Za-z0-9+/]{43}$/);
 
+    // The checkpoint the bundle is proven against is listed for auditors to keep outside the database.
+    const listed = await s.call('GET', '/v1/evidence/checkpoints?limit=5', tok.carol);
+    expect(listed.status).toBe(200);
+    expect(listed.body.items[0]).toEqual(bundle.chain.checkpoint);
+    expect((await s.call('GET', '/v1/evidence/checkpoints', tok.alice)).status).toBe(403);
+    expect((await s.call('POST', '/v1/evidence/checkpoints', tok.carol)).status).toBe(403);
+    const again = await s.call('POST', '/v1/evidence/checkpoints', tok.operator);
+    expect([200, 201]).toContain(again.status);
+    expect(again.body.id).toBeGreaterThanOrEqual(bundle.chain.checkpoint!.id);
+
     const v = verifyEvidenceBundle(bundle, { publicKey: key.body.publicKey });
     expect(v).toMatchObject({ valid: true, problems: [], requestId: id, events: bundle.events.length, fingerprint: bundle.signer.fingerprint });
     expect(v.linksChecked).toBeGreaterThan(0);
     // Operators may export too; nothing is written by an export.
     expect((await exportBundle(id, tok.operator)).events).toHaveLength(bundle.events.length);
-    expect(await verifyChain(s.tdb.db)).toEqual({ ok: true, length: Number(head[0]!.seq) });
+    expect(await verifyChain(s.tdb.db)).toMatchObject({ ok: true });
   });
 
   it('verifies offline through npm run evidence:verify and the CLI, with the published key pinned', async () => {
@@ -162,7 +178,10 @@ describe('evidence bundles', () => {
     // An event left out.
     const dropped = await verifyCli(await saved('dropped.json', edit((b) => (b.events = b.events.filter((e) => e.seq !== verifiedSeq)))));
     expect(dropped.code).toBe(1);
-    expect(dropped.stderr).toContain(`[seq ${verifiedSeq}] event_missing`);
+    // Its stream now has a hole where it was, and the fact it recorded has no event left.
+    const droppedAt = bundle.events.find((e) => e.seq === verifiedSeq)!.streamSeq;
+    expect(dropped.stderr).toContain(`event_missing: stream request:${id}: event ${droppedAt} is missing before stream_seq ${droppedAt + 1}`);
+    expect(dropped.stderr).toContain(`[seq ${verifiedSeq}] fact_unsupported`);
     expect(dropped.stderr).toContain('signature_invalid');
 
     // One byte of the file, then the server's own verdict flipped: the signature catches both.
@@ -218,10 +237,12 @@ describe('evidence bundles', () => {
     expect(offline.code).toBe(1);
     expect(offline.stderr).toContain(`[seq ${seq}] hash_mismatch`);
 
-    // The chain is global: the other lease, whose events straddle the altered row, no longer verifies either.
+    // Chains are per stream: the other lease's evidence stands on its own and still verifies,
+    // while the whole-log check names the altered stream and event.
     const neighbour = await exportBundle(other);
     expect(neighbour.events.map((e) => e.seq)).not.toContain(seq);
-    expect(neighbour.verification.valid).toBe(false);
-    expect(neighbour.verification.problems).toEqual([expect.objectContaining({ code: 'hash_mismatch', seq, message: expect.stringContaining('outside this bundle') })]);
+    expect(neighbour.verification).toMatchObject({ valid: true, problems: [] });
+    const log = await verifyAuditLog(s.tdb.db);
+    expect(log.problems).toEqual([expect.objectContaining({ code: 'hash_mismatch', stream: `request:${id}`, seq })]);
   });
 });

@@ -201,7 +201,7 @@ describe('access review campaigns', () => {
     expect(lines.find((l) => l.includes(pg.grantId))).toMatch(/,revoked,/);
     const report = await s.call('GET', `/v1/review-campaigns/${campaignId}/report.json`, tok.carol);
     expect(report.status).toBe(200);
-    expect(report.body).toMatchObject({ format: 'accessloop.review-report/v1', summary: { items: 3, revoked: 2, kept: 1 } });
+    expect(report.body).toMatchObject({ format: 'accessloop.review-report/v2', summary: { items: 3, revoked: 2, kept: 1 } });
     const dir = await mkdtemp(path.join(os.tmpdir(), 'review-report-'));
     const file = path.join(dir, 'report.json');
     await writeFile(file, JSON.stringify(report.body));

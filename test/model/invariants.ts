@@ -171,15 +171,16 @@ async function checkDirectory(env: ModelEnv, run: RunCatalog, rows: RunRow[]): P
   return out;
 }
 
-/** Linkage checked in SQL (seq contiguous, prev_hash = previous hash), hashes recomputed by the chain verifier. */
+/** Linkage checked in SQL per stream (stream_seq contiguous from 1, prev_hash = the stream's previous hash), hashes recomputed by the chain verifier. */
 async function checkAuditChain(env: ModelEnv): Promise<Violation[]> {
   const out: Violation[] = [];
-  const broken = await env.sql<Array<{ seq: number }>>`
-    select seq from (select seq, prev_hash, lag(hash) over (order by seq) as prior, lag(seq) over (order by seq) as prior_seq from audit_event) c
-    where (prior is not null and prev_hash <> prior) or (prior_seq is not null and seq <> prior_seq + 1) limit 5`;
-  for (const b of broken) out.push({ invariant: 'audit-chain', detail: `linkage broken at seq ${b.seq}` });
+  const broken = await env.sql<Array<{ seq: number; stream: string }>>`
+    select seq, stream from (select seq, stream, stream_seq, prev_hash,
+        lag(hash) over (partition by stream order by stream_seq) as prior, lag(stream_seq) over (partition by stream order by stream_seq) as prior_seq from audit_event) c
+    where (prior is not null and prev_hash <> prior) or (coalesce(prior_seq, 0) <> stream_seq - 1) limit 5`;
+  for (const b of broken) out.push({ invariant: 'audit-chain', detail: `linkage broken at seq ${b.seq} (stream ${b.stream})` });
   const verified = await verifyChain(env.stack.tdb.db);
-  if (!verified.ok) out.push({ invariant: 'audit-chain', detail: `verifyChain: broken at seq ${verified.brokenAt}` });
+  if (!verified.ok) out.push({ invariant: 'audit-chain', detail: `verifyChain: broken at seq ${verified.brokenAt} (stream ${verified.stream})` });
   return out;
 }
 

@@ -4,6 +4,9 @@ import { canonicalJson, GENESIS_HASH, hashEvent } from '../../activities/domain/
 const event = {
   seq: 1,
   idempotencyKey: 'k1',
+  stream: 'request:r1',
+  streamSeq: 1,
+  hashVersion: 2,
   at: new Date('2026-01-01T00:00:00Z'),
   actorType: 'identity',
   actorId: 'a',
@@ -23,6 +26,13 @@ describe('audit hashing', () => {
     expect(canonicalJson({ a: undefined, b: null })).toBe('{"b":null}');
   });
 
+  it('leaves the global seq out of a stream event’s hash (an id, not part of the chain), and keeps version 1 as it was', () => {
+    expect(hashEvent({ ...event, seq: 99 })).toBe(hashEvent(event));
+    const v1 = { ...event, stream: 'legacy', hashVersion: 1 };
+    expect(hashEvent({ ...v1, seq: 2 })).not.toBe(hashEvent(v1));
+    expect(hashEvent(v1)).not.toBe(hashEvent(event));
+  });
+
   it('changes the hash when any field or the predecessor changes', () => {
     const h = hashEvent(event);
     expect(h).toMatch(/^[0-9a-f]{64}$/);
@@ -33,6 +43,8 @@ describe('audit hashing', () => {
       { ...event, at: new Date('2026-01-01T00:00:01Z') },
       { ...event, prevHash: 'f'.repeat(64) },
       { ...event, policyVersion: 'p2' },
+      { ...event, stream: 'request:r2' },
+      { ...event, streamSeq: 2 },
     ]) {
       expect(hashEvent(tampered)).not.toBe(h);
     }

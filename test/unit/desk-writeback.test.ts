@@ -21,6 +21,9 @@ function ev(action: string, at: string, fields: Partial<AuditEvent> = {}): Audit
   return {
     seq,
     idempotencyKey: `access-request/${REQUEST}/${seq}`,
+    stream: `request:${REQUEST}`,
+    streamSeq: seq,
+    hashVersion: 2,
     at: new Date(at),
     ...BY_WORKFLOW,
     action,

@@ -4,23 +4,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GENESIS_HASH, hashEvent } from '../../activities/domain/audit.js';
-import {
-  EVIDENCE_FORMAT,
-  EVIDENCE_KEY_FILE,
-  evidenceSignerFromSeed,
-  loadEvidenceSigner,
-  signBundle,
-  verifyEvidenceBundle,
-  type EvidenceBundle,
-  type EvidenceEvent,
-} from '../../activities/domain/evidence/index.js';
+import { CHECKPOINT_FORMAT, headLeaf, signedBytes, type CheckpointView } from '../../activities/domain/checkpoints.js';
+import { EVIDENCE_FORMAT, EVIDENCE_KEY_FILE, evidenceSignerFromSeed, loadEvidenceSigner, signBundle, verifyEvidenceBundle, type EvidenceBundle, type EvidenceEvent } from '../../activities/domain/evidence/index.js';
+import { EVIDENCE_FORMAT_V1, type EvidenceBundleV1, type EvidenceEventV1 } from '../../activities/domain/evidence/format.js';
+import { merkleInclusionPath, merkleRoot } from '../../activities/domain/merkle.js';
 
 const REQ = '0b6f6c1e-8f7a-4d55-9a55-0a6b6a1e2b3c';
 const GRANT = '7d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6';
 const BOB = '2c3d4e5f-6a7b-4c8d-9e0f-a1b2c3d4e5f6';
 
-/** A chain of 6 events where seqs 2, 3, 5 and 6 belong to the request (4 is someone else's). */
-function chain(): EvidenceEvent[] {
+/** (Format v1.) A chain of 6 events where seqs 2, 3, 5 and 6 belong to the request (4 is someone else's). */
+function chain(): EvidenceEventV1[] {
   const specs = [
     { action: 'catalog.seeded', requestId: null, grantId: null, actorId: 'seed', reason: null, data: {} },
     { action: 'approval.stage_opened', requestId: REQ, grantId: null, actorId: 'accessRequestWorkflow', reason: null, data: { stage: 1, stageName: 'owner', approverIds: [BOB] } },
@@ -32,19 +26,19 @@ function chain(): EvidenceEvent[] {
   let prevHash = GENESIS_HASH;
   return specs.map((s, i) => {
     const row = { seq: i + 1, idempotencyKey: `k/${i + 1}`, at: new Date(Date.UTC(2026, 0, 1, 0, 0, i)), actorType: 'workflow', identityId: null, policyVersion: 'pol@1', prevHash, ...s };
-    const hash = hashEvent(row);
+    const hash = hashEvent({ ...row, stream: 'legacy', streamSeq: row.seq, hashVersion: 1 });
     prevHash = hash;
     return { ...row, at: row.at.toISOString(), hash };
   });
 }
 
-function bundle(signer = evidenceSignerFromSeed(Buffer.alloc(32, 7))): EvidenceBundle {
+function bundleV1(signer = evidenceSignerFromSeed(Buffer.alloc(32, 7))): EvidenceBundleV1 {
   const all = chain();
   const events = all.filter((e) => e.requestId === REQ);
   const head = all.at(-1)!;
   return signBundle(
     {
-      format: EVIDENCE_FORMAT,
+      format: EVIDENCE_FORMAT_V1,
       exportedAt: '2026-01-02T00:00:00.000Z',
       exportedBy: 'client:auditor',
       request: {
@@ -76,14 +70,15 @@ function bundle(signer = evidenceSignerFromSeed(Buffer.alloc(32, 7))): EvidenceB
       events,
       chain: { hashAlgorithm: 'sha256', genesisHash: GENESIS_HASH, head: { seq: head.seq, hash: head.hash }, eventSeqs: events.map((e) => e.seq), segment: { fromSeq: 2, toSeq: 6, eventsChecked: 5 } },
       verification: { valid: true, checkedAt: '2026-01-02T00:00:00.000Z', eventsChecked: 5, linksChecked: 4, problems: [] },
-    },
+    } as unknown as Parameters<typeof signBundle>[0],
     signer,
-  );
+  ) as unknown as EvidenceBundleV1;
 }
 
 const codes = (b: unknown, opts = {}) => verifyEvidenceBundle(b, opts).problems.map((p) => `${p.code}${p.seq ? `@${p.seq}` : ''}`);
 
-describe('evidence bundle verification (offline)', () => {
+describe('evidence bundle format v1 (the single chain, before streams) still verifies offline', () => {
+  const bundle = bundleV1;
   it('accepts an untouched bundle, checking hashes and the links of adjacent events only', () => {
     const b = bundle();
     expect(verifyEvidenceBundle(JSON.parse(JSON.stringify(b)))).toMatchObject({ valid: true, problems: [], events: 4, linksChecked: 2, requestId: REQ });
@@ -91,7 +86,7 @@ describe('evidence bundle verification (offline)', () => {
 
   it('names what changed', () => {
     const b = bundle();
-    const edit = (f: (c: EvidenceBundle) => void) => {
+    const edit = (f: (c: EvidenceBundleV1) => void) => {
       const c = structuredClone(b);
       f(c);
       return c;
@@ -104,7 +99,7 @@ describe('evidence bundle verification (offline)', () => {
     const rehashed = edit((c) => {
       const e = c.events[2]!;
       e.data = { changed: false };
-      e.hash = hashEvent({ ...e, at: new Date(e.at) });
+      e.hash = hashEvent({ ...e, stream: 'legacy', streamSeq: e.seq, hashVersion: 1, at: new Date(e.at) });
     });
     expect(codes(rehashed)).toEqual(['signature_invalid', 'link_broken@6']);
     expect(codes({ ...b, events: 'none' })).toEqual(['signature_invalid', 'schema']);
@@ -121,6 +116,126 @@ describe('evidence bundle verification (offline)', () => {
     expect(codes(forged)).toEqual([]);
     expect(codes(forged, { publicKey: b.signer.publicKey })).toEqual(['key_not_pinned']);
     expect(codes({ ...b, signer: { ...b.signer, fingerprint: other.fingerprint } })).toEqual(['fingerprint_mismatch', 'signature_invalid']);
+  });
+});
+
+// ---- format v2: per-stream chains, proven against a signed checkpoint ----------------------
+
+const SIGNER = evidenceSignerFromSeed(Buffer.alloc(32, 7));
+const REQ_STREAM = `request:${REQ}`;
+
+/** The request's stream (4 events) and its grant's (1 event), each chained from the genesis hash. */
+function streams(): EvidenceEvent[] {
+  const specs = [
+    { stream: REQ_STREAM, action: 'approval.stage_opened', requestId: REQ, grantId: null, actorId: 'accessRequestWorkflow', reason: null, data: { stage: 1, stageName: 'owner', approverIds: [BOB] } },
+    { stream: REQ_STREAM, action: 'request.approved', requestId: REQ, grantId: null, actorId: BOB, reason: 'ok for the incident', data: { stage: 1, stageComplete: true } },
+    { stream: REQ_STREAM, action: 'grant.applied', requestId: REQ, grantId: GRANT, actorId: 'accessRequestWorkflow', reason: null, data: { changed: true } },
+    { stream: `grant:${GRANT}`, action: 'grant.noted', requestId: null, grantId: GRANT, actorId: 'sentinel', reason: null, data: {} },
+    { stream: REQ_STREAM, action: 'grant.verified', requestId: REQ, grantId: GRANT, actorId: 'accessRequestWorkflow', reason: null, data: { expiresAt: '2026-01-01T01:00:00.000Z' } },
+  ];
+  const heads = new Map<string, { n: number; hash: string }>();
+  return specs.map((s, i) => {
+    const h = heads.get(s.stream) ?? { n: 0, hash: GENESIS_HASH };
+    const row = { seq: 10 + i * 3, idempotencyKey: `k/${i + 1}`, streamSeq: h.n + 1, hashVersion: 2 as const, at: new Date(Date.UTC(2026, 0, 1, 0, 0, i)), actorType: 'workflow', identityId: null, policyVersion: 'pol@1', prevHash: h.hash, ...s };
+    const hash = hashEvent(row);
+    heads.set(s.stream, { n: row.streamSeq, hash });
+    return { ...row, at: row.at.toISOString(), hash };
+  });
+}
+
+/** A checkpoint over these streams and some others', signed; and each of ours with its proof. */
+function checkpointOver(events: EvidenceEvent[], others = 5, signer = SIGNER) {
+  const last = new Map<string, EvidenceEvent>();
+  for (const e of events) last.set(e.stream, e);
+  const heads = [...[...last.values()].map((e) => ({ stream: e.stream, streamSeq: e.streamSeq, hash: e.hash })), ...Array.from({ length: others }, (_, i) => ({ stream: `identity:${i}`, streamSeq: i + 1, hash: String(i).repeat(64).slice(0, 64) }))].sort((a, b) => (a.stream < b.stream ? -1 : 1));
+  const leaves = heads.map(headLeaf);
+  const signed = { format: CHECKPOINT_FORMAT as typeof CHECKPOINT_FORMAT, id: 3, createdAt: '2026-01-01T00:10:00.000Z', treeSize: heads.length, rootHash: merkleRoot(leaves).toString('hex') };
+  const checkpoint: CheckpointView = { ...signed, signature: signer.sign(signedBytes(signed)), signer: { algorithm: 'Ed25519', publicKey: signer.publicKeyPem, fingerprint: signer.fingerprint } };
+  const proofs = [...last.keys()].sort().map((stream) => {
+    const i = heads.findIndex((h) => h.stream === stream);
+    return { stream, complete: true, head: { streamSeq: heads[i]!.streamSeq, hash: heads[i]!.hash }, proof: { checkpointId: 3, head: { streamSeq: heads[i]!.streamSeq, hash: heads[i]!.hash }, leafIndex: i, treeSize: heads.length, auditPath: merkleInclusionPath(i, leaves).map((b) => b.toString('hex')) } };
+  });
+  return { checkpoint, proofs };
+}
+
+function bundleV2(signer = SIGNER, mutate: (events: EvidenceEvent[]) => void = () => {}): EvidenceBundle {
+  const events = streams();
+  const { checkpoint, proofs } = checkpointOver(events, 5, signer);
+  mutate(events);
+  const v1 = bundleV1(signer);
+  const { signer: _s, signature: _sig, format: _f, chain: _c, events: _e, ...facts } = v1;
+  return signBundle(
+    {
+      ...facts,
+      format: EVIDENCE_FORMAT,
+      approvals: [{ ...facts.approvals[0]!, eventSeq: 13 }],
+      policy: { ...facts.policy, stagesOpened: [{ ...facts.policy.stagesOpened[0]!, seq: 10 }] },
+      grantVerification: { ...facts.grantVerification!, eventSeq: 22 },
+      events,
+      chain: { hashAlgorithm: 'sha256', genesisHash: GENESIS_HASH, streams: proofs, checkpoint },
+      verification: { valid: true, checkedAt: '2026-01-02T00:00:00.000Z', eventsChecked: 5, linksChecked: 3, problems: [] },
+    },
+    signer,
+  );
+}
+
+/** Re-signed after the edit: what a forger holding the key could make, so only the chains and the proofs can catch it. */
+const resigned = (b: EvidenceBundle, f: (c: EvidenceBundle) => void) => {
+  const c = structuredClone(b);
+  f(c);
+  const { signature: _x, signer: _y, ...unsigned } = c;
+  return signBundle(unsigned, evidenceSignerFromSeed(randomBytes(32)));
+};
+const codesV2 = (b: unknown) => verifyEvidenceBundle(b).problems.map((p) => p.code);
+
+describe('evidence bundle format v2 (per-stream chains and a signed checkpoint), offline', () => {
+  it('verifies each stream from its genesis and its head against the signed root', () => {
+    const b = bundleV2();
+    expect(verifyEvidenceBundle(JSON.parse(JSON.stringify(b)))).toMatchObject({ valid: true, problems: [], events: 5, linksChecked: 5, requestId: REQ, checkpoint: { id: 3, treeSize: 7 }, unanchored: 0 });
+  });
+
+  it('names each kind of tampering, even in a bundle re-signed by another key', () => {
+    const b = bundleV2();
+    // A changed event: its hash.
+    expect(codesV2(resigned(b, (c) => (c.events[1]!.reason = 'fine')))).toEqual(expect.arrayContaining(['hash_mismatch', 'checkpoint_key']));
+    // An event dropped from the middle: the gap in its stream.
+    expect(codesV2(resigned(b, (c) => c.events.splice(1, 1)))).toEqual(expect.arrayContaining(['event_missing']));
+    // The last events dropped and the head restated: the checkpoint saw more.
+    const truncated = resigned(b, (c) => {
+      c.events = c.events.filter((e) => !(e.stream === REQ_STREAM && e.streamSeq === 4));
+      const s = c.chain.streams.find((x) => x.stream === REQ_STREAM)!;
+      const last = c.events.filter((e) => e.stream === REQ_STREAM).at(-1)!;
+      s.head = { streamSeq: last.streamSeq, hash: last.hash };
+    });
+    expect(codesV2(truncated)).toEqual(expect.arrayContaining(['stream_truncated']));
+    // The whole grant stream removed.
+    const deleted = resigned(b, (c) => {
+      c.events = c.events.filter((e) => e.stream !== `grant:${GRANT}`);
+      c.chain.streams.find((x) => x.stream === `grant:${GRANT}`)!.head = null;
+    });
+    expect(codesV2(deleted)).toEqual(expect.arrayContaining(['stream_deleted']));
+    // A stream's history rewritten with fresh hashes all the way: the checkpoint's leaf no longer matches.
+    const rewritten = bundleV2(SIGNER, (events) => {
+      let prev = GENESIS_HASH;
+      for (const e of events.filter((x) => x.stream === REQ_STREAM)) {
+        if (e.streamSeq === 2) e.reason = 'approved without a look';
+        e.prevHash = prev;
+        e.hash = hashEvent({ ...e, at: new Date(e.at) });
+        prev = e.hash;
+      }
+    });
+    expect(codesV2(rewritten)).toEqual(expect.arrayContaining(['head_mismatch']));
+    // A proof for another position, and a checkpoint whose root was changed.
+    expect(codesV2(resigned(b, (c) => (c.chain.streams[0]!.proof!.leafIndex += 1)))).toEqual(expect.arrayContaining(['proof_invalid']));
+    expect(codesV2(resigned(b, (c) => (c.chain.checkpoint!.rootHash = 'a'.repeat(64))))).toEqual(expect.arrayContaining(['checkpoint_signature', 'proof_invalid']));
+    // An event of a stream the bundle does not list.
+    expect(codesV2(resigned(b, (c) => (c.events[3]!.stream = 'grant:other')))).toEqual(expect.arrayContaining(['event_added']));
+  });
+
+  it('costs O(stream + log n): the proof of one stream among 100,000 is 17 hashes', () => {
+    const events = streams();
+    const { proofs } = checkpointOver(events, 100_000 - 2);
+    expect(proofs[0]!.proof.auditPath.length).toBe(Math.ceil(Math.log2(100_000)));
   });
 });
 

@@ -3,23 +3,41 @@ import { describe, expect, it } from 'vitest';
 import { GENESIS_HASH, hashEvent } from '../../activities/domain/audit.js';
 import { evidenceSignerFromSeed, verifyEvidenceBundle } from '../../activities/domain/evidence/index.js';
 import type { EvidenceEvent } from '../../activities/domain/evidence/format.js';
+import { CHECKPOINT_FORMAT, headLeaf, signedBytes } from '../../activities/domain/checkpoints.js';
+import { merkleInclusionPath, merkleRoot } from '../../activities/domain/merkle.js';
 import { REVIEW_REPORT_FORMAT, signReviewReport, type ReviewReport } from '../../activities/domain/reviews/report.js';
 
 // The signed review report is checked by the evidence verifier, offline: the signature over the
-// canonical JSON, every event hash and link, each decision backed by its event, the summary.
+// canonical JSON, the campaign's stream from its genesis and its head against the signed
+// checkpoint, each decision backed by its event, the summary.
 
 const signer = evidenceSignerFromSeed(randomBytes(32));
 const campaignId = randomUUID();
 const itemId = randomUUID();
 
+const stream = `campaign:${campaignId}`;
+
 function chain(specs: Array<Pick<EvidenceEvent, 'action' | 'actorId' | 'data'>>): EvidenceEvent[] {
   let prevHash = GENESIS_HASH;
   return specs.map((e, i) => {
-    const row = { seq: i + 1, idempotencyKey: `k-${i}`, at: new Date(Date.UTC(2026, 11, 1, 0, i)), actorType: 'identity', actorId: e.actorId, action: e.action, requestId: null, grantId: null, identityId: null, reason: null, policyVersion: null, data: e.data, prevHash };
+    const row = { seq: i + 1, idempotencyKey: `k-${i}`, stream, streamSeq: i + 1, hashVersion: 2 as const, at: new Date(Date.UTC(2026, 11, 1, 0, i)), actorType: 'identity', actorId: e.actorId, action: e.action, requestId: null, grantId: null, identityId: null, reason: null, policyVersion: null, data: e.data, prevHash };
     const hash = hashEvent(row);
     prevHash = hash;
     return { ...row, at: row.at.toISOString(), hash };
   });
+}
+
+/** The campaign's stream head among a few others', in a checkpoint signed with the report's key. */
+function anchored(events: EvidenceEvent[]): ReviewReport['chain'] {
+  const last = events.at(-1)!;
+  const heads = [{ stream, streamSeq: last.streamSeq, hash: last.hash }, { stream: 'operations', streamSeq: 4, hash: 'c'.repeat(64) }, { stream: 'identity:x', streamSeq: 2, hash: 'd'.repeat(64) }].sort((a, b) => (a.stream < b.stream ? -1 : 1));
+  const leaves = heads.map(headLeaf);
+  const i = heads.findIndex((h) => h.stream === stream);
+  const signed = { format: CHECKPOINT_FORMAT as typeof CHECKPOINT_FORMAT, id: 1, createdAt: '2026-12-01T00:03:00.000Z', treeSize: heads.length, rootHash: merkleRoot(leaves).toString('hex') };
+  return {
+    checkpoint: { ...signed, signature: signer.sign(signedBytes(signed)), signer: { algorithm: 'Ed25519', publicKey: signer.publicKeyPem, fingerprint: signer.fingerprint } },
+    streams: [{ stream, complete: true, head: { streamSeq: last.streamSeq, hash: last.hash }, proof: { checkpointId: 1, head: { streamSeq: last.streamSeq, hash: last.hash }, leafIndex: i, treeSize: heads.length, auditPath: merkleInclusionPath(i, leaves).map((b) => b.toString('hex')) } }],
+  };
 }
 
 function report(): ReviewReport {
@@ -36,7 +54,8 @@ function report(): ReviewReport {
       summary: { items: 1, pending: 0, kept: 0, revoked: 1, skipped: 0, flagged: 0, removalVerified: 1 },
       items: [{ id: itemId, grantId: randomUUID(), identityId: randomUUID(), entitlementId: randomUUID(), riskTier: 'medium', reviewerId: randomUUID(), assignedReviewerId: randomUUID(), status: 'revoked', decidedBy: 'carol', decidedAt: '2026-12-01T00:01:00.000Z', comment: 'moved teams', newExpiresAt: null, flagged: false, escalatedAt: null, lastUsedAt: null, removalVerifiedAt: '2026-12-01T00:01:30.000Z', provenance: { approvals: [] }, decisionEventSeq: 2 }],
       events,
-      chain: { head: { seq: 2, hash: events[1]!.hash } },
+      chain: anchored(events),
+      verification: { valid: true, checkedAt: '2026-12-02T00:00:00.000Z', problems: [] },
     },
     signer,
   );
@@ -47,7 +66,7 @@ const codes = (r: unknown, opts: { publicKey?: string } = {}) => verifyEvidenceB
 describe('signed review report (offline verification)', () => {
   it('verifies as it was signed, and against the pinned key', () => {
     const r = report();
-    expect(verifyEvidenceBundle(r)).toMatchObject({ valid: true, campaignId, events: 2, linksChecked: 1, fingerprint: signer.fingerprint });
+    expect(verifyEvidenceBundle(r)).toMatchObject({ valid: true, campaignId, events: 2, linksChecked: 2, fingerprint: signer.fingerprint, checkpoint: { id: 1, treeSize: 3 } });
     expect(verifyEvidenceBundle(r, { publicKey: signer.publicKeyPem }).valid).toBe(true);
     expect(codes(r, { publicKey: evidenceSignerFromSeed(randomBytes(32)).publicKeyPem })).toEqual(['key_not_pinned']);
   });

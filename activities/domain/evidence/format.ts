@@ -2,17 +2,22 @@ import { z } from 'zod';
 
 // ---- the format ---------------------------------------------------------------------------
 
-export const EVIDENCE_FORMAT = 'accessloop.evidence/v1';
+export const EVIDENCE_FORMAT = 'accessloop.evidence/v2';
+/** Bundles exported before per-stream chains: still verified (verify.ts), no longer exported. */
+export const EVIDENCE_FORMAT_V1 = 'accessloop.evidence/v1';
 export const EVIDENCE_KEY_FILE = 'evidence-signing.key';
 /** How events are hashed; stated in each bundle so a verifier in another language can follow it. */
-export const EVIDENCE_HASH_ALGORITHM = 'sha256(prev_hash + "\\n" + canonical_json({seq, idempotencyKey, at, actorType, actorId, action, requestId, grantId, identityId, reason, policyVersion, data}))';
+export const EVIDENCE_HASH_ALGORITHM =
+  'hashVersion 2: sha256(prev_hash + "\\n" + canonical_json({v: 2, stream, streamSeq, idempotencyKey, at, actorType, actorId, action, requestId, grantId, identityId, reason, policyVersion, data})); ' +
+  'hashVersion 1 (before streams): the same with {seq, …} in place of {v, stream, streamSeq, …}; ' +
+  'checkpoint leaves: RFC 9162 leaf hash of canonical_json({stream, streamSeq, hash}), nodes RFC 9162';
 
 const ts = z.iso.datetime();
 const tsN = ts.nullable();
 const strN = z.string().nullable();
 
-/** An audit_event row with every field that goes into its hash. */
-export const evidenceEventSchema = z.strictObject({
+/** An audit_event row with every field that goes into its hash (as exported before streams). */
+export const evidenceEventSchemaV1 = z.strictObject({
   seq: z.number().int().positive(),
   idempotencyKey: z.string(),
   at: ts,
@@ -29,10 +34,49 @@ export const evidenceEventSchema = z.strictObject({
   hash: z.string(),
 });
 
-const problemSchema = z.strictObject({ code: z.string(), seq: z.number().int().optional(), message: z.string() });
+/** An audit_event row with every field that goes into its hash, and its place in its stream. */
+export const evidenceEventSchema = evidenceEventSchemaV1.extend({
+  stream: z.string().min(1),
+  streamSeq: z.number().int().positive(),
+  hashVersion: z.union([z.literal(1), z.literal(2)]),
+});
 
-export const evidenceBundleSchema = z.strictObject({
-  format: z.literal(EVIDENCE_FORMAT),
+const hex = z.string().regex(/^[0-9a-f]{64}$/, 'a sha256 in hex');
+
+/** A signed checkpoint: the Merkle root over every stream's head at one moment (activities/domain/checkpoints.ts). */
+export const checkpointSchema = z.strictObject({
+  format: z.literal('accessloop.checkpoint/v1'),
+  id: z.number().int().positive(),
+  createdAt: z.iso.datetime(),
+  treeSize: z.number().int().positive(),
+  rootHash: hex,
+  signature: z.string(),
+  signer: z.strictObject({ algorithm: z.literal('Ed25519'), publicKey: z.string(), fingerprint: z.string() }),
+});
+
+/** One stream of the bundle and the proof that ties its head to the checkpoint. */
+export const streamProofSchema = z.strictObject({
+  stream: z.string().min(1),
+  /** Every event of the stream is in the bundle (from streamSeq 1); false for the pre-stream `legacy` chain, of which only this request's events are. */
+  complete: z.boolean(),
+  /** The stream's last event when exported (null: no event of it is left). */
+  head: z.strictObject({ streamSeq: z.number().int().positive(), hash: hex }).nullable(),
+  /** The leaf the checkpoint holds for this stream (its head then), and the audit path to the root. */
+  proof: z
+    .strictObject({
+      checkpointId: z.number().int().positive(),
+      head: z.strictObject({ streamSeq: z.number().int().positive(), hash: hex }),
+      leafIndex: z.number().int().nonnegative(),
+      treeSize: z.number().int().positive(),
+      auditPath: z.array(hex).max(64),
+    })
+    .nullable(),
+});
+
+const problemSchema = z.strictObject({ code: z.string(), seq: z.number().int().optional(), stream: z.string().optional(), message: z.string() });
+
+export const evidenceBundleSchemaV1 = z.strictObject({
+  format: z.literal(EVIDENCE_FORMAT_V1),
   exportedAt: ts,
   /** The exporting principal (an identity id or client:<name>; never a name). */
   exportedBy: z.string(),
@@ -121,7 +165,7 @@ export const evidenceBundleSchema = z.strictObject({
       endedAt: tsN,
     }),
   ),
-  events: z.array(evidenceEventSchema),
+  events: z.array(evidenceEventSchemaV1),
   chain: z.strictObject({
     hashAlgorithm: z.string(),
     genesisHash: z.string(),
@@ -143,7 +187,28 @@ export const evidenceBundleSchema = z.strictObject({
   signature: z.string(),
 });
 
+
+/**
+ * The bundle: the request's facts, its streams' events, each stream's proof against one signed
+ * checkpoint, and what the API found when it re-verified them from the database.
+ */
+export const evidenceBundleSchema = evidenceBundleSchemaV1.omit({ format: true, events: true, chain: true }).extend({
+  format: z.literal(EVIDENCE_FORMAT),
+  events: z.array(evidenceEventSchema),
+  chain: z.strictObject({
+    hashAlgorithm: z.string(),
+    genesisHash: z.string(),
+    streams: z.array(streamProofSchema),
+    checkpoint: checkpointSchema.nullable(),
+    /** The pre-stream chain, re-verified by the API from the first included legacy event to its head (absent when no event is legacy). */
+    legacySegment: z.strictObject({ fromStreamSeq: z.number().int(), toStreamSeq: z.number().int(), eventsChecked: z.number().int() }).optional(),
+  }),
+});
+
 export type EvidenceBundle = z.infer<typeof evidenceBundleSchema>;
+export type EvidenceBundleV1 = z.infer<typeof evidenceBundleSchemaV1>;
+export type EvidenceEventV1 = z.infer<typeof evidenceEventSchemaV1>;
+export type StreamProofView = z.infer<typeof streamProofSchema>;
 export type EvidenceEvent = z.infer<typeof evidenceEventSchema>;
 export type EvidenceProblem = z.infer<typeof problemSchema>;
 /** A bundle before the API signs it. */

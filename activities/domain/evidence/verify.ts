@@ -1,9 +1,9 @@
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import { canonicalJson } from '../audit.js';
-import { checkEvents, checkFacts } from './checks.js';
-import { evidenceBundleSchema, type EvidenceProblem } from './format.js';
+import { checkEvents, checkFacts, checkStreams } from './checks.js';
+import { EVIDENCE_FORMAT_V1, evidenceBundleSchema, evidenceBundleSchemaV1, type EvidenceProblem } from './format.js';
 import { keyFingerprint } from './signing.js';
-import { checkReviewReport, REVIEW_REPORT_FORMAT } from '../reviews/report.js';
+import { checkReviewReport, REVIEW_REPORT_FORMAT, REVIEW_REPORT_FORMAT_V1 } from '../reviews/report.js';
 
 // ---- offline verification -----------------------------------------------------------------
 
@@ -16,7 +16,11 @@ export interface EvidenceVerification {
   fingerprint?: string;
   events: number;
   linksChecked: number;
+  /** Format v1: the global chain's head when exported. */
   head?: { seq: number; hash: string };
+  /** Format v2: the signed checkpoint the streams are proven against, and events after it (linked, not yet anchored). */
+  checkpoint?: { id: number; createdAt: string; treeSize: number };
+  unanchored?: number;
 }
 
 function checkSignature(raw: Record<string, unknown>, pinnedKey: string | undefined, problems: EvidenceProblem[]): string | undefined {
@@ -64,12 +68,61 @@ export function verifyEvidenceBundle(input: unknown, opts: { publicKey?: string 
   }
   const raw = input as Record<string, unknown>;
   const fingerprint = checkSignature(raw, opts.publicKey, problems);
-  if (raw.format === REVIEW_REPORT_FORMAT) {
+  if (raw.format === REVIEW_REPORT_FORMAT || raw.format === REVIEW_REPORT_FORMAT_V1) {
     const rr = checkReviewReport(raw);
     problems.push(...rr.problems);
-    return { valid: problems.length === 0, problems, ...(rr.report ? { campaignId: rr.report.campaign.id, head: rr.report.chain.head } : {}), ...(fingerprint ? { fingerprint } : {}), events: rr.report?.events.length ?? 0, linksChecked: rr.linksChecked };
+    const r = rr.report;
+    const anchor = r && 'head' in r.chain ? { head: r.chain.head } : r && 'checkpoint' in r.chain && r.chain.checkpoint ? { checkpoint: { id: r.chain.checkpoint.id, createdAt: r.chain.checkpoint.createdAt, treeSize: r.chain.checkpoint.treeSize } } : {};
+    return {
+      valid: problems.length === 0,
+      problems,
+      ...(r ? { campaignId: r.campaign.id } : {}),
+      ...anchor,
+      ...(rr.unanchored !== undefined ? { unanchored: rr.unanchored } : {}),
+      ...(fingerprint ? { fingerprint } : {}),
+      events: r?.events.length ?? 0,
+      linksChecked: rr.linksChecked,
+    };
   }
+  if (raw.format === EVIDENCE_FORMAT_V1) return verifyV1(raw, problems, fingerprint);
   const parsed = evidenceBundleSchema.safeParse(raw);
+  if (!parsed.success) {
+    for (const i of parsed.error.issues) problems.push({ code: 'schema', message: `${i.path.join('.') || '(bundle)'}: ${i.message}` });
+    return { valid: false, problems, ...(fingerprint ? { fingerprint } : {}), events: 0, linksChecked: 0 };
+  }
+  const b = parsed.data;
+  const st = checkStreams(b.events, b.chain.streams, b.chain.checkpoint);
+  problems.push(...st.problems);
+  const cp = b.chain.checkpoint;
+  // The checkpoint is signed with the evidence key: the same one that signed the bundle (and the pinned one, if any).
+  if (cp && fingerprint && cp.signer.fingerprint !== fingerprint) problems.push({ code: 'checkpoint_key', message: `checkpoint ${cp.id} is signed by ${cp.signer.fingerprint}, the bundle by ${fingerprint}` });
+  for (let i = 1; i < b.events.length; i++) {
+    if (b.events[i]!.seq <= b.events[i - 1]!.seq) problems.push({ code: 'order', seq: b.events[i]!.seq, message: `event seq ${b.events[i]!.seq} follows seq ${b.events[i - 1]!.seq}: events must be in ascending seq order` });
+  }
+  problems.push(...checkFacts(b));
+  exportFindings(b.verification, problems);
+  return {
+    valid: problems.length === 0,
+    problems,
+    requestId: b.request.id,
+    ...(fingerprint ? { fingerprint } : {}),
+    events: b.events.length,
+    linksChecked: st.linksChecked,
+    ...(cp ? { checkpoint: { id: cp.id, createdAt: cp.createdAt, treeSize: cp.treeSize } } : {}),
+    unanchored: st.unanchored,
+  };
+}
+
+/** What the API itself found at export, carried into the verdict. */
+function exportFindings(v: { valid: boolean; problems: EvidenceProblem[] }, problems: EvidenceProblem[]): void {
+  if (v.valid) return;
+  for (const p of v.problems) problems.push({ ...p, code: `export:${p.code}`, message: `at export the API found: ${p.message}` });
+  if (v.problems.length === 0) problems.push({ code: 'export:invalid', message: 'the API marked this bundle invalid at export' });
+}
+
+/** Format v1 (the single chain, before streams): bundles auditors already hold still verify. */
+function verifyV1(raw: Record<string, unknown>, problems: EvidenceProblem[], fingerprint: string | undefined): EvidenceVerification {
+  const parsed = evidenceBundleSchemaV1.safeParse(raw);
   if (!parsed.success) {
     for (const i of parsed.error.issues) problems.push({ code: 'schema', message: `${i.path.join('.') || '(bundle)'}: ${i.message}` });
     return { valid: false, problems, ...(fingerprint ? { fingerprint } : {}), events: 0, linksChecked: 0 };
@@ -87,10 +140,7 @@ export function verifyEvidenceBundle(input: unknown, opts: { publicKey?: string 
   if (b.events[0] && b.chain.segment.fromSeq > b.events[0].seq) problems.push({ code: 'segment', message: `the verified segment starts at seq ${b.chain.segment.fromSeq}, after the first event (seq ${b.events[0].seq})` });
 
   problems.push(...checkFacts(b));
-  if (!b.verification.valid) {
-    for (const p of b.verification.problems) problems.push({ ...p, code: `export:${p.code}`, message: `at export the API found: ${p.message}` });
-    if (b.verification.problems.length === 0) problems.push({ code: 'export:invalid', message: 'the API marked this bundle invalid at export' });
-  }
+  exportFindings(b.verification, problems);
   return {
     valid: problems.length === 0,
     problems,

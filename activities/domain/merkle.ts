@@ -1,0 +1,92 @@
+import { createHash } from 'node:crypto';
+
+// A Merkle tree hashed the way Certificate Transparency hashes its log (RFC 9162 §2.1): leaves
+// and nodes are domain-separated (0x00 / 0x01), so no leaf can pose as a node, and the tree over
+// n leaves splits at the largest power of two below n. Pure: shared by the checkpoint writer,
+// the database verifier and the offline bundle verifier.
+
+const sha256 = (...parts: Buffer[]) => {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest();
+};
+const LEAF = Buffer.from([0]);
+const NODE = Buffer.from([1]);
+
+export const merkleLeafHash = (data: Buffer | string): Buffer => sha256(LEAF, Buffer.isBuffer(data) ? data : Buffer.from(data, 'utf8'));
+const nodeHash = (left: Buffer, right: Buffer) => sha256(NODE, left, right);
+
+/** The largest power of two strictly below n (n ≥ 2). */
+function split(n: number): number {
+  let k = 1;
+  while (k * 2 < n) k *= 2;
+  return k;
+}
+
+/** MTH(D[n]) over leaf hashes (already hashed with merkleLeafHash); the empty tree is sha256(""). */
+export function merkleRoot(leaves: Buffer[]): Buffer {
+  if (leaves.length === 0) return sha256();
+  // Bottom-up, level by level: the same tree as the recursive definition (an odd node is
+  // carried up unchanged), without recursion depth or slices.
+  let level = leaves;
+  while (level.length > 1) {
+    const next: Buffer[] = [];
+    for (let i = 0; i + 1 < level.length; i += 2) next.push(nodeHash(level[i]!, level[i + 1]!));
+    if (level.length % 2 === 1) next.push(level[level.length - 1]!);
+    level = next;
+  }
+  return level[0]!;
+}
+
+/** PATH(m, D[n]): the sibling hashes from leaf m up to the root, nearest first. */
+export function merkleInclusionPath(index: number, leaves: Buffer[]): Buffer[] {
+  if (index < 0 || index >= leaves.length) throw new RangeError(`leaf ${index} is outside a tree of ${leaves.length}`);
+  const path: Buffer[] = [];
+  let lo = 0;
+  let hi = leaves.length;
+  const siblings: Array<[number, number]> = [];
+  // Walk down from the root to the leaf, remembering each sibling subtree; emit them bottom-up.
+  while (hi - lo > 1) {
+    const k = split(hi - lo);
+    if (index - lo < k) {
+      siblings.push([lo + k, hi]);
+      hi = lo + k;
+    } else {
+      siblings.push([lo, lo + k]);
+      lo = lo + k;
+    }
+  }
+  for (let i = siblings.length - 1; i >= 0; i--) {
+    const [a, b] = siblings[i]!;
+    path.push(merkleRoot(leaves.slice(a, b)));
+  }
+  return path;
+}
+
+/**
+ * The root that leaf `index` of a tree of `treeSize` leaves and this audit path imply (RFC 9162
+ * §2.1.3.2), or undefined when the path has the wrong length for that position.
+ */
+export function merkleRootFromPath(index: number, treeSize: number, leafHash: Buffer, path: Buffer[]): Buffer | undefined {
+  if (index < 0 || index >= treeSize) return undefined;
+  let fn = index;
+  let sn = treeSize - 1;
+  let r = leafHash;
+  for (const p of path) {
+    if (sn === 0) return undefined;
+    if (fn % 2 === 1 || fn === sn) {
+      r = nodeHash(p, r);
+      if (fn % 2 === 0) {
+        while (fn % 2 === 0 && fn !== 0) {
+          fn >>= 1;
+          sn >>= 1;
+        }
+      }
+    } else {
+      r = nodeHash(r, p);
+    }
+    fn >>= 1;
+    sn >>= 1;
+  }
+  return sn === 0 ? r : undefined;
+}
