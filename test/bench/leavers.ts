@@ -154,10 +154,9 @@ within a few minutes on this 2-core machine, where the dev server, Postgres, bot
 API, the worker and the client share the CPU.
 
 In the burst, each removal costs three activities: the revocation record, the remove-and-verify
-against slapd, and the completion. Two of them append to the **single** hash-chained audit log,
-whose appends are serialised by a Postgres advisory lock. With one worker and 2 shared cores,
-that is the ceiling seen here; sharding the chain or batching appends is the lever when more
-is needed.
+against slapd, and the completion. Two of them append to the audit log, each to its request's
+own stream (docs/audit.md), so leavers' removals no longer queue on one lock; with one worker and
+2 shared cores the ceiling is now the worker's activity throughput and Postgres on the same CPU.
 
 **Against interval polling.** A nightly or 15-minute HR sync removes a leaver's access only at
 its next run. For leavers arriving at random, the access lingers ${POLL_INTERVAL_S / 2} s on average and

@@ -204,8 +204,8 @@ The worker runs in its own process (\`temporal/worker-main.ts\`), so its memory 
 
 Checked after the close: ${REVOKES}/${REVOKES} grants revoked with reason \`review\` and removal
 verified; \`ldapsearch\` shows none of those members left in the group; ${kept.toLocaleString('en')} items kept.
-The decision rate is bounded by the audit chain: one hash-chained event per decision, serialised
-by its advisory lock (issue 14 replaces that lock with per-stream chains).
+Every decision is one transaction with one hash-chained event in the campaign's own audit
+stream (docs/audit.md), so decisions queue on that stream's head row and on nothing global.
 `,
     };
   } finally {

@@ -428,7 +428,7 @@ ${leaverSection}${reconcileSection}${codec.section}${sentinel.section}${desk.sec
   The additions are:
   - policy evaluation twice: the API's up-front check, then the workflow's authoritative one;
   - the approval stage, its task rows and a notification activity;
-  - an audit event per transition (one global hash chain, serialised by an advisory lock);
+  - an audit event per transition, in the request's own hash-chained stream (docs/audit.md);
   - two LDAP round trips;
   - the API's own database reads.
   - the safety additions of issue 11: a per-membership advisory-lock transaction around each
