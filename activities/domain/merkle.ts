@@ -16,13 +16,6 @@ const NODE = Buffer.from([1]);
 export const merkleLeafHash = (data: Buffer | string): Buffer => sha256(LEAF, Buffer.isBuffer(data) ? data : Buffer.from(data, 'utf8'));
 const nodeHash = (left: Buffer, right: Buffer) => sha256(NODE, left, right);
 
-/** The largest power of two strictly below n (n ≥ 2). */
-function split(n: number): number {
-  let k = 1;
-  while (k * 2 < n) k *= 2;
-  return k;
-}
-
 /** MTH(D[n]) over leaf hashes (already hashed with merkleLeafHash); the empty tree is sha256(""). */
 export function merkleRoot(leaves: Buffer[]): Buffer {
   if (leaves.length === 0) return sha256();
@@ -38,27 +31,24 @@ export function merkleRoot(leaves: Buffer[]): Buffer {
   return level[0]!;
 }
 
-/** PATH(m, D[n]): the sibling hashes from leaf m up to the root, nearest first. */
+/**
+ * PATH(m, D[n]): the sibling hashes from leaf m up to the root, nearest first. Built level by
+ * level like merkleRoot (a node without a sibling is carried up and adds nothing to the path),
+ * which is the same tree as RFC 9162's split at the largest power of two: O(n) hashes.
+ */
 export function merkleInclusionPath(index: number, leaves: Buffer[]): Buffer[] {
   if (index < 0 || index >= leaves.length) throw new RangeError(`leaf ${index} is outside a tree of ${leaves.length}`);
   const path: Buffer[] = [];
-  let lo = 0;
-  let hi = leaves.length;
-  const siblings: Array<[number, number]> = [];
-  // Walk down from the root to the leaf, remembering each sibling subtree; emit them bottom-up.
-  while (hi - lo > 1) {
-    const k = split(hi - lo);
-    if (index - lo < k) {
-      siblings.push([lo + k, hi]);
-      hi = lo + k;
-    } else {
-      siblings.push([lo, lo + k]);
-      lo = lo + k;
-    }
-  }
-  for (let i = siblings.length - 1; i >= 0; i--) {
-    const [a, b] = siblings[i]!;
-    path.push(merkleRoot(leaves.slice(a, b)));
+  let level = leaves;
+  let i = index;
+  while (level.length > 1) {
+    const sibling = i ^ 1;
+    if (sibling < level.length) path.push(level[sibling]!);
+    const next: Buffer[] = [];
+    for (let k = 0; k + 1 < level.length; k += 2) next.push(nodeHash(level[k]!, level[k + 1]!));
+    if (level.length % 2 === 1) next.push(level[level.length - 1]!);
+    level = next;
+    i >>= 1;
   }
   return path;
 }
