@@ -6,17 +6,19 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyChain } from '../../activities/domain/audit.js';
 import { verifyAuditLog } from '../../activities/domain/checkpoints.js';
+import { checkpointScheduleId } from '../../workflows/ids.js';
 import { verifyEvidenceBundle, type EvidenceBundle } from '../../activities/domain/evidence/index.js';
 import { accessloop, run } from '../helpers/cli.js';
 import { startStack, waitFor, type Stack } from '../helpers/stack.js';
 
+const CHECKPOINT_EVERY_S = 2;
 let s: Stack;
 let tok: Record<'operator' | 'alice' | 'bob' | 'carol', string>;
 let ids: Stack['catalog']['identities'];
 let dir: string;
 
 beforeAll(async () => {
-  s = await startStack();
+  s = await startStack({ env: { ACCESSLOOP_CHECKPOINT_INTERVAL_SECONDS: String(CHECKPOINT_EVERY_S) } });
   tok = Object.fromEntries(Object.entries(s.catalog.tokens).map(([k, v]) => [k, v.token])) as typeof tok;
   ids = s.catalog.identities;
   dir = await mkdtemp(path.join(os.tmpdir(), 'accessloop-evidence-'));
@@ -198,6 +200,22 @@ describe('evidence bundles', () => {
     const truncated = await verifyCli(notJson);
     expect(truncated.code).toBe(1);
     expect(truncated.stderr).toContain('not_json');
+  });
+
+  it('writes a signed checkpoint on its Temporal Schedule once the log has moved, and the whole log verifies against them', async () => {
+    const handle = s.rt.temporal.schedule.getHandle(checkpointScheduleId(s.config.TEMPORAL_TASK_QUEUE));
+    expect((await handle.describe()).spec.intervals?.[0]?.every).toBe(CHECKPOINT_EVERY_S * 1000);
+    const before = (await s.call('GET', '/v1/evidence/checkpoints?limit=1', tok.carol)).body.items[0]?.id ?? 0;
+    // Something moves (a new request), then a scheduled run (not an export) checkpoints it.
+    const moved = await s.call('POST', '/v1/access-requests', tok.alice, { entitlementId: s.catalog.entitlements['finance-readers'], durationSeconds: 600, justification: 'checkpoint schedule fixture' });
+    expect(moved.status).toBe(202);
+    const latest = await waitFor(async () => {
+      const items = (await s.call('GET', '/v1/evidence/checkpoints?limit=1', tok.carol)).body.items as Array<{ id: number }>;
+      return items[0] && items[0].id > before ? items[0] : undefined;
+    }, 'a scheduled checkpoint', CHECKPOINT_EVERY_S * 10_000);
+    expect((await handle.describe()).info.numActionsTaken).toBeGreaterThan(0);
+    expect(latest).toMatchObject({ format: 'accessloop.checkpoint/v1', signer: { fingerprint: bundle.signer.fingerprint } });
+    expect(await verifyAuditLog(s.tdb.db, { publicKey: bundle.signer.publicKey })).toMatchObject({ ok: true, problems: [] });
   });
 
   it('answers only auditors and operators: 404 to others and for unknown ids, 400 for a malformed id', async () => {
