@@ -1,6 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Client } from '@temporalio/client';
-import { sql } from 'drizzle-orm';
 import express, { type Express } from 'express';
 import type { CredentialVault } from '../activities/domain/vault.js';
 import type { Metrics } from '../activities/domain/metrics.js';
@@ -8,6 +7,7 @@ import type { PolicyService } from '../activities/domain/policy/service.js';
 import type { Db } from '../db/client.js';
 import type { Config } from '../temporal/config.js';
 import { ensureReconcileSchedule } from '../temporal/schedules.js';
+import { checkReadiness, servicePings } from '../temporal/readiness.js';
 import { UNIT_MS } from './schemas.js';
 import type { Logger } from '../temporal/logger.js';
 import { authenticate } from './auth.js';
@@ -29,6 +29,7 @@ import { pageRoutes } from './routes/pages.js';
 import { breakGlassRoutes, breakGlassSettingsRoutes } from './routes/break-glass.js';
 import { createBreakGlassService } from './services/break-glass.js';
 import { createAccessRequestService } from './services/access-requests.js';
+import type { RequestWatch } from './services/request-watch.js';
 import { createAdminService } from './services/admin.js';
 import { createHrIntakeService } from './services/hr-intake.js';
 import { createReconciliationService } from './services/reconciliation.js';
@@ -51,6 +52,8 @@ export interface AppDeps {
   kpiSnapshot?: () => Promise<Kpis>;
   /** Whether this process's worker is polling its task queue; absent when the process runs no worker. */
   workerReady?: () => boolean;
+  /** Wakes long polls when a request changes (one LISTEN connection); without it they answer at once. */
+  requestWatch?: RequestWatch;
 }
 
 /**
@@ -73,7 +76,7 @@ function metricsGuard(token: string | undefined): express.RequestHandler {
  */
 export function createApp(deps: AppDeps): Express {
   const { db, temporal, config, log, metrics, policies, actionLinkSecret, vault } = deps;
-  const requests = createAccessRequestService({ db, temporal, config, policies });
+  const requests = createAccessRequestService({ db, temporal, config, policies, watch: deps.requestWatch });
   const hrIntake = createHrIntakeService({ db, temporal, config });
   const reconciliation = createReconciliationService({ db, temporal, config });
   // Every registered system gets its reconciliation schedule.
@@ -100,16 +103,11 @@ export function createApp(deps: AppDeps): Express {
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
+  // The same check as the worker-only process's health listener (temporal/readiness.ts).
+  const readinessSources = { ...servicePings(db, temporal), ...(deps.workerReady ? { workerReady: deps.workerReady } : {}) };
   app.get('/readyz', async (_req, res) => {
-    const checks = await Promise.allSettled([
-      db.execute(sql`select 1`),
-      temporal.connection.workflowService.getSystemInfo({}),
-    ]);
-    const [dbOk, temporalOk] = checks.map((c) => c.status === 'fulfilled');
-    // a process whose worker stopped polling serves HTTP but leaves its share of the task queue undone
-    const worker = deps.workerReady ? (deps.workerReady() ? 'ok' : 'down') : 'absent';
-    const ready = dbOk && temporalOk && worker !== 'down';
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not_ready', database: dbOk ? 'ok' : 'down', temporal: temporalOk ? 'ok' : 'down', worker });
+    const r = await checkReadiness(readinessSources);
+    res.status(r.status === 'ready' ? 200 : 503).json(r);
   });
   registerKpiGauges(metrics.registry, {
     compute: deps.kpiSnapshot ?? (() => computeKpis(db, UNIT_MS.d)),
@@ -143,7 +141,7 @@ export function createApp(deps: AppDeps): Express {
   // An import carries up to a thousand items: its own, larger limit (operators only, after authentication).
   v1.use('/access-requests/import', express.json({ limit: '1mb', strict: true }));
   v1.use(express.json({ limit: config.ACCESSLOOP_BODY_LIMIT, strict: true }));
-  v1.use('/access-requests', accessRequestRoutes({ db, requests, vault }));
+  v1.use('/access-requests', accessRequestRoutes({ db, requests, vault, watch: deps.requestWatch }));
   v1.use('/groups', groupRoutes(admin));
   v1.use('/delegations', delegationRoutes(admin));
   v1.use('/metrics', kpiRoutes(db));

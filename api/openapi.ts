@@ -103,7 +103,7 @@ route('get', '/v1/access-requests', {
   query: s.listRequestsQuery,
   ok: { 200: described('{items, nextCursor}') },
 });
-route('get', '/v1/access-requests/{id}', { summary: 'Request status, stages, grant and timeline', roles: 'requester (own), assigned approver, operator, auditor', params: s.idParam, ok: { 200: described('the request') } });
+route('get', '/v1/access-requests/{id}', { summary: 'Request status, stages, grant and timeline; with waitFor, a long poll until the status is reached', roles: 'requester (own), assigned approver, operator, auditor', params: s.idParam, query: s.requestReadQuery, ok: { 200: described('the request') } });
 route('post', '/v1/access-requests/{id}/decision', { summary: 'Approve or reject', roles: 'approver (assigned, never the requester)', params: s.idParam, body: s.decisionBody, ok: { 200: described('{id, status}') } });
 route('post', '/v1/access-requests/{id}/extend', {
   summary: 'Extend an active lease within policy',

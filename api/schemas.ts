@@ -63,8 +63,36 @@ export const importLeasesBody = z.strictObject({
     .max(1000),
 });
 
+const REQUEST_STATUSES = ['pending_approval', 'rejected', 'expired_unapproved', 'cancelled', 'scheduled', 'granting', 'active', 'revoking', 'revocation_unverified', 'revoked', 'failed'] as const;
+/** The states no request leaves: a long poll for anything else ends on them too. */
+export const FINAL_REQUEST_STATUSES: readonly string[] = ['rejected', 'expired_unapproved', 'cancelled', 'revoked', 'failed'];
+
+/**
+ * A long poll on one request: answer once its status is one of `waitFor` (or final), or after
+ * `waitSeconds` with whatever it is then. Without `waitFor`, the read answers at once.
+ */
+export const requestReadQuery = z
+  .strictObject({
+    waitFor: z
+      .string()
+      .max(300)
+      .transform((v, ctx) => {
+        const list = v.split(',').map((x) => x.trim());
+        const bad = list.filter((x) => !(REQUEST_STATUSES as readonly string[]).includes(x));
+        if (bad.length || list.length === 0) {
+          ctx.addIssue({ code: 'custom', message: `waitFor takes a comma-separated list of request statuses (${REQUEST_STATUSES.join(', ')})` });
+          return z.NEVER;
+        }
+        return list;
+      })
+      .optional()
+      .meta({ description: 'comma-separated request statuses to wait for, e.g. `active`; a final status ends the wait too' }),
+    waitSeconds: z.coerce.number().int().min(1).max(30).optional().meta({ description: 'the longest wait in seconds, with waitFor (default 20)' }),
+  })
+  .refine((q) => q.waitFor !== undefined || q.waitSeconds === undefined, { message: 'waitSeconds needs waitFor', path: ['waitSeconds'] });
+
 export const listRequestsQuery = z.strictObject({
-  status: z.enum(['pending_approval', 'rejected', 'expired_unapproved', 'cancelled', 'scheduled', 'granting', 'active', 'revoking', 'revocation_unverified', 'revoked', 'failed']).optional(),
+  status: z.enum(REQUEST_STATUSES).optional(),
   subjectId: z.uuid().optional(),
   entitlementId: z.uuid().optional(),
   limit: z.coerce.number().int().min(1).max(200).default(50),

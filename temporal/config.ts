@@ -158,6 +158,13 @@ export const configSchema = z
       .enum(['true', 'false'])
       .default('false')
       .transform((v) => v === 'true'),
+    /**
+     * `npm run worker` only: when set, a plain HTTP listener for a supervisor's probes (GET /healthz,
+     * GET /readyz: the worker polling and the database answering). 0 picks a free port; unset: none.
+     */
+    ACCESSLOOP_WORKER_HEALTH_PORT: optionalString.pipe(z.coerce.number<string | undefined>({ error: 'must be a port number 0-65535 (0: any free port)' }).int().min(0).max(65535).optional()),
+    /** Where that listener binds; loopback unless the supervisor probes from elsewhere (e.g. 0.0.0.0 for a kubelet). */
+    ACCESSLOOP_WORKER_HEALTH_HOST: optionalString.transform((v) => v ?? '127.0.0.1'),
   })
   .superRefine((c, ctx) => {
     if (c.ACCESSLOOP_MULTI_PROCESS) {
@@ -170,6 +177,16 @@ export const configSchema = z
           message:
             `several processes need the same keys and servers from configuration, or each would generate its own ` +
             `that the others cannot read; set ${missing.join(', ')} (the same values in every replica)`,
+        });
+      }
+      if (c.ACCESSLOOP_DEMO) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['ACCESSLOOP_DEMO'],
+          message:
+            'must be false with ACCESSLOOP_MULTI_PROCESS=true (it defaults to true, for npm start): the demo seeds a catalog ' +
+            'and demo tokens on every start, which the replicas would race on and which has no place in a production deployment; ' +
+            'set ACCESSLOOP_DEMO=false on every API replica (npm run worker already does)',
         });
       }
     }

@@ -13,6 +13,7 @@ import { formatProblems } from '../activities/domain/policy/load.js';
 import { createPolicyService, PolicyError, type PolicyService } from '../activities/domain/policy/service.js';
 import { createApp } from '../api/app.js';
 import { createAccessRequestService } from '../api/services/access-requests.js';
+import { createRequestWatch } from '../api/services/request-watch.js';
 import { createDeskRequestOps } from '../api/services/desk-requests.js';
 import { assertMigrated, closeDb, createDb, migrateDb, type Db } from '../db/client.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded.js';
@@ -28,6 +29,7 @@ import { ensureCheckpointSchedule, ensureReconcileSchedule, ensureSentinelSchedu
 import { ensureServiceDeskWorkflow } from './desk-workflows.js';
 import { ensureReviewCampaignWorkflows, ensureReviewSchedules } from './review-workflows.js';
 import { startDemoDesk, type DemoDesk } from './demo-desk.js';
+import { workerPolling } from './readiness.js';
 import { createWorker, installTemporalRuntime } from './worker.js';
 
 export interface RuntimeOptions {
@@ -210,7 +212,9 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     let server: Server | undefined;
     let apiUrl: string | undefined;
     if (opts.api) {
-      const app = createApp({ db, temporal, config, log, metrics, policies, actionLinkSecret, vault, ...(worker ? { workerReady: () => workerPolling(worker!) } : {}) });
+      // PGlite over its socket serves one connection at a time and no LISTEN: long polls re-read instead.
+      const requestWatch = await createRequestWatch(db.$client, log, { listen: !embedded });
+      const app = createApp({ db, temporal, config, log, metrics, policies, actionLinkSecret, vault, requestWatch, ...(worker ? { workerReady: () => workerPolling(worker!) } : {}) });
       server = await new Promise<Server>((resolve, reject) => {
         const s = app.listen(config.PORT, config.HOST, () => resolve(s));
         s.on('error', reject);
@@ -225,6 +229,8 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
             server!.closeIdleConnections();
           }),
       );
+      // Runs first (stops run in reverse): open long polls answer with what they have, so the drain does not wait out their timeouts.
+      stops.push(() => requestWatch.close());
     }
 
     return {
@@ -305,12 +311,6 @@ async function demoSshCa(config: Config, env: Record<string, string | undefined>
     say(`demo SSH CA not created: ${(e as Error).message}`);
     return undefined;
   }
-}
-
-/** Running and both pollers (workflow and activity tasks) still polling: the SDK has no last-poll time. */
-function workerPolling(worker: Worker): boolean {
-  const s = worker.getStatus();
-  return s.runState === 'RUNNING' && s.workflowPollerState === 'POLLING' && s.activityPollerState === 'POLLING';
 }
 
 /** The action-link HMAC key: configured, or generated once per data dir (API and worker share it there). */

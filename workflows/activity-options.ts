@@ -1,4 +1,4 @@
-import type { ActivityOptions } from '@temporalio/workflow';
+import type { ActivityOptions, LocalActivityOptions } from '@temporalio/workflow';
 import type { LifecycleTiming } from './messages.js';
 
 // Activity profiles shared by every workflow, grouped by how the step behaves (sandbox-safe:
@@ -16,6 +16,18 @@ export const BOOKKEEPING: ActivityOptions = {
   startToCloseTimeout: '15s',
   heartbeatTimeout: HEARTBEAT,
   retry: { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '10s' },
+};
+
+/**
+ * The same bookkeeping as a local activity (workflows/bookkeeping.ts): retried until it lands,
+ * in the worker that runs the workflow task. A wait longer than the threshold becomes a durable
+ * timer, so a database outage does not hold one workflow task open; a worker that dies mid-write
+ * loses the task, and the next worker runs the keyed write again.
+ */
+export const LOCAL_BOOKKEEPING: LocalActivityOptions = {
+  startToCloseTimeout: '15s',
+  localRetryThreshold: '10s',
+  retry: BOOKKEEPING.retry,
 };
 
 /** A write to a target system: idempotent by contract, bounded so a dead target fails the grant. */

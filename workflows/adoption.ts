@@ -1,10 +1,10 @@
-import { isCancellation, log, proxyActivities } from '@temporalio/workflow';
+import { isCancellation, log } from '@temporalio/workflow';
 import type { AdoptionActivities } from '../activities/index.js';
-import { BOOKKEEPING, summarized } from './activity-options.js';
+import { bookkeeping } from './bookkeeping.js';
 import type { AccessRequestInput, RevokeArgs } from './messages.js';
 import { describeFailure } from './removal.js';
 
-const book = (summary: string) => proxyActivities<AdoptionActivities>(summarized(BOOKKEEPING, summary));
+const book = (summary: string) => bookkeeping<AdoptionActivities>(summary);
 
 /** What the steps need of the lease's state object (AccessLifecycle, ./lifecycle.ts). */
 export interface AdoptionHost {

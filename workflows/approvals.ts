@@ -1,13 +1,14 @@
 import { ApplicationFailure, allHandlersFinished, condition, log, patched, proxyActivities } from '@temporalio/workflow';
 import type { ApprovalActivities, NotificationActivities } from '../activities/index.js';
-import { BOOKKEEPING, NOTIFICATION, summarized } from './activity-options.js';
+import { NOTIFICATION } from './activity-options.js';
+import { bookkeeping } from './bookkeeping.js';
 import { type AccessRequestInput, type DecisionArgs, type DecisionResult, type RequestState, type RequestStateView, UpdateRejection } from './messages.js';
 import { decisionArgsSchema } from './message-schemas.js';
 import { describeFailure } from './removal.js';
 import { parseUpdate } from './signal-input.js';
 
 /** Steps an operator looks for in the UI get a summary line. */
-const bookAs = (summary: string) => proxyActivities<ApprovalActivities>(summarized(BOOKKEEPING, summary));
+const bookAs = (summary: string) => bookkeeping<ApprovalActivities>(summary);
 const notifier = proxyActivities<NotificationActivities>(NOTIFICATION);
 
 const MS = 1000;

@@ -1,10 +1,11 @@
 import { isCancellation, log, proxyActivities } from '@temporalio/workflow';
 import type { BreakGlassActivities, NotificationActivities } from '../activities/index.js';
-import { BOOKKEEPING, NOTIFICATION, removalOverdue, summarized } from './activity-options.js';
+import { NOTIFICATION, removalOverdue, summarized } from './activity-options.js';
+import { bookkeeping } from './bookkeeping.js';
 import type { AccessRequestInput, RequestStateView } from './messages.js';
 import { describeFailure } from './removal.js';
 
-const book = (summary: string) => proxyActivities<BreakGlassActivities>(summarized(BOOKKEEPING, summary));
+const book = (summary: string) => bookkeeping<BreakGlassActivities>(summary);
 /** The forced rotation retries like an overdue removal (no deadline): the secret the invoker saw must not outlive the lease. */
 const onTarget = (timing: AccessRequestInput['timing'], summary: string) => proxyActivities<BreakGlassActivities>(summarized(removalOverdue(timing), summary));
 const notices = proxyActivities<NotificationActivities>(NOTIFICATION);

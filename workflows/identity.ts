@@ -23,13 +23,14 @@ import {
   reviewSignal,
   revokeSignal,
 } from './messages.js';
-import { AWAIT_REMOVALS, BOOKKEEPING, NOTIFICATION, TARGET_WRITE } from './activity-options.js';
+import { AWAIT_REMOVALS, NOTIFICATION, TARGET_WRITE } from './activity-options.js';
+import { bookkeeping } from './bookkeeping.js';
 import { hrEventRefSchema } from './message-schemas.js';
 import { describeFailure, failureType, removeUntilVerified } from './removal.js';
 import { parseSignal } from './signal-input.js';
 
 // HR bookkeeping, the revocation records of birthright grants (kept by the lease activities), a mover's micro-reviews.
-const book = proxyActivities<HrActivities & LeaseActivities & MicroReviewActivities>(BOOKKEEPING);
+const book = () => bookkeeping<HrActivities & LeaseActivities & MicroReviewActivities>();
 const target = proxyActivities<HrActivities>(TARGET_WRITE);
 // A leaver is done only when every removal is verified: this read is retried until it is.
 const untilRemoved = proxyActivities<HrActivities>(AWAIT_REMOVALS);
@@ -166,13 +167,13 @@ class IdentityLifecycle {
 
   /** The contract ended: a leaver HR did not send (or has not sent yet), recorded in the inbox. */
   async endContract(): Promise<void> {
-    this.queue.push(await book.recordContractEnd({ identityId: this.identityId }));
+    this.queue.push(await book().recordContractEnd({ identityId: this.identityId }));
   }
 
   async handle(e: HrEventRef): Promise<void> {
     const { identityId, view } = this;
     this.seen.add(e.eventId);
-    const r = await book.applyHrEvent({ eventId: e.eventId, identityId });
+    const r = await book().applyHrEvent({ eventId: e.eventId, identityId });
     this.processed++;
     view.processed = this.processed;
     view.status = r.status;
@@ -198,11 +199,11 @@ class IdentityLifecycle {
         // by the new manager (docs/micro-reviews.md), due when the grace ends and revoked by its
         // campaign if still undecided then. Runs recorded before signal the leases instead (below).
         const dueAt = new Date(Date.now() + Math.max(1, graceSeconds) * 1000).toISOString();
-        await this.recorded('open_review', identityId, () => book.openMoverReviews({ identityId, eventId: e.eventId, dueAt }));
+        await this.recorded('open_review', identityId, () => book().openMoverReviews({ identityId, eventId: e.eventId, dueAt }));
         return;
       }
       // Requested access was justified by the old role: the new manager re-approves it within the grace period.
-      const { requestWorkflowIds } = await book.moverReviewTargets({ identityId });
+      const { requestWorkflowIds } = await book().moverReviewTargets({ identityId });
       await Promise.all(
         requestWorkflowIds.map((id) =>
           getExternalWorkflowHandle(id)
@@ -219,7 +220,7 @@ class IdentityLifecycle {
   /** Grants what the attributes justify now; revokes what they no longer do (now, or after the mover grace). */
   async reconcileBirthright(revokeNow: boolean): Promise<number> {
     const { identityId } = this;
-    const plan = await book.planBirthright({ identityId });
+    const plan = await book().planBirthright({ identityId });
     if (plan.errors.length) log.warn('birthright rules could not be evaluated', { identityId, errors: plan.errors });
     // One grant failing (its target down past the write's bound) must not fail the others, nor the workflow.
     await Promise.all(
@@ -229,7 +230,7 @@ class IdentityLifecycle {
           g.grantId,
           () => target.grantBirthright({ identityId, entitlementId: g.entitlementId, grantId: g.grantId, rules: plan.rules, policyVersion: plan.policyVersion }),
           // A grant left `granting` would count as a live justification: it is marked failed.
-          (errorType) => book.markBirthrightFailed({ identityId, grantId: g.grantId, errorType }),
+          (errorType) => book().markBirthrightFailed({ identityId, grantId: g.grantId, errorType }),
         ),
       ),
     );
@@ -270,20 +271,20 @@ class IdentityLifecycle {
 
   private async revokeBirthright(g: { grantId: string; entitlementId: string }, reason: RevokeReason): Promise<void> {
     const key = (what: string) => `${workflowInfo().workflowId}/${g.grantId}/${what}`;
-    await book.beginRevocation({ grantId: g.grantId, reason, actorId: 'hr', requestedAt: new Date().toISOString(), idempotencyKey: key('revoking') });
+    await book().beginRevocation({ grantId: g.grantId, reason, actorId: 'hr', requestedAt: new Date().toISOString(), idempotencyKey: key('revoking') });
     const lease = { grantId: g.grantId, subjectId: this.identityId, entitlementId: g.entitlementId };
     const result = await removeUntilVerified(lease, reason, this.timing, {
       attempt: () => {},
-      unverified: (error, errorType) => book.markRevocationUnverified({ grantId: g.grantId, error, errorType, idempotencyKey: key('revocation-unverified') }),
+      unverified: (error, errorType) => book().markRevocationUnverified({ grantId: g.grantId, error, errorType, idempotencyKey: key('revocation-unverified') }),
       stillFailing: (error) => this.details(`removal of ${g.grantId} still unverified: ${error}`),
     });
-    await book.completeRevocation({ grantId: g.grantId, changed: result.changed, retainedBy: result.retainedBy, verifiedAt: result.verifiedAt, idempotencyKey: key('revoked') });
+    await book().completeRevocation({ grantId: g.grantId, changed: result.changed, retainedBy: result.retainedBy, verifiedAt: result.verifiedAt, idempotencyKey: key('revoked') });
   }
 
   /** Revokes everything in parallel, then waits until every removal is verified. */
   private async leave(e: HrEventRef): Promise<void> {
     const { identityId, view } = this;
-    const t = await book.leaverTargets({ identityId });
+    const t = await book().leaverTargets({ identityId });
     const leaver: NonNullable<IdentityStateView['leaver']> = { eventId: e.eventId, phase: 'revoking', grants: t.requestWorkflowIds.length + t.birthright.length };
     view.leaver = leaver;
     this.details(`leaver: revoking ${leaver.grants} grant(s)`);
@@ -313,7 +314,7 @@ class IdentityLifecycle {
     const { lastVerifiedAt } = await stuck.watch(removals(), () => [...pendingBirthright]);
     leaver.phase = 'disabling';
     const disabled = await stuck.disableAccounts((err) => this.recordFailure('disable_accounts', identityId, err));
-    await book.completeLeaver({ eventId: e.eventId, identityId, lastVerifiedAt, disabledSystems: disabled.changed });
+    await book().completeLeaver({ eventId: e.eventId, identityId, lastVerifiedAt, disabledSystems: disabled.changed });
     leaver.phase = 'done';
     this.details('leaver: all access removed and verified');
   }

@@ -1,13 +1,12 @@
-import { proxyActivities } from '@temporalio/workflow';
 import type { ApprovalActivities } from '../activities/index.js';
-import { BOOKKEEPING } from './activity-options.js';
+import { bookkeeping } from './bookkeeping.js';
 import type { ApprovalHost, StageOutcome } from './approvals.js';
 import type { RequestStateView, RevokeArgs } from './messages.js';
 
 // Two pieces of AccessLifecycle (./lifecycle.ts) that need only its public surface: closing a
 // request that was not approved, and the current-details text.
 
-const book = proxyActivities<ApprovalActivities>(BOOKKEEPING);
+const book = () => bookkeeping<ApprovalActivities>();
 
 type Closing = Pick<ApprovalHost, 'state' | 'setStatus' | 'nextKey'>;
 
@@ -21,15 +20,15 @@ export async function closeUnapproved(request: Closing, result: Exclude<StageOut
       return;
     case 'no_quorum':
       request.setStatus('rejected', result.reason);
-      await book.closeUnapproved({ requestId, outcome: 'rejected', reason: result.reason, idempotencyKey: request.nextKey('no-quorum') });
+      await book().closeUnapproved({ requestId, outcome: 'rejected', reason: result.reason, idempotencyKey: request.nextKey('no-quorum') });
       return;
     case 'expired':
       request.setStatus('expired_unapproved');
-      await book.closeUnapproved({ requestId, outcome: 'expired_unapproved', reason: `approval stage ${result.stageName} timed out`, idempotencyKey: request.nextKey('expired') });
+      await book().closeUnapproved({ requestId, outcome: 'expired_unapproved', reason: `approval stage ${result.stageName} timed out`, idempotencyKey: request.nextKey('expired') });
       return;
     case 'withdrawn':
       request.setStatus('cancelled');
-      await book.closeUnapproved({
+      await book().closeUnapproved({
         requestId,
         outcome: 'cancelled',
         reason: withdrawal?.comment ?? 'withdrawn before approval',

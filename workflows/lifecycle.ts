@@ -1,6 +1,7 @@
 import { ApplicationFailure, condition, isCancellation, log, patched, proxyActivities, setCurrentDetails, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { ApprovalActivities, CredentialActivities, LeaseActivities } from '../activities/index.js';
-import { BOOKKEEPING, TARGET_WRITE, summarized } from './activity-options.js';
+import { TARGET_WRITE, summarized } from './activity-options.js';
+import { bookkeeping } from './bookkeeping.js';
 import { type ApprovalHost, Approvals, stagesOf } from './approvals.js';
 import type { AccessRequestInput, CredentialView, ExtendArgs, ExtendResult, RequestState, RequestStateView, ReviewArgs, RevokeArgs, RevokeReason, RotateArgs, ShortenArgs } from './messages.js';
 import { UpdateRejection } from './messages.js';
@@ -14,9 +15,9 @@ import { describeFailure, removeUntilVerified } from './removal.js';
 import { AccessExpiresAtKey, AccessStateKey } from './search-attributes.js';
 import { UpdatableTimer } from './timer.js';
 
-const book = proxyActivities<ApprovalActivities & LeaseActivities>(BOOKKEEPING);
+const book = () => bookkeeping<ApprovalActivities & LeaseActivities>();
 /** Steps an operator looks for in the UI get a summary line. */
-const bookAs = (summary: string) => proxyActivities<ApprovalActivities & LeaseActivities>(summarized(BOOKKEEPING, summary));
+const bookAs = (summary: string) => bookkeeping<ApprovalActivities & LeaseActivities>(summary);
 const targetAs = (summary: string) => proxyActivities<LeaseActivities & CredentialActivities>(summarized(TARGET_WRITE, summary));
 
 const MS = 1000;
@@ -236,12 +237,12 @@ export class AccessLifecycle implements ApprovalHost {
 
     if (policy.effect === 'deny' || (policy.effect === undefined && stages.length === 0)) {
       const reason = policy.reason ?? 'no eligible approver';
-      await book.closeUnapproved({ requestId, outcome: 'rejected', reason, fired: policy.fired, idempotencyKey: this.nextKey('no-approver') });
+      await book().closeUnapproved({ requestId, outcome: 'rejected', reason, fired: policy.fired, idempotencyKey: this.nextKey('no-approver') });
       this.setStatus('rejected', reason);
       return false;
     }
     if (policy.effect === 'auto_approve') {
-      await book.recordAutoApproval({ requestId, policyVersion: policy.policyVersion, reason: policy.reason ?? 'policy', fired: policy.fired ?? [], idempotencyKey: this.nextKey('auto-approved') });
+      await book().recordAutoApproval({ requestId, policyVersion: policy.policyVersion, reason: policy.reason ?? 'policy', fired: policy.fired ?? [], idempotencyKey: this.nextKey('auto-approved') });
     }
     this.extendRequiresApproval = policy.extendRequiresApproval === true;
     const result = await this.approvals.run(stages, { purpose: 'request', policyVersion: policy.policyVersion, fired: policy.fired });
@@ -259,11 +260,11 @@ export class AccessLifecycle implements ApprovalHost {
     if (!startAt || Date.parse(startAt) <= Date.now()) return true;
     this.state.startAt = startAt;
     this.setStatus('scheduled', `access starts ${startAt}`);
-    await book.recordScheduled({ requestId, startAt, idempotencyKey: this.nextKey('scheduled') });
+    await book().recordScheduled({ requestId, startAt, idempotencyKey: this.nextKey('scheduled') });
     const withdrawn = await condition(() => this.revokeRequest !== undefined, Date.parse(startAt) - Date.now());
     if (!withdrawn) return true;
     this.setStatus('cancelled', 'withdrawn before the start time');
-    await book.closeUnapproved({ requestId, outcome: 'cancelled', reason: this.revokeRequest?.comment ?? 'withdrawn before the start time', actorId: this.revokeRequest?.actorId, idempotencyKey: this.nextKey('cancelled') });
+    await book().closeUnapproved({ requestId, outcome: 'cancelled', reason: this.revokeRequest?.comment ?? 'withdrawn before the start time', actorId: this.revokeRequest?.actorId, idempotencyKey: this.nextKey('cancelled') });
     return false;
   }
 
@@ -292,7 +293,7 @@ export class AccessLifecycle implements ApprovalHost {
       this.state.lastError = describeFailure(err);
       await this.removeVerified('manual', { closeLease: false });
       this.setStatus('failed', this.state.lastError);
-      await book.markFailed({ requestId, grantId, reason: this.state.lastError, idempotencyKey: this.nextKey('failed') });
+      await book().markFailed({ requestId, grantId, reason: this.state.lastError, idempotencyKey: this.nextKey('failed') });
       return false;
     }
     this.state.grantedAt = new Date().toISOString();
@@ -348,18 +349,18 @@ export class AccessLifecycle implements ApprovalHost {
   /** A mover's access reviewed by their (new) manager; not approved in time → revoked as `mover`. */
   private async review(args: ReviewArgs): Promise<void> {
     const { requestId, grantId } = this.input;
-    const stages = await book.reviewStages({ requestId, subjectId: this.input.subjectId, requesterId: this.input.requesterId, deadlineSeconds: args.deadlineSeconds });
+    const stages = await book().reviewStages({ requestId, subjectId: this.input.subjectId, requesterId: this.input.requesterId, deadlineSeconds: args.deadlineSeconds });
     const { outcome } = stages.length ? await this.approvals.run(stages, { purpose: 'review', policyVersion: 'review', deadlineMs: this.expiry.deadline }) : { outcome: 'no_quorum' as const };
     this.approvals.close();
     if (outcome === 'approved' || outcome === 'withdrawn') return;
-    await book.closeExtension({ requestId, grantId, outcome: 'refused', reason: `mover review ${outcome === 'no_quorum' ? 'had no eligible reviewer' : outcome}`, idempotencyKey: this.nextKey('review-refused') });
+    await book().closeExtension({ requestId, grantId, outcome: 'refused', reason: `mover review ${outcome === 'no_quorum' ? 'had no eligible reviewer' : outcome}`, idempotencyKey: this.nextKey('review-refused') });
     this.revokeRequest ??= { reason: 'mover', actorId: 'review', comment: `not re-approved after a move (${outcome})` };
   }
 
   /** Re-approval of an extension (policy `extendRequiresApproval`): the lease stays active meanwhile. */
   private async approveExtension(ext: ExtendArgs): Promise<void> {
     const { requestId, grantId } = this.input;
-    const again = await book.evaluatePolicy({ requestId, requesterId: this.input.requesterId, subjectId: this.input.subjectId, entitlementId: this.input.entitlementId, durationSeconds: ext.durationSeconds, purpose: 'extension' });
+    const again = await book().evaluatePolicy({ requestId, requesterId: this.input.requesterId, subjectId: this.input.subjectId, entitlementId: this.input.entitlementId, durationSeconds: ext.durationSeconds, purpose: 'extension' });
     let approved = again.effect === 'auto_approve';
     let why = again.reason ?? '';
     if (again.effect === 'route') {
@@ -369,7 +370,7 @@ export class AccessLifecycle implements ApprovalHost {
       why = result.outcome === 'no_quorum' ? result.reason : result.outcome;
     }
     if (!approved) {
-      await book.closeExtension({ requestId, grantId, outcome: 'refused', reason: why || 'not approved', idempotencyKey: this.nextKey('extension-refused') });
+      await book().closeExtension({ requestId, grantId, outcome: 'refused', reason: why || 'not approved', idempotencyKey: this.nextKey('extension-refused') });
       this.details(`extension not approved (${why || 'not approved'})`);
       return;
     }
@@ -385,7 +386,7 @@ export class AccessLifecycle implements ApprovalHost {
         const renewed = await targetAs('renew the credential for the extension').renewCredential({ ...this.lease, notAfter: new Date(newExpiry).toISOString(), idempotencyKey: this.nextKey('credential-renewed') });
         this.state.credential = renewed ?? { ...this.state.credential, notAfter: new Date(newExpiry).toISOString() };
       }
-      await book.recordExtension({
+      await book().recordExtension({
         requestId: this.input.requestId,
         grantId: this.input.grantId,
         actorId: ext.actorId,

@@ -7,7 +7,8 @@ import { requestIdOf } from '../request-context.js';
 import { hasRole, identityOf, principalOf, requireRole, type Principal } from '../auth.js';
 import { HttpError, notFound } from '../errors.js';
 import { isParty, type AccessRequestService } from '../services/access-requests.js';
-import { createAccessRequestBody, decisionBody, extendBody, idParam, importLeasesBody, listRequestsQuery, revokeBody } from '../schemas.js';
+import { FINAL_REQUEST_STATUSES, createAccessRequestBody, decisionBody, extendBody, idParam, importLeasesBody, listRequestsQuery, requestReadQuery, revokeBody } from '../schemas.js';
+import { waitForRequest, type RequestWatch } from '../services/request-watch.js';
 import { valid, validate } from '../validate.js';
 
 export interface RouteDeps {
@@ -15,10 +16,12 @@ export interface RouteDeps {
   db: Db;
   requests: AccessRequestService;
   vault: CredentialVault;
+  /** Wakes long polls on a change; without it a long poll answers at once. */
+  watch?: RequestWatch | undefined;
 }
 
 /** The access-request API: reads answer here; every change is one call into the request service. */
-export function accessRequestRoutes({ db, requests, vault }: RouteDeps): Router {
+export function accessRequestRoutes({ db, requests, vault, watch }: RouteDeps): Router {
   const r = Router();
   const { loadRequest } = requests;
 
@@ -75,12 +78,20 @@ export function accessRequestRoutes({ db, requests, vault }: RouteDeps): Router 
     });
   });
 
-  r.get('/:id', validate({ params: idParam }), async (req, res) => {
+  r.get('/:id', validate({ params: idParam, query: requestReadQuery }), async (req, res) => {
     const p = principalOf(req);
-    const { params } = valid(res, { params: idParam });
-    const row = await loadRequest(params.id);
+    const { params, query } = valid(res, { params: idParam, query: requestReadQuery });
+    let row = await loadRequest(params.id);
     const allowed = hasRole(p, 'operator', 'auditor') || (hasRole(p, 'requester') && isParty(p, row)) || (await isAssignedApprover(p, row.id));
     if (!allowed) throw notFound('access request'); // do not reveal that it exists
+    if (query.waitFor) {
+      // A long poll, only once the caller may see the request: it answers at the status, at a final one, or at the timeout.
+      const want = query.waitFor;
+      const gone = new AbortController();
+      res.on('close', () => gone.abort());
+      row = await waitForRequest(watch, row.id, () => loadRequest(row.id), (r) => want.includes(r.status) || FINAL_REQUEST_STATUSES.includes(r.status), (query.waitSeconds ?? 20) * 1000, gone.signal);
+      if (gone.signal.aborted) return;
+    }
     const [stageRows, [grant], timeline, [ticket]] = await Promise.all([
       db.select().from(approvals).where(eq(approvals.requestId, row.id)).orderBy(asc(approvals.stage), asc(approvals.createdAt)),
       db.select().from(grants).where(eq(grants.requestId, row.id)),

@@ -11,6 +11,7 @@ import { actorRef, hasRole, type Principal } from '../auth.js';
 import { conflict, forbidden, notFound } from '../errors.js';
 import type { extendBody, revokeBody } from '../schemas.js';
 import { createDecisions } from './decisions.js';
+import type { RequestWatch } from './request-watch.js';
 import { createLeaseImport } from './lease-import.js';
 import { createSubmission } from './submission.js';
 import { fromClosedWorkflow, fromUpdateError } from './update-rejections.js';
@@ -23,6 +24,8 @@ export interface AccessRequestServiceDeps {
   temporal: { workflow: Pick<WorkflowClient, 'start' | 'getHandle'> };
   config: Config;
   policies: Pick<PolicyService, 'decide' | 'defaultDuration'>;
+  /** Long polls: a decision that arrives before its stage is open waits for it. */
+  watch?: RequestWatch | undefined;
 }
 
 /** Who acts, on which request, under which HTTP request id (for the audit trail). */
@@ -52,7 +55,7 @@ export function createAccessRequestService(deps: AccessRequestServiceDeps) {
 
   const { submit } = createSubmission(deps);
   const importLeases = createLeaseImport({ submit });
-  const { decide } = createDecisions({ db, temporal, loadRequest });
+  const { decide } = createDecisions({ db, temporal, loadRequest, watch: deps.watch });
 
   /** `updateId`: set by the service desk, so an event handled again after a crash does not extend twice. */
   async function extend({ principal: p, httpRequestId }: Actor, id: string, body: z.output<typeof extendBody>, updateId?: string): Promise<ExtendResult & { id: string }> {

@@ -5,11 +5,17 @@ import { actionLinkUses, approvals, identities, type AccessRequest } from '../..
 import { decideUpdate } from '../../workflows/messages.js';
 import { HttpError, conflict, forbidden } from '../errors.js';
 import { fromUpdateError } from './update-rejections.js';
+import { waitForRequest, type RequestWatch } from './request-watch.js';
+
+/** How long a decision that arrives before its stage is open waits for it (the workflow is evaluating policy). */
+const STAGE_OPEN_WAIT_MS = 5_000;
 
 export interface DecisionDeps {
   db: Pick<Db, 'select' | 'insert' | 'delete'>;
   temporal: { workflow: Pick<WorkflowClient, 'getHandle'> };
   loadRequest: (id: string) => Promise<AccessRequest>;
+  /** Wakes a decision waiting for its stage to open; without it, such a decision is refused at once (409 stage_not_open). */
+  watch?: RequestWatch | undefined;
 }
 
 export interface Decision {
@@ -34,16 +40,23 @@ export interface Decision {
  * The one decision path, for a bearer token and an action link alike. Cheap checks first, with
  * the answers the API promises; the workflow's update validator is the authority and repeats them.
  */
-export function createDecisions({ db, temporal, loadRequest }: DecisionDeps) {
-  async function checkAssigned(row: AccessRequest, approverId: string): Promise<void> {
-    if (row.requesterId === approverId) throw forbidden('the requester cannot approve their own request', 'self_approval');
+export function createDecisions({ db, temporal, loadRequest, watch }: DecisionDeps) {
+  async function checkAssigned(first: AccessRequest, approverId: string): Promise<void> {
+    if (first.requesterId === approverId) throw forbidden('the requester cannot approve their own request', 'self_approval');
     // The beneficiary never approves their own access, even when a stage lists them (e.g. a row
     // written before resolution excluded the subject): refused here, before the workflow is asked.
-    if (row.subjectId === approverId) throw forbidden('the subject cannot approve their own access', 'self_approval');
-    const rows = await db.select({ approverId: approvals.approverId, status: approvals.status }).from(approvals).where(eq(approvals.requestId, row.id));
+    if (first.subjectId === approverId) throw forbidden('the subject cannot approve their own access', 'self_approval');
+    const stageRows = () => db.select({ approverId: approvals.approverId, status: approvals.status }).from(approvals).where(eq(approvals.requestId, first.id));
+    const notOpenYet = (r: { row: AccessRequest; rows: Awaited<ReturnType<typeof stageRows>> }) => r.rows.length === 0 && r.row.status === 'pending_approval';
+    // Policy is still being evaluated: the stage (and so the list of approvers) does not exist
+    // yet. A decision sent at once (a link clicked, a desk rule firing) waits a moment for it.
+    let read = { row: first, rows: await stageRows() };
+    if (notOpenYet(read)) {
+      read = await waitForRequest(watch, first.id, async () => ({ row: await loadRequest(first.id), rows: await stageRows() }), (r) => !notOpenYet(r), STAGE_OPEN_WAIT_MS);
+    }
+    const { row, rows } = read;
     if (rows.some((a) => a.approverId === approverId && a.status === 'pending')) return;
-    // Policy is still being evaluated: the stage (and so the list of approvers) does not exist yet.
-    if (rows.length === 0 && row.status === 'pending_approval') throw conflict('stage_not_open', 'the approval stage is not open yet; retry shortly');
+    if (notOpenYet(read)) throw conflict('stage_not_open', 'the approval stage is not open yet; retry shortly');
     if (!rows.some((a) => a.status === 'pending')) throw conflict('not_pending', `request is ${row.status}, with no approval open`);
     throw forbidden('you are not an assigned approver of the open stage', 'not_eligible');
   }

@@ -77,6 +77,8 @@ describe('loadConfig', () => {
       ['LOG_LEVEL', 'loud', /"info"/],
       ['ACCESSLOOP_MIGRATE', 'always', /"auto"/],
       ['ACCESSLOOP_MULTI_PROCESS', 'yes', /"true"/],
+      ['ACCESSLOOP_WORKER_HEALTH_PORT', '70000', /port number 0-65535/],
+      ['ACCESSLOOP_WORKER_HEALTH_PORT', 'ninety', /port number 0-65535/],
     ];
     for (const [name, value, form] of cases) {
       let message = '';
@@ -106,6 +108,8 @@ describe('loadConfig', () => {
       ACCESSLOOP_CREDENTIAL_KEY: 'c'.repeat(64),
       ACCESSLOOP_PAYLOAD_KEYS: `k1:${'a'.repeat(64)}`,
       ACCESSLOOP_EVIDENCE_SIGNING_KEY: 'e'.repeat(64),
+      // not shared but required: the demo is refused in this mode (see below)
+      ACCESSLOOP_DEMO: 'false',
     };
 
     it('is off by default: a lone process may generate its keys into the data dir', () => {
@@ -134,6 +138,51 @@ describe('loadConfig', () => {
       }
       const { ACCESSLOOP_PAYLOAD_KEYS: _unused, ...withoutPayloadKeys } = shared;
       expect(loadConfig({ ACCESSLOOP_MULTI_PROCESS: 'true', ACCESSLOOP_PAYLOAD_ENCRYPTION: 'false', ...withoutPayloadKeys }).ACCESSLOOP_PAYLOAD_KEYS).toBeUndefined();
+    });
+
+    it('refuses the demo, explicit or by default, naming ACCESSLOOP_DEMO; a lone process keeps it on by default', () => {
+      const demoLine = (env: Record<string, string | undefined>) => {
+        try {
+          loadConfig(env);
+        } catch (e) {
+          expect(e).toBeInstanceOf(ConfigError);
+          return (e as Error).message.split('\n').find((l) => l.trim().startsWith('ACCESSLOOP_DEMO:'));
+        }
+        return undefined;
+      };
+      const { ACCESSLOOP_DEMO: _demo, ...sharedOnly } = shared;
+      for (const demo of [{ ACCESSLOOP_DEMO: 'true' }, {}]) {
+        const line = demoLine({ ...sharedOnly, ACCESSLOOP_MULTI_PROCESS: 'true', ...demo });
+        expect(line, JSON.stringify(demo)).toMatch(/ACCESSLOOP_DEMO: must be false with ACCESSLOOP_MULTI_PROCESS=true .*set ACCESSLOOP_DEMO=false/);
+      }
+      // reported alongside the missing shared keys, not instead of them
+      let message = '';
+      try {
+        loadConfig({ ACCESSLOOP_MULTI_PROCESS: 'true', ACCESSLOOP_DEMO: 'true' });
+      } catch (e) {
+        message = (e as Error).message;
+      }
+      expect(message).toMatch(/ACCESSLOOP_MULTI_PROCESS: .*set DATABASE_URL/);
+      expect(message).toMatch(/ACCESSLOOP_DEMO: must be false/);
+      // npm run worker defaults the demo off before the environment: a multi-process worker starts
+      expect(loadConfig({ ACCESSLOOP_DEMO: 'false', ...sharedOnly, ACCESSLOOP_MULTI_PROCESS: 'true' }).ACCESSLOOP_DEMO).toBe(false);
+      // npm start (one process) is unaffected: the demo stays on by default and may be set either way
+      expect(loadConfig({}).ACCESSLOOP_DEMO).toBe(true);
+      expect(loadConfig({ ACCESSLOOP_DEMO: 'true' }).ACCESSLOOP_DEMO).toBe(true);
+      expect(loadConfig({ ACCESSLOOP_MULTI_PROCESS: 'false', ACCESSLOOP_DEMO: 'true' }).ACCESSLOOP_DEMO).toBe(true);
+    });
+  });
+
+  describe('worker health listener', () => {
+    it('is off unless a port is given; 0 asks for a free port; loopback by default', () => {
+      expect(loadConfig({}).ACCESSLOOP_WORKER_HEALTH_PORT).toBeUndefined();
+      expect(loadConfig({ ACCESSLOOP_WORKER_HEALTH_PORT: '' }).ACCESSLOOP_WORKER_HEALTH_PORT).toBeUndefined();
+      expect(loadConfig({ ACCESSLOOP_WORKER_HEALTH_PORT: '0' }).ACCESSLOOP_WORKER_HEALTH_PORT).toBe(0);
+      expect(loadConfig({ ACCESSLOOP_WORKER_HEALTH_PORT: '9464' })).toMatchObject({ ACCESSLOOP_WORKER_HEALTH_PORT: 9464, ACCESSLOOP_WORKER_HEALTH_HOST: '127.0.0.1' });
+      expect(loadConfig({ ACCESSLOOP_WORKER_HEALTH_HOST: '0.0.0.0' }).ACCESSLOOP_WORKER_HEALTH_HOST).toBe('0.0.0.0');
+      expect(loadConfig({ ACCESSLOOP_WORKER_HEALTH_HOST: ' ' }).ACCESSLOOP_WORKER_HEALTH_HOST).toBe('127.0.0.1');
+      expect(() => loadConfig({ ACCESSLOOP_WORKER_HEALTH_PORT: '80.5' })).toThrowError(/ACCESSLOOP_WORKER_HEALTH_PORT: must be a port number 0-65535/);
+      expect(() => loadConfig({ ACCESSLOOP_WORKER_HEALTH_PORT: '-1' })).toThrowError(/ACCESSLOOP_WORKER_HEALTH_PORT: must be a port number 0-65535/);
     });
   });
 });

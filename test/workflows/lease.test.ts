@@ -31,6 +31,25 @@ describeWorkflows('the lease', () => {
     });
   });
 
+  it('keeps its bookkeeping in the workflow task: database writes are local activities, only target steps are scheduled', () => {
+    const fake = new FakeActivities({ evaluatePolicy: () => routeTo([stage('owner', ['a'])]) });
+    return run(fake, async (r) => {
+      const lease = await r.start(requestInput({ durationSeconds: 1 }));
+      await lease.waitForState('stage 1 open', (s) => s.stage?.number === 1);
+      await lease.decide({ approverId: 'a', decision: 'approve' });
+      await lease.result();
+      const events = await lease.history();
+      const scheduled = events.flatMap((e) => (e.activityTaskScheduledEventAttributes ? [e.activityTaskScheduledEventAttributes.activityType?.name] : []));
+      // The approvers' notification is fire-and-forget and may be slow (mail): it stays scheduled too.
+      expect(scheduled.sort()).toEqual(['grantAccess', 'notify', 'removeAndVerify', 'verifyGranted']);
+      // Local activities leave a marker each, with the patch marker that switched them on for new runs.
+      const markers = events.flatMap((e) => (e.markerRecordedEventAttributes ? [e.markerRecordedEventAttributes.markerName] : []));
+      expect(markers.filter((m) => m === 'core_local_activity')).toHaveLength(['evaluatePolicy', 'openApprovalStage', 'recordDecision', 'beginRevocation', 'completeRevocation'].length);
+      expect(markers).toContain('core_patch');
+      expect(fake.names()).toEqual(expect.arrayContaining(['evaluatePolicy', 'openApprovalStage', 'recordDecision', 'grantAccess', 'verifyGranted', 'beginRevocation', 'removeAndVerify', 'completeRevocation']));
+    });
+  });
+
   it('an extension whose re-approval is still open when the lease ends: cut short at the expiry, refused, revoked as expired', () => {
     const t = { leaseSeconds: 3, extensionStageTimeoutSeconds: 60 };
     const fake = extensionNeedsApproval(t.extensionStageTimeoutSeconds);
