@@ -66,3 +66,11 @@ export function cpuTable(s: { wallMs: number; cpuMs: Record<string, number>; cor
     `| all of the above | ${Math.round(total)} ms | ${((100 * total) / cap).toFixed(0)} % |${perItem ? ` ${(total / perItem.n).toFixed(1)} ms |` : ''}`,
   ].join('\n');
 }
+
+export type CpuSpent = Awaited<ReturnType<Awaited<ReturnType<typeof cpuSample>>['stop']>>;
+
+/** Two samples' sum: blocks of one side measured apart. */
+export function addCpu(a: CpuSpent | undefined, b: CpuSpent): CpuSpent {
+  if (!a) return b;
+  return { wallMs: a.wallMs + b.wallMs, cores: b.cores, cpuMs: Object.fromEntries(Object.keys(b.cpuMs).map((k) => [k, (a.cpuMs[k] ?? 0) + b.cpuMs[k]!])) };
+}
