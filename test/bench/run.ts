@@ -31,6 +31,7 @@ import { benchModel } from './model.js';
 import { benchReconciliation } from './reconcile.js';
 import { benchReviews } from './reviews.js';
 import { benchBreakGlass } from './break-glass.js';
+import { benchDecisions } from './decisions.js';
 import { benchSentinel } from './sentinel.js';
 import { benchServiceDesk } from './service-desk.js';
 import { minimalApprove } from './minimal-workflow.js';
@@ -85,6 +86,18 @@ if (process.env.BENCH_ONLY === 'reviews') {
     console.log(reviews.section);
     say(reviews.summary);
   } finally {
+    await server.stop();
+  }
+  process.exit(0);
+}
+if (process.env.BENCH_ONLY === 'decisions') {
+  const st = await startStackAt({ temporalAddress: server.address });
+  try {
+    const d = await benchDecisions(st, say, Number(process.env.BENCH_LIFECYCLES_PER_SECOND ?? 11));
+    console.log(d.section);
+    say(d.summary);
+  } finally {
+    await st.stop();
     await server.stop();
   }
   process.exit(0);
@@ -386,6 +399,8 @@ try {
   // ---- 6. reconciliation (issue 5)
   const reconcileSection = await benchReconciliation(s, say);
   const breakGlass = await benchBreakGlass(s, say);
+  // ---- decision callbacks at a fixed rate (issue 14)
+  const decisions = await benchDecisions(s, say, accessloopLifecycles / accessloopSeconds);
   // ---- 7. payload encryption overhead (issue 6)
   const codec = await benchCodec(server.address, say);
   // ---- 8. the sentinel: wedged lease expiry → alert → verified removal (issue 11)
@@ -531,7 +546,7 @@ mix employees, contractors, self-service and on-behalf requests.
 
 Outcomes of the pure evaluations: ${Object.entries(effects).map(([k, v]) => `${k} ${v}`).join(', ')}.
 
-${leaverSection}${reconcileSection}${codec.section}${sentinel.section}${desk.section}${breakGlass.section}${reviews.section}${model.section}
+${decisions.section}${leaverSection}${reconcileSection}${codec.section}${sentinel.section}${desk.section}${breakGlass.section}${reviews.section}${model.section}
 ## Reading the numbers
 
 - The throughput ratio prices what a real lease adds over a bare workflow of the same shape.
@@ -556,6 +571,7 @@ ${leaverSection}${reconcileSection}${codec.section}${sentinel.section}${desk.sec
   say(`throughput ${thr.accessloop.toFixed(1)}/s vs minimal ${thr.minimal.toFixed(1)}/s (ratio ${(thr.accessloop / thr.minimal).toFixed(2)})`);
   say(`wave: ${lagS.n} leases, spread ${spreadMs} ms, expiry→verified p50 ${fmt(lagS.p50)} p99 ${fmt(lagS.p99)} max ${fmt(lagS.max)}`);
   say(`approval system part p50 ${fmt(systemPart.p50)} p99 ${fmt(systemPart.p99)}; policy evaluate p50 ${evalS.p50.toFixed(1)} µs, decide p50 ${decideS.p50.toFixed(2)} ms`);
+  say(decisions.summary);
   say(codec.summary);
   say(sentinel.summary);
   say(desk.summary);
