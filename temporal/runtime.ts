@@ -114,7 +114,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
       stops.push(() => embedded!.stop());
       dbUrl = embedded.url;
     }
-    const db = createDb(dbUrl, { max: embedded ? 1 : 10 });
+    const db = createDb(dbUrl, { max: embedded ? 1 : config.ACCESSLOOP_DB_POOL_SIZE });
     stops.push(() => closeDb(db));
     // skip is for a shared Postgres the operator migrates; the embedded PGlite is this process's own
     if (config.ACCESSLOOP_MIGRATE === 'skip' && !embedded) await assertMigrated(db);

@@ -512,8 +512,8 @@ ${cpuTable(waveCpu, { n: WAVE, unit: 'removal' })}
 
 Each removal is one timer, two workflow tasks (the revocation record and the completion run
 inside them as local activities) and one scheduled activity (remove from slapd and read back).
-The wave is CPU-bound: the Temporal dev server's share alone, per removal, times ${WAVE} removals
-over 2 cores, is most of the 10 s budget, before the worker runs any workflow code. On this
+The wave is CPU-bound: the Temporal dev server's share alone, ${(waveCpu.cpuMs['Temporal server']! / WAVE).toFixed(1)} ms per removal × ${WAVE} removals
+÷ ${waveCpu.cores} cores = ${(waveCpu.cpuMs['Temporal server']! / waveCpu.cores / 1000).toFixed(1)} s against the 10 s budget, before the worker runs any workflow code. On this
 machine the target needs either fewer server round trips per removal (removals of one group
 batched across leases, which the per-lease workflow does not do today) or more cores for the
 server; a cluster on the same 2 cores only adds processes to the same CPU.

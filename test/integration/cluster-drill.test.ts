@@ -141,6 +141,8 @@ beforeAll(async () => {
     worker: false,
     env: {
       ACCESSLOOP_MULTI_PROCESS: 'true',
+      // Six processes next to the cluster's 42 connections, inside the server's max_connections of 100.
+      ACCESSLOOP_DB_POOL_SIZE: '4',
       ACCESSLOOP_ACTION_LINK_SECRET: randomBytes(24).toString('hex'),
       ACCESSLOOP_CREDENTIAL_KEY: randomBytes(32).toString('hex'),
       ACCESSLOOP_PAYLOAD_KEYS: `drill-1:${randomBytes(32).toString('hex')}`,
