@@ -127,9 +127,9 @@ export const configSchema = z
     ACCESSLOOP_SENTINEL_GRACE_SECONDS: z.coerce.number().int().min(0).max(7 * 86400).default(120),
     /** Running lease workflows the sentinel describes per run for a failing workflow task (a rotating batch; see activities/sentinel.ts). */
     ACCESSLOOP_SENTINEL_WORKFLOW_DESCRIBE_BATCH: z.coerce.number({ error: 'must be a whole number 0-100000' }).int().min(0).max(100_000).default(500),
-    /** How old the KPI gauges on /metrics may get: a scrape is served from the last snapshot and, when older, starts a refresh in the background. */
     /** Postgres connections per process; replicas × this must fit the server's max_connections. */
     ACCESSLOOP_DB_POOL_SIZE: z.coerce.number({ error: 'must be a number of connections 1-200' }).int().min(1).max(200).default(10),
+    /** How old the KPI gauges on /metrics may get: a scrape is served from the last snapshot and, when older, starts a refresh in the background. */
     ACCESSLOOP_METRICS_REFRESH_SECONDS: z.coerce.number({ error: 'must be a number of seconds 1-3600' }).int().min(1).max(3600).default(30),
     /** When set, /metrics answers only `Authorization: Bearer <this value>` (at least 24 characters). */
     ACCESSLOOP_METRICS_TOKEN: optionalString.refine((v) => v === undefined || v.length >= 24, { message: 'ACCESSLOOP_METRICS_TOKEN must be at least 24 characters' }),

@@ -14,7 +14,7 @@ import { createDecisions } from './decisions.js';
 import type { RequestWatch } from './request-watch.js';
 import { createLeaseImport } from './lease-import.js';
 import { createSubmission } from './submission.js';
-import { fromClosedWorkflow, fromUpdateError } from './update-rejections.js';
+import { fromClosedWorkflow, fromUpdateError, sendUpdate } from './update-rejections.js';
 
 export type { Decision } from './decisions.js';
 export type { Submission, Submitted } from './submission.js';
@@ -62,10 +62,8 @@ export function createAccessRequestService(deps: AccessRequestServiceDeps) {
     const row = await loadRequest(id);
     if (!(hasRole(p, 'operator') || (hasRole(p, 'requester') && isParty(p, row)))) throw forbidden('only the requester, the subject or an operator may extend');
     if (row.status !== 'active') throw conflict('not_active', `request is ${row.status}`);
-    const result = await temporal.workflow
-      .getHandle(row.workflowId)
-      .executeUpdate(extendUpdate, { ...(updateId ? { updateId } : {}), args: [{ actorId: actorRef(p), durationSeconds: body.durationSeconds, justification: body.justification, httpRequestId }] })
-      .catch(fromUpdateError);
+    const handle = temporal.workflow.getHandle(row.workflowId);
+    const result = await sendUpdate((id) => handle.executeUpdate(extendUpdate, { updateId: id, args: [{ actorId: actorRef(p), durationSeconds: body.durationSeconds, justification: body.justification, httpRequestId }] }), updateId).catch(fromUpdateError);
     return { id: row.id, ...result };
   }
 
@@ -103,10 +101,8 @@ export function createAccessRequestService(deps: AccessRequestServiceDeps) {
     const owner = subject?.ownerId ?? subject?.id;
     if (!hasRole(p, 'operator') && (!p.identityId || p.identityId !== owner)) throw forbidden("only the credential's owner or an operator may rotate it");
     if (row.status !== 'active') throw conflict('not_active', `request is ${row.status}`);
-    const credential = await temporal.workflow
-      .getHandle(row.workflowId)
-      .executeUpdate(rotateCredentialUpdate, { args: [{ actorId: actorRef(p), httpRequestId }] })
-      .catch(fromUpdateError);
+    const handle = temporal.workflow.getHandle(row.workflowId);
+    const credential = await sendUpdate((updateId) => handle.executeUpdate(rotateCredentialUpdate, { updateId, args: [{ actorId: actorRef(p), httpRequestId }] })).catch(fromUpdateError);
     return { id: row.id, credential };
   }
 

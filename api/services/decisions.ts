@@ -4,7 +4,7 @@ import type { Db } from '../../db/client.js';
 import { actionLinkUses, approvals, identities, type AccessRequest } from '../../db/schema.js';
 import { decideUpdate } from '../../workflows/messages.js';
 import { HttpError, conflict, forbidden } from '../errors.js';
-import { fromUpdateError } from './update-rejections.js';
+import { fromUpdateError, sendUpdate } from './update-rejections.js';
 import { waitForRequest, type RequestWatch } from './request-watch.js';
 
 /** How long a decision that arrives before its stage is open waits for it (the workflow is evaluating policy). */
@@ -64,10 +64,11 @@ export function createDecisions({ db, temporal, loadRequest, watch }: DecisionDe
   async function decideOn(row: AccessRequest, d: Decision): Promise<{ id: string; status: string }> {
     await checkAssigned(row, d.approverId);
     const stage = d.link?.stage;
-    const result = await temporal.workflow
-      .getHandle(row.workflowId)
-      .executeUpdate(decideUpdate, {
-        ...(d.updateId ? { updateId: d.updateId } : {}),
+    const handle = temporal.workflow.getHandle(row.workflowId);
+    const result = await sendUpdate(
+      (updateId) =>
+        handle.executeUpdate(decideUpdate, {
+        updateId,
         args: [
           {
             approverId: d.approverId,
@@ -77,8 +78,9 @@ export function createDecisions({ db, temporal, loadRequest, watch }: DecisionDe
             ...(d.httpRequestId ? { httpRequestId: d.httpRequestId } : {}),
           },
         ],
-      })
-      .catch(fromUpdateError);
+      }),
+      d.updateId,
+    ).catch(fromUpdateError);
     return { id: row.id, status: result.status };
   }
 

@@ -3,7 +3,7 @@ import { shortenUpdate, stateQuery } from '../../workflows/messages.js';
 import type { Principal } from '../auth.js';
 import { HttpError, conflict, forbidden } from '../errors.js';
 import { isParty, type AccessRequestService } from './access-requests.js';
-import { fromUpdateError } from './update-rejections.js';
+import { fromUpdateError, sendUpdate } from './update-rejections.js';
 
 type Deps = { service: AccessRequestService; temporal: Parameters<typeof import('./access-requests.js').createAccessRequestService>[0]['temporal'] };
 
@@ -61,10 +61,8 @@ export function createDeskRequestOps({ service, temporal }: Deps): RequestOps {
         if (ms <= 0) throw conflict('in_the_past', 'the new end date is in the past; to end access now, reject the ticket');
         const current = await temporal.workflow.getHandle(row.workflowId).query(stateQuery);
         if (current.expiresAt && a.expiresAt.getTime() < Date.parse(current.expiresAt)) {
-          return temporal.workflow
-            .getHandle(row.workflowId)
-            .executeUpdate(shortenUpdate, { updateId: a.channel, args: [{ actorId: a.actorId, expiresAt: a.expiresAt.toISOString(), justification: a.justification, httpRequestId: a.channel }] })
-            .catch(fromUpdateError);
+          const handle = temporal.workflow.getHandle(row.workflowId);
+          return sendUpdate((updateId) => handle.executeUpdate(shortenUpdate, { updateId, args: [{ actorId: a.actorId, expiresAt: a.expiresAt.toISOString(), justification: a.justification, httpRequestId: a.channel }] }), a.channel).catch(fromUpdateError);
         }
         const r = await service.extend({ principal: actor, httpRequestId: a.channel }, a.requestId, { durationSeconds: Math.ceil(ms / 1000), justification: a.justification }, a.channel);
         return { expiresAt: r.expiresAt, ...(r.pendingApproval ? { pendingApproval: true } : {}) };

@@ -17,7 +17,7 @@ import type { Logger } from '../../temporal/logger.js';
 import { extendUpdate, reviewItemsChangedSignal, shortenUpdate } from '../../workflows/messages.js';
 import { actorRef, hasRole, identityOf, type Principal } from '../auth.js';
 import { badRequest, HttpError, notFound } from '../errors.js';
-import { fromUpdateError } from './update-rejections.js';
+import { fromUpdateError, sendUpdate } from './update-rejections.js';
 
 export interface ReviewServiceDeps {
   db: Db;
@@ -182,10 +182,10 @@ export function createReviewService(deps: ReviewServiceDeps) {
     const justification = `access review ${campaignId}`;
     const handle = temporal.workflow.getHandle(g!.workflowId);
     if (g!.expiresAt && newExpiresAt.getTime() < g!.expiresAt.getTime()) {
-      return handle.executeUpdate(shortenUpdate, { updateId: `review-item/${item.id}/expiry`, args: [{ actorId: reviewerId, expiresAt: newExpiresAt.toISOString(), justification, httpRequestId }] }).catch(fromUpdateError);
+      return sendUpdate((updateId) => handle.executeUpdate(shortenUpdate, { updateId, args: [{ actorId: reviewerId, expiresAt: newExpiresAt.toISOString(), justification, httpRequestId }] }), `review-item/${item.id}/expiry`).catch(fromUpdateError);
     }
     const durationSeconds = Math.ceil((newExpiresAt.getTime() - Date.now()) / 1000);
-    return handle.executeUpdate(extendUpdate, { updateId: `review-item/${item.id}/expiry`, args: [{ actorId: reviewerId, durationSeconds, justification, httpRequestId }] }).catch(fromUpdateError);
+    return sendUpdate((updateId) => handle.executeUpdate(extendUpdate, { updateId, args: [{ actorId: reviewerId, durationSeconds, justification, httpRequestId }] }), `review-item/${item.id}/expiry`).catch(fromUpdateError);
   }
 
   /** Checks that the caller may decide this item now, as it stands (before any write). */

@@ -80,15 +80,27 @@ describe('the history at rest', () => {
     for (const secret of [COMMENT, tag, EXTEND_REASON, grantId, 'Engineering group']) expect(raw, secret).not.toContain(secret);
   });
 
-  it('encrypts every payload except search attributes (opaque ids by design) and the SDK core\'s patch markers', () => {
+  it('encrypts every payload except search attributes (opaque ids by design) and the SDK core\'s own marker bookkeeping', () => {
     const payloads = payloadsIn(rawHistory);
     // The server must index search attributes, so they cannot be encrypted; ours hold only states and opaque ids.
     const searchAttributes = payloads.filter((p) => /\.searchAttributes\.indexedFields\./.test(p.path));
     // patched() markers are written by the SDK core itself, past the codec: they hold the patch name only.
     const patchMarkers = payloads.filter((p) => /\.markerRecordedEventAttributes\.details\.patch-data\./.test(p.path));
-    const rest = payloads.filter((p) => !searchAttributes.includes(p) && !patchMarkers.includes(p));
+    // A local activity's marker carries the core's own record of the call (sequence, attempt,
+    // activity type, times), also past the codec; its input never enters history and its result
+    // (`details.result`) is sealed like any payload, checked with the rest below.
+    const localActivityRecords = payloads.filter((p) => /\.markerRecordedEventAttributes\.details\.data\./.test(p.path));
+    const rest = payloads.filter((p) => !searchAttributes.includes(p) && !patchMarkers.includes(p) && !localActivityRecords.includes(p));
     expect(searchAttributes.length).toBeGreaterThan(0);
     for (const p of patchMarkers) expect(Object.keys(JSON.parse(Buffer.from(p.payload.data as string, 'base64').toString())).sort()).toEqual(['deprecated', 'id']);
+    // Bookkeeping runs as local activities (workflows/bookkeeping.ts): their records hold no values of ours.
+    expect(localActivityRecords.length).toBeGreaterThan(0);
+    for (const p of localActivityRecords) {
+      const record = JSON.parse(Buffer.from(p.payload.data as string, 'base64').toString()) as Record<string, unknown>;
+      expect(Object.keys(record).sort()).toEqual(['activity_id', 'activity_type', 'attempt', 'backoff', 'complete_time', 'original_schedule_time', 'seq']);
+      expect(String(record.activity_type)).toMatch(/^[a-zA-Z]+$/);
+    }
+    expect(payloads.some((p) => /\.markerRecordedEventAttributes\.details\.result\./.test(p.path) && metadataText(p.payload, 'encoding') === 'binary/encrypted')).toBe(true);
     expect(rest.length).toBeGreaterThan(10);
     expect(rest.filter((p) => metadataText(p.payload, 'encoding') !== 'binary/encrypted').map((p) => `${p.path}: ${metadataText(p.payload, 'encoding')}`)).toEqual([]);
     expect(new Set(rest.map((p) => metadataText(p.payload, 'encryption-key-id')))).toEqual(new Set(['local-1']));
