@@ -90,24 +90,18 @@ if (process.env.BENCH_ONLY === 'reviews') {
   }
   process.exit(0);
 }
-if (process.env.BENCH_ONLY === 'decisions') {
+// The parts that need a whole stack, alone while developing: printed, never written.
+const onStack: Record<string, (st: Awaited<ReturnType<typeof startStackAt>>) => Promise<{ section: string; summary: string }>> = {
+  decisions: (st) => benchDecisions(st, say, Number(process.env.BENCH_LIFECYCLES_PER_SECOND ?? 11)),
+  'break-glass': (st) => benchBreakGlass(st, say),
+};
+const alone = onStack[process.env.BENCH_ONLY ?? ''];
+if (alone) {
   const st = await startStackAt({ temporalAddress: server.address });
   try {
-    const d = await benchDecisions(st, say, Number(process.env.BENCH_LIFECYCLES_PER_SECOND ?? 11));
-    console.log(d.section);
-    say(d.summary);
-  } finally {
-    await st.stop();
-    await server.stop();
-  }
-  process.exit(0);
-}
-if (process.env.BENCH_ONLY === 'break-glass') {
-  const st = await startStackAt({ temporalAddress: server.address });
-  try {
-    const bg = await benchBreakGlass(st, say);
-    console.log(bg.section);
-    say(bg.summary);
+    const part = await alone(st);
+    console.log(part.section);
+    say(part.summary);
   } finally {
     await st.stop();
     await server.stop();
