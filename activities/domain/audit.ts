@@ -98,7 +98,18 @@ export async function appendAudit(tx: Tx, input: AuditInput): Promise<AuditEvent
  *
  * The stream's head row is locked first (created on the stream's first event): two writers of
  * one stream queue there and can never both link to the same predecessor; writers of other
- * streams never meet. Three statements, no global lock.
+ * streams never meet. No global lock.
+ *
+ * Two statements: the head (locked), then one that inserts the event, moves the head and queues
+ * the event for the request's ticket. A retry of an event already written conflicts on its
+ * idempotency key, changes nothing, and reads the earlier row back (a third statement, on
+ * retries only). The key is checked by the insert, not by a select before it: an insert sees a
+ * concurrent writer's committed row, where a select's snapshot could predate it.
+ *
+ * A request that came from a service-desk ticket has every event of its own written back to
+ * that ticket: the outbox row commits with the event (so nothing is missed and the lifecycle
+ * never waits for the desk), and the audit order is the ticket's order; no row when the request
+ * has no linked ticket.
  */
 export async function appendAuditEvent(tx: Tx, input: AuditInput): Promise<{ event: AuditEvent; inserted: boolean }> {
   const stream = input.stream ?? streamOf(input);
@@ -107,8 +118,6 @@ export async function appendAuditEvent(tx: Tx, input: AuditInput): Promise<{ eve
     sql`insert into ${auditStreams} (stream, head_seq, head_hash) values (${stream}, 0, ${GENESIS_HASH})
         on conflict (stream) do update set stream = excluded.stream returning head_seq, head_hash`,
   )) as unknown as Array<{ head_seq: number; head_hash: string }>;
-  const [existing] = await tx.select().from(auditEvents).where(eq(auditEvents.idempotencyKey, input.idempotencyKey));
-  if (existing) return { event: existing, inserted: false };
   const row: Omit<Hashable, 'seq'> = {
     idempotencyKey: input.idempotencyKey,
     stream,
@@ -123,26 +132,41 @@ export async function appendAuditEvent(tx: Tx, input: AuditInput): Promise<{ eve
     identityId: input.identityId ?? null,
     reason: input.reason ?? null,
     policyVersion: input.policyVersion ?? null,
-    data: input.data ?? {},
+    // As jsonb gives it back (no undefined members, dates as strings), so the event returned
+    // here hashes the same as the row read later.
+    data: input.data ? (JSON.parse(JSON.stringify(input.data)) as Record<string, unknown>) : {},
     prevHash: head!.head_hash,
   };
   const hash = hashEvent({ ...row, seq: 0 });
-  const [inserted] = await tx.insert(auditEvents).values({ ...row, hash }).returning();
-  await tx.update(auditStreams).set({ headSeq: row.streamSeq, headHash: hash, updatedAt: new Date() }).where(eq(auditStreams.stream, stream));
-  if (row.requestId) await queueForTicket(tx, row.requestId, inserted!.seq);
-  return { event: inserted!, inserted: true };
-}
-
-/**
- * A request that came from a service-desk ticket has every event of its own written back to that
- * ticket: the outbox row commits with the event (so nothing is missed and the lifecycle never waits
- * for the desk), and the audit order is the ticket's order. One indexed statement; no row when
- * the request has no ticket.
- */
-async function queueForTicket(tx: Tx, requestId: string, seq: number): Promise<void> {
-  await tx.execute(
-    sql`insert into ${deskOutbox} (link_id, source, audit_seq) select ${ticketLinks.id}, ${`audit:${seq}`}, ${seq} from ${ticketLinks} where ${ticketLinks.requestId} = ${requestId} and ${ticketLinks.state} = 'linked' on conflict do nothing`,
-  );
+  const e = auditEvents;
+  const [written] = (await tx.execute(sql`
+    with ins as (
+      insert into ${e} (${sql.identifier(e.idempotencyKey.name)}, ${sql.identifier(e.stream.name)}, ${sql.identifier(e.streamSeq.name)}, ${sql.identifier(e.hashVersion.name)},
+        ${sql.identifier(e.at.name)}, ${sql.identifier(e.actorType.name)}, ${sql.identifier(e.actorId.name)}, ${sql.identifier(e.action.name)}, ${sql.identifier(e.requestId.name)},
+        ${sql.identifier(e.grantId.name)}, ${sql.identifier(e.identityId.name)}, ${sql.identifier(e.reason.name)}, ${sql.identifier(e.policyVersion.name)}, ${sql.identifier(e.data.name)},
+        ${sql.identifier(e.prevHash.name)}, ${sql.identifier(e.hash.name)})
+      values (${row.idempotencyKey}, ${stream}, ${row.streamSeq}, ${row.hashVersion}, ${row.at.toISOString()}::timestamptz, ${row.actorType}, ${row.actorId}, ${row.action},
+        ${row.requestId}::uuid, ${row.grantId}::uuid, ${row.identityId}::uuid, ${row.reason}, ${row.policyVersion}, ${JSON.stringify(row.data)}::jsonb, ${row.prevHash}, ${hash})
+      on conflict (${sql.identifier(e.idempotencyKey.name)}) do nothing
+      returning ${sql.identifier(e.seq.name)} as seq
+    ),
+    head as (
+      update ${auditStreams} set head_seq = ${row.streamSeq}, head_hash = ${hash}, updated_at = now()
+      where stream = ${stream} and exists (select 1 from ins)
+    ),
+    ticket as (
+      insert into ${deskOutbox} (link_id, source, audit_seq)
+      select ${ticketLinks.id}, 'audit:' || ins.seq, ins.seq from ${ticketLinks}, ins
+      where ${ticketLinks.requestId} = ${row.requestId}::uuid and ${ticketLinks.state} = 'linked'
+      on conflict do nothing
+    )
+    select seq from ins`)) as unknown as Array<{ seq: string | number }>;
+  if (!written) {
+    const [existing] = await tx.select().from(auditEvents).where(eq(auditEvents.idempotencyKey, input.idempotencyKey));
+    if (!existing) throw new Error(`audit event ${input.idempotencyKey}: neither written nor found`);
+    return { event: existing, inserted: false };
+  }
+  return { event: { ...row, seq: Number(written.seq), hash }, inserted: true };
 }
 
 /**

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendAudit, verifyChain } from '../../activities/domain/audit.js';
+import { appendAudit, appendAuditEvent, verifyChain } from '../../activities/domain/audit.js';
 import { createCheckpoint, headsAt, verifyAuditLog } from '../../activities/domain/checkpoints.js';
 import { evidenceSignerFromSeed } from '../../activities/domain/evidence/signing.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -40,6 +40,23 @@ describe('per-stream audit chains on real Postgres', () => {
     expect(await verifyChain(t.db)).toMatchObject({ ok: true, length: 61 });
   });
 
+  it('writes an event once when two attempts with the same key race, and both get that event back, equal to the row', async () => {
+    const key = 'race/1';
+    const attempt = () =>
+      t.db.transaction((tx) => appendAuditEvent(tx, { idempotencyKey: key, actorType: 'system', actorId: 'test', action: 'test.race', stream: 'request:one', data: { at: new Date(0), gone: undefined, n: 1 } }));
+    const results = await Promise.all([attempt(), attempt(), attempt()]);
+    expect(results.filter((r) => r.inserted)).toHaveLength(1);
+    expect(new Set(results.map((r) => r.event.seq)).size).toBe(1);
+    const rows = (await t.db.execute(sql`select seq from audit_event where idempotency_key = ${key}`)) as unknown as unknown[];
+    expect(rows).toHaveLength(1);
+    // The event handed back by the writer is the one a reader gets: same fields, same hash.
+    const written = results.find((r) => r.inserted)!.event;
+    const reread = results.find((r) => !r.inserted)!.event;
+    expect(written).toEqual(reread);
+    expect(written.data).toEqual({ at: new Date(0).toISOString(), n: 1 });
+    expect(await verifyChain(t.db)).toMatchObject({ ok: true, length: 62 });
+  });
+
   it('checkpoints every stream head, signed; an unchanged log writes no new checkpoint; only changed heads are stored again', async () => {
     const first = await createCheckpoint(t.db, signer);
     expect(first).toMatchObject({ created: true, checkpoint: { id: 1, treeSize: 11, signer: { fingerprint: signer.fingerprint } } });
@@ -50,7 +67,7 @@ describe('per-stream audit chains on real Postgres', () => {
     const stored = (await t.db.execute(sql`select count(*)::int as n from audit_checkpoint_head where checkpoint_id = 2`)) as unknown as Array<{ n: number }>;
     expect(stored[0]!.n).toBe(1);
     expect((await headsAt(t.db, 2)).find((h) => h.stream === 'request:many-3')!.streamSeq).toBe(4);
-    expect(await verifyAuditLog(t.db, { publicKey: signer.publicKeyPem })).toMatchObject({ ok: true, problems: [], events: 62, streams: 11, checkpoints: 2 });
+    expect(await verifyAuditLog(t.db, { publicKey: signer.publicKeyPem })).toMatchObject({ ok: true, problems: [], events: 63, streams: 11, checkpoints: 2 });
   });
 
   it('names each kind of tampering: an edited event, a removed one, a truncated stream, a deleted stream, checkpoints that disagree', async () => {
