@@ -18,10 +18,6 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts', 'test/workflows/**/*.test.ts', 'test/model/**/*.test.ts'],
-          // The scaled-out failover drill (3 workers + 2 APIs on the multi-process cluster) runs through
-          // `npm run drill:cluster`: in one of two full-suite runs its last step, history-1 rejoining
-          // after the SIGKILL, exited at start (README "Running on a cluster").
-          exclude: process.env.CLUSTER_DRILL === '1' ? [] : ['test/integration/cluster-drill.test.ts'],
           globalSetup: ['test/helpers/global-setup.ts'],
           fileParallelism: false,
           testTimeout: 120_000,

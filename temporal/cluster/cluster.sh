@@ -174,11 +174,21 @@ start_one() {
   echo $! >"$run_dir/$name.pid"
 }
 
+# Returns 1 (log tail and exit status on stderr) when the process exits before it listens.
 wait_listening() {
-  local name="$1" port until=$((SECONDS + ${2:-90}))
+  local name="$1" port until=$((SECONDS + ${2:-90})) pid
   port=$(grpc_port "$name")
+  pid="$(cat "$run_dir/$name.pid" 2>/dev/null || true)"
   until listening "$port"; do
-    pid_of "$name" >/dev/null || { tail -n 20 "$run_dir/$name.log" >&2; die "$name exited; see $run_dir/$name.log"; }
+    if ! pid_of "$name" >/dev/null; then
+      # Started by this shell, so its exit status is ours to read (127: not our child).
+      local rc=0
+      [ -n "$pid" ] && { wait "$pid" 2>/dev/null || rc=$?; }
+      # The reason is near the end; Go stack traces make lines long, so each is cut.
+      tail -n 20 "$run_dir/$name.log" | cut -c1-400 >&2
+      say "$name exited (status $rc) before listening on 127.0.0.1:$port; see $run_dir/$name.log" >&2
+      return 1
+    fi
     [ $SECONDS -lt $until ] || die "$name does not listen on 127.0.0.1:$port; see $run_dir/$name.log"
     sleep 0.2
   done
@@ -228,9 +238,9 @@ case "$cmd" in
     # frontend-1 first: on a fresh database every process would insert the cluster metadata at
     # start, and all but one would die on the duplicate key.
     start_one frontend-1
-    wait_listening frontend-1
+    wait_listening frontend-1 || die "frontend-1 did not start"
     for name in "${processes[@]}"; do start_one "$name"; done
-    for name in "${processes[@]}"; do wait_listening "$name"; done
+    for name in "${processes[@]}"; do wait_listening "$name" || die "$name did not start"; done
     for address in $(frontends | tr , " "); do wait_serving "$cli" "$address"; done
     f1="127.0.0.1:$(grpc_port frontend-1)"
     "$cli" operator namespace describe --address "$f1" -n default >/dev/null 2>&1 ||
@@ -278,8 +288,15 @@ case "$cmd" in
     name="${2:?usage: cluster.sh start NAME}"
     offset "$name" >/dev/null
     [ -f "$run_dir/config/cluster.yaml" ] || die "no cluster in $run_dir: run cluster.sh up first"
-    start_one "$name"
-    wait_listening "$name"
+    # Like a supervisor's restart-on-failure: a process that exits before it listens is started
+    # once more; the first exit and its log tail go to stderr, so it is reported, not hidden.
+    for attempt in 1 2; do
+      start_one "$name"
+      if wait_listening "$name"; then break; fi
+      [ "$attempt" = 2 ] && die "$name did not start in 2 attempts; see $run_dir/$name.log"
+      say "$name exited on start (attempt 1 of 2, log tail above): starting it again in 3 s" >&2
+      sleep 3
+    done
     say "started $name (pid $(pid_of "$name"))"
     ;;
   addresses) frontends ;;

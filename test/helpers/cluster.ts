@@ -24,8 +24,11 @@ export interface Cluster {
   dir: string | undefined;
   /** SIGKILL one process (no shutdown: its shards and leases are left for the others to take). */
   kill(name: ClusterProcess): Promise<void>;
-  /** Start a killed process again; resolves once it listens. */
-  restart(name: ClusterProcess): Promise<void>;
+  /**
+   * Start a killed process again; resolves once it listens, with what the script reported on
+   * the way (empty, or the log tail of a first attempt that exited: it tries twice).
+   */
+  restart(name: ClusterProcess): Promise<string>;
   /** Which processes run (pid file and a live process of this run dir). */
   running(): Promise<ClusterProcess[]>;
   stop(): Promise<void>;
@@ -66,13 +69,14 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     ACCESSLOOP_CLUSTER_VISIBILITY_DB: opts.visibilityDb,
     TEMPORAL_CLI_PATH: opts.temporalCli ?? process.env.TEMPORAL_CLI_PATH,
   };
-  const cluster = async (args: string[], timeoutMs = 60_000) => {
+  const script_ = async (args: string[], timeoutMs = 60_000) => {
     const r = await run('bash', [script, ...args], env, timeoutMs);
     if (r.code !== 0 && !(args[0] === 'status' && r.code === 3)) {
       throw new Error(`cluster.sh ${args.join(' ')} exited with ${r.code}:\n${r.stderr}${r.stdout}`);
     }
-    return r.stdout;
+    return r;
   };
+  const cluster = async (args: string[], timeoutMs?: number) => (await script_(args, timeoutMs)).stdout;
   let out: string;
   try {
     out = await cluster(opts.reset ? ['up', '--reset'] : ['up'], UP_TIMEOUT_MS);
@@ -90,7 +94,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       await cluster(['kill', name]);
     },
     async restart(name) {
-      await cluster(['start', name], 120_000);
+      return (await script_(['start', name], 240_000)).stderr.trim();
     },
     async running() {
       const status = await cluster(['status']);

@@ -23,17 +23,18 @@
  * and hide exactly what this drill looks for.
  */
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { and, eq, inArray, isNotNull } from 'drizzle-orm';
-import { afterAll, beforeAll, expect, inject, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect, inject, it } from 'vitest';
 import { normalizeDn } from '../../activities/connectors/ldap/dn.js';
 import { DEMO_SUFFIX, demoGroupDn } from '../../activities/connectors/ldap/seed.js';
 import { auditEvents, grants, hrEvents, identities } from '../../db/schema.js';
 import { accessRequestWorkflowId } from '../../workflows/ids.js';
 import { shortenUpdate } from '../../workflows/messages.js';
 import { pool, summary } from '../bench/stats.js';
+import { repoRoot } from '../helpers/cli.js';
 import { clusterProcesses, startCluster, type Cluster } from '../helpers/cluster.js';
 import { countMemberModifications } from '../helpers/ldap.js';
 import { startRoundRobin, type RoundRobin } from '../helpers/round-robin.js';
@@ -165,12 +166,24 @@ beforeAll(async () => {
   // Long enough for the first `up` on a machine, which builds the server (temporal/cluster/provision.sh).
 }, 16 * 60_000);
 
+let failed = false;
+afterEach((ctx) => {
+  if (ctx.task.result?.state === 'fail') failed = true;
+});
+
 afterAll(async () => {
   await scale?.stop();
   await rr?.stop();
   await s?.stop();
   await cluster?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  if (!dir) return;
+  if (failed) {
+    // The servers' logs outlive a failed drill (the run dir is a temp dir): .data is git-ignored.
+    const keep = path.join(repoRoot, '.data', `cluster-drill-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+    await cp(dir, keep, { recursive: true, filter: (src) => !src.endsWith('.pid') });
+    say(`drill failed: the cluster's logs are kept in ${keep}`);
+  }
+  await rm(dir, { recursive: true, force: true });
 }, 120_000);
 
 it('loses nothing when a history node, a worker and an API replica are SIGKILLed during an expiry wave and a leaver burst', async () => {
@@ -379,6 +392,8 @@ it('loses nothing when a history node, a worker and an API replica are SIGKILLed
   scale!.assertAlive();
 
   // ---- history-1 rejoins
-  await cluster!.restart('history-1');
+  const notes = await cluster!.restart('history-1');
+  // A first start that exited is retried once by cluster.sh (as a supervisor would); its log tail is printed here, not hidden.
+  if (notes) say(`history-1 restart reported:\n${notes}`);
   expect(await cluster!.running()).toEqual([...clusterProcesses]);
 }, 240_000);
