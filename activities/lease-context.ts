@@ -4,7 +4,7 @@ import { DrizzleQueryError } from 'drizzle-orm/errors';
 import postgres from 'postgres';
 import { ZodError } from 'zod';
 import type { Db } from '../db/client.js';
-import { accessRequests, entitlements, grants, identities, type Entitlement, type Grant, type Identity, type RequestStatus, type System } from '../db/schema.js';
+import { accessRequests, entitlements, grants, identities, systems, type Entitlement, type Grant, type Identity, type RequestStatus, type System } from '../db/schema.js';
 import { ConnectorError, type Connector, type Membership } from './connectors/types.js';
 import type { ActivityDeps } from './deps.js';
 import { ReviewRuleError } from './domain/reviews/reviewers.js';
@@ -173,12 +173,20 @@ export async function lockOpenGrant(tx: Pick<Db, 'select'>, grantId: string): Pr
   return g && !(FINAL_GRANT_STATES as readonly string[]).includes(g.status) ? g : undefined;
 }
 
-export async function loadLease(db: Pick<Db, 'select'>, l: Pick<LeaseRef, 'subjectId' | 'entitlementId'>) {
-  const [identity] = await db.select().from(identities).where(eq(identities.id, l.subjectId));
+/** The subject, the entitlement and its system in one query; on a miss, which of them is missing. */
+export async function loadLease(db: Pick<Db, 'select'>, l: Pick<LeaseRef, 'subjectId' | 'entitlementId'>): Promise<{ identity: Identity; entitlement: Entitlement; system: System }> {
+  const [row] = await db
+    .select({ identity: identities, entitlement: entitlements, system: systems })
+    .from(identities)
+    .innerJoin(entitlements, eq(entitlements.id, l.entitlementId))
+    .innerJoin(systems, eq(systems.id, entitlements.systemId))
+    .where(eq(identities.id, l.subjectId));
+  if (row) return row;
+  const [identity] = await db.select({ id: identities.id }).from(identities).where(eq(identities.id, l.subjectId));
   if (!identity) throw notFound('identity');
-  const [entitlement] = await db.select().from(entitlements).where(eq(entitlements.id, l.entitlementId));
+  const [entitlement] = await db.select({ id: entitlements.id }).from(entitlements).where(eq(entitlements.id, l.entitlementId));
   if (!entitlement) throw notFound('entitlement');
-  return { identity, entitlement };
+  throw notFound('system');
 }
 
 export interface LeaseContext {
@@ -193,10 +201,10 @@ export interface LeaseContext {
 export function createLeaseTargets({ db, connectors, metrics }: Pick<ActivityDeps, 'db' | 'connectors' | 'metrics'>) {
   /** Resolves the connector, the membership and the catalog rows for a lease, then runs target operations. */
   async function onLease<T>(l: Pick<LeaseRef, 'subjectId' | 'entitlementId'>, op: string, fn: (ctx: LeaseContext) => Promise<T>): Promise<T> {
-    const { identity, entitlement } = await loadLease(db, l);
+    const { identity, entitlement, system: row } = await loadLease(db, l);
     let kind = 'unknown';
     try {
-      const { connector, accountFor, system } = await connectors.forSystem(entitlement.systemId);
+      const { connector, accountFor, system } = await connectors.forSystem(entitlement.systemId, row);
       kind = system.kind;
       const result = await fn({ connector, m: { account: accountFor(identity), resource: entitlement.resource }, identity, entitlement, system });
       metrics.targetCalls.inc({ kind, op, outcome: 'ok' });

@@ -70,7 +70,8 @@ export function resolveSecrets(system: Pick<System, 'kind' | 'secretRefs'>, env:
 }
 
 export interface ConnectorRegistry {
-  forSystem(systemId: string): Promise<{ system: System; connector: Connector; accountFor: (i: Pick<Identity, 'username'>) => string }>;
+  /** `loaded`: the system's row when the caller has just read it (one query fewer); otherwise it is read here. */
+  forSystem(systemId: string, loaded?: System): Promise<{ system: System; connector: Connector; accountFor: (i: Pick<Identity, 'username'>) => string }>;
   close(): Promise<void>;
 }
 
@@ -82,8 +83,8 @@ export function createConnectorRegistry(deps: { db: Pick<Db, 'select'>; env?: Re
   const env = deps.env ?? process.env;
   const cache = new Map<string, { fingerprint: string; connector: Connector }>();
   return {
-    async forSystem(systemId) {
-      const [system] = await deps.db.select().from(systems).where(eq(systems.id, systemId));
+    async forSystem(systemId, loaded) {
+      const [system] = loaded?.id === systemId ? [loaded] : await deps.db.select().from(systems).where(eq(systems.id, systemId));
       if (!system) throw new ConnectorError('InvalidConfig', `system ${systemId} does not exist`);
       const kind = connectorKinds[system.kind];
       if (!kind) throw new ConnectorError('InvalidConfig', `unknown system kind ${system.kind}`);

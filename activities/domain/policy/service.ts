@@ -149,12 +149,16 @@ export function createPolicyService(db: Db) {
     return d?.delegateId;
   }
 
+  /** The request's facts from the catalog: two queries (the people; the entitlement with its system). */
   async function load(f: RequestFacts) {
-    const [subject, requester] = await Promise.all([identity(f.subjectId), identity(f.requesterId)]);
-    const [ent] = await db.select().from(entitlements).where(eq(entitlements.id, f.entitlementId));
-    if (!subject || !requester || !ent) throw new PolicyError('not_found', 'subject, requester or entitlement not found');
-    const [system] = await db.select().from(systems).where(eq(systems.id, ent.systemId));
-    return { subject, requester, ent, system: system! };
+    const [people, [row]] = await Promise.all([
+      db.select().from(identities).where(inArray(identities.id, [...new Set([f.subjectId, f.requesterId])])),
+      db.select({ ent: entitlements, system: systems }).from(entitlements).innerJoin(systems, eq(systems.id, entitlements.systemId)).where(eq(entitlements.id, f.entitlementId)),
+    ]);
+    const subject = people.find((p) => p.id === f.subjectId);
+    const requester = people.find((p) => p.id === f.requesterId);
+    if (!subject || !requester || !row) throw new PolicyError('not_found', 'subject, requester or entitlement not found');
+    return { subject, requester, ent: row.ent, system: row.system };
   }
 
   async function heldOrPending(f: RequestFacts): Promise<Set<string>> {
