@@ -7,7 +7,8 @@
  *     blocks (BENCH_BLOCKS, default 8) → the ratio per pair and its spread, with CPU per process;
  *  2. an expiry wave: BENCH_WAVE leases (default 1,000) imported, moved to expire in the same
  *     second, then expiry → verified removal latency per lease (p50/p99/max), the wave's
- *     duration and its CPU; then the sections of the other issues.
+ *     duration and its CPU; then the sections of the other issues, and two on the multi-process
+ *     cluster of their own: throughput with 1 → 3 worker processes and the full-size failover drill.
  *
  * Bounded in count (BENCH_LEASES, default 200; BENCH_WAVE) and time (every wait has a deadline).
  */
@@ -32,6 +33,8 @@ import { benchReconciliation } from './reconcile.js';
 import { benchReviews } from './reviews.js';
 import { benchBreakGlass } from './break-glass.js';
 import { benchDecisions } from './decisions.js';
+import { benchClusterDrill } from './cluster-drill.js';
+import { benchClusterScaling } from './cluster-scaling.js';
 import { benchSentinel } from './sentinel.js';
 import { benchServiceDesk } from './service-desk.js';
 import { minimalApprove } from './minimal-workflow.js';
@@ -55,6 +58,20 @@ if (process.env.BENCH_ONLY === 'model') {
   const model = await benchModel(say);
   console.log(model.section);
   say(model.summary);
+  process.exit(0);
+}
+if (process.env.BENCH_ONLY === 'cluster-drill') {
+  // The full-size drill under vitest, on its own cluster: printed, never written.
+  const drill = await benchClusterDrill(say);
+  console.log(drill.section);
+  say(drill.summary);
+  process.exit(0);
+}
+if (process.env.BENCH_ONLY === 'cluster-scaling') {
+  // On its own multi-process cluster (no dev server): printed, never written.
+  const scaling = await benchClusterScaling(say);
+  console.log(scaling.section);
+  say(scaling.summary);
   process.exit(0);
 }
 const binary = await resolveTemporalBinary({ cliPath: process.env.TEMPORAL_CLI_PATH, say });
@@ -402,6 +419,10 @@ try {
   // ---- 9. the service desk: ticket → access → resolved, and a desk outage (issue 12)
   const desk = await benchServiceDesk(server.address, say);
   const reviews = await benchReviews(server.address, say);
+  // ---- throughput scaling 1 → 3 workers on the multi-process cluster (issue 14)
+  const scaling = await benchClusterScaling(say);
+  // ---- the failover drill at full size on the cluster (issue 14)
+  const fullDrill = await benchClusterDrill(say);
   // ---- 10. randomized runs (issue 11): last, so its own servers do not load the measurements above
   const model = await benchModel(say);
 
@@ -480,10 +501,16 @@ What the profile showed, and what was done (issue 14):
   the product sent fell from 34,747 to 25,552.
 - What is left, by the Node CPU profile of the bench process: the workflow sandbox's activations
   (\`vm.runInContext\`), postgres.js socket writes (one per query) and drizzle's query building,
-  then express and the codec. The next levers are fewer queries per transition (one statement per
-  audit append instead of five; the request, entitlement, system and identity rows read once per
-  activity, not once per helper) and fewer workflow activations (search-attribute and details
-  updates folded into the transitions that already run).
+  then express and the codec. Fewer queries since (counted with a throw-away driver hook): an
+  audit append is two statements instead of five (docs/audit.md; five events per lifecycle,
+  so about 106 → 91), and a target step reads the subject, the entitlement and its system in
+  one query, policy the people in one and the entitlement with its system in another (91 → 82).
+- The next levers: policy is still evaluated twice (the API's refusal up front, the workflow's
+  authoritative routing; reusing the first needs the SoD facts re-read, or concurrent requests
+  could both pass), and a lifecycle has one workflow task and one activity more than the
+  minimal workflow: the approver notification, which could be an outbox row written with the
+  stage. Each \`patched()\` also costs a new run a \`TemporalChangeVersion\` upsert, a visibility
+  write on the server, so folding two upserts behind a new patch gains nothing.
 
 ## Expiry wave: expiry → verified removal
 
@@ -540,7 +567,7 @@ mix employees, contractors, self-service and on-behalf requests.
 
 Outcomes of the pure evaluations: ${Object.entries(effects).map(([k, v]) => `${k} ${v}`).join(', ')}.
 
-${decisions.section}${leaverSection}${reconcileSection}${codec.section}${sentinel.section}${desk.section}${breakGlass.section}${reviews.section}${model.section}
+${decisions.section}${scaling.section}${fullDrill.section}${leaverSection}${reconcileSection}${codec.section}${sentinel.section}${desk.section}${breakGlass.section}${reviews.section}${model.section}
 ## Reading the numbers
 
 - The throughput ratio prices what a real lease adds over a bare workflow of the same shape.
@@ -571,6 +598,8 @@ ${decisions.section}${leaverSection}${reconcileSection}${codec.section}${sentine
   say(desk.summary);
   say(breakGlass.summary);
   say(reviews.summary);
+  say(scaling.summary);
+  say(fullDrill.summary);
   say(model.summary);
   say(`wrote ${out}`);
 } finally {

@@ -5,6 +5,7 @@
  * one of them like a crashed pod.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../temporal/dev-server.js';
 import { workerProcess, type WorkerProcess } from './worker-process.js';
@@ -88,6 +89,22 @@ export function apiProcess(env: () => Record<string, string | undefined>, port: 
     assertAlive() {
       if (unexpectedExits.length) throw new Error(unexpectedExits.join('\n'));
     },
+  };
+}
+
+/**
+ * What every process of a multi-process deployment must share, fresh per run: multi-process mode
+ * and the keys it refuses to start without (action links, credentials, payloads, evidence, HR
+ * webhooks; `hrSecret` when the caller signs HR events itself).
+ */
+export function sharedKeysEnv(hrSecret: Buffer = randomBytes(24)): Record<string, string> {
+  return {
+    ACCESSLOOP_MULTI_PROCESS: 'true',
+    ACCESSLOOP_ACTION_LINK_SECRET: randomBytes(24).toString('hex'),
+    ACCESSLOOP_CREDENTIAL_KEY: randomBytes(32).toString('hex'),
+    ACCESSLOOP_PAYLOAD_KEYS: `shared-1:${randomBytes(32).toString('hex')}`,
+    ACCESSLOOP_EVIDENCE_SIGNING_KEY: randomBytes(32).toString('hex'),
+    ACCESSLOOP_HR_WEBHOOK_SECRETS: `whsec_${hrSecret.toString('base64')}`,
   };
 }
 

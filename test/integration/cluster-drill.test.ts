@@ -23,7 +23,7 @@
  * and hide exactly what this drill looks for.
  */
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { and, eq, inArray, isNotNull } from 'drizzle-orm';
@@ -38,26 +38,42 @@ import { repoRoot } from '../helpers/cli.js';
 import { clusterProcesses, startCluster, type Cluster } from '../helpers/cluster.js';
 import { countMemberModifications } from '../helpers/ldap.js';
 import { startRoundRobin, type RoundRobin } from '../helpers/round-robin.js';
-import { startScaleOut, type ScaleOut } from '../helpers/scale-out.js';
+import { sharedKeysEnv, startScaleOut, type ScaleOut } from '../helpers/scale-out.js';
 import { startStackAt, waitFor, type ApiResponse, type Stack } from '../helpers/stack-core.js';
 
 type Group = 'engineering' | 'finance-readers' | 'prod-admins';
 const GROUPS: Group[] = ['engineering', 'finance-readers', 'prod-admins'];
+/**
+ * Sizes: bounded for `npm test` (tens of leases, a handful of leavers); `npm run bench` runs the
+ * same drill at full size through DRILL_LEASES / DRILL_BASELINE_LEASES / DRILL_LEAVERS and reads
+ * the figures it writes to DRILL_REPORT (test/bench/cluster-drill.ts).
+ */
+function size(name: string, fallback: number): number {
+  const raw = process.env[name];
+  const n = raw === undefined ? fallback : Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name}=${raw}: a positive integer`);
+  return n;
+}
 /** Leases in the wave the faults hit. */
-const LEASES = 36;
+const LEASES = size('DRILL_LEASES', 36);
 /** Leases in a wave before it with nothing killed, for the lateness to compare against. */
-const BASELINE_LEASES = 12;
-const BASELINE_LEAD_MS = 8_000;
-const LEAVERS = 5;
+const BASELINE_LEASES = size('DRILL_BASELINE_LEASES', 12);
+const LEAVERS = size('DRILL_LEAVERS', 5);
 /** Leavers sent at the wave's instant; the rest go right after the kills, through the balancer with one replica gone. */
-const LEAVERS_AT_WAVE = 3;
-const WAVE_LEAD_MS = 20_000;
+const LEAVERS_AT_WAVE = Math.ceil(LEAVERS / 2);
+/** Requests in flight at once while setting up and polling. */
+const POOL = LEASES > 100 ? 20 : 6;
+const BASELINE_LEAD_MS = 8_000 + BASELINE_LEASES * 40;
+/** Time to move every lease onto the wave's second (one update each) before it comes. */
+const WAVE_LEAD_MS = 20_000 + LEASES * 40;
 /** No request through the balancer may take longer: a hang is a finding, not a wait. */
 const REQUEST_TIMEOUT_MS = 30_000;
 /** How long a client keeps retrying a request the balancer answered 502 (a replica gone mid-request). */
 const RETRY_WINDOW_MS = 30_000;
 /** Kill → everything verified: shards move in 4-8 s, a dead worker's activities are retried after their 10 s heartbeat timeout. */
-const RECOVERY_DEADLINE_MS = 120_000;
+const RECOVERY_DEADLINE_MS = 120_000 + (LEASES + LEAVERS * GROUPS.length) * 100;
+/** The whole drill after start-up: the leases are created (about 8 per second on the cluster here), two waves, the checks. */
+const DRILL_TIMEOUT_MS = 240_000 + (BASELINE_LEASES + LEASES + LEAVERS) * 600 + RECOVERY_DEADLINE_MS;
 
 const suffix = randomUUID().slice(0, 8);
 const hrKey = randomBytes(24);
@@ -141,14 +157,9 @@ beforeAll(async () => {
     temporalAddress: frontend1,
     worker: false,
     env: {
-      ACCESSLOOP_MULTI_PROCESS: 'true',
+      ...sharedKeysEnv(hrKey),
       // Six processes next to the cluster's 42 connections, inside the server's max_connections of 100.
       ACCESSLOOP_DB_POOL_SIZE: '4',
-      ACCESSLOOP_ACTION_LINK_SECRET: randomBytes(24).toString('hex'),
-      ACCESSLOOP_CREDENTIAL_KEY: randomBytes(32).toString('hex'),
-      ACCESSLOOP_PAYLOAD_KEYS: `drill-1:${randomBytes(32).toString('hex')}`,
-      ACCESSLOOP_EVIDENCE_SIGNING_KEY: randomBytes(32).toString('hex'),
-      ACCESSLOOP_HR_WEBHOOK_SECRETS: `whsec_${hrKey.toString('base64')}`,
       // Production-like: a removal delayed by the faults must still land inside the deadline, so any flag is a finding.
       ACCESSLOOP_REVOKE_VERIFY_DEADLINE_SECONDS: '120',
       ACCESSLOOP_VERIFY_MAX_INTERVAL_SECONDS: '2',
@@ -216,10 +227,10 @@ it('loses nothing when a history node, a worker and an API replica are SIGKILLed
   // ---- leases: alice requests for her reports, bob (the entitlement owner) approves, all through the balancer
   const subjects = await db
     .insert(identities)
-    .values(Array.from({ length: BASELINE_LEASES + LEASES }, (_, i) => ({ kind: 'employee' as const, username: `drill${String(i).padStart(2, '0')}`, displayName: `Drill ${i}`, managerId: stack.catalog.identities.alice })))
+    .values(Array.from({ length: BASELINE_LEASES + LEASES }, (_, i) => ({ kind: 'employee' as const, username: `drill${String(i).padStart(4, '0')}`, displayName: `Drill ${i}`, managerId: stack.catalog.identities.alice })))
     .returning({ id: identities.id });
   const requestIds: string[] = [];
-  await pool(subjects, 6, async (sub, i) => {
+  await pool(subjects, POOL, async (sub, i) => {
     // Not retried: a repeated create would be a second request (nothing is killed yet).
     const r = await call('POST', '/v1/access-requests', tok.alice!, { subjectId: sub.id, entitlementId: ent[GROUPS[i % GROUPS.length]!], durationSeconds: 3600, justification: 'cluster failover drill' });
     if (r.status !== 202) throw new Error(`create: ${r.status} ${JSON.stringify(r.body)}`);
@@ -239,7 +250,7 @@ it('loses nothing when a history node, a worker and an API replica are SIGKILLed
     await waitFor(async () => (await call('GET', `/v1/access-requests/${id}`, tok.operator!, undefined, {}, true)).body?.status === 'active', `lease ${id} active`, 60_000, 100);
     requestIds[i] = id;
   });
-  // The first twelve (four per group, by i % 3) form the baseline wave, the rest the fault wave.
+  // The first BASELINE_LEASES (spread over the groups by i % 3) form the baseline wave, the rest the fault wave.
   const baselineIds = requestIds.slice(0, BASELINE_LEASES);
   const leaseIds = requestIds.slice(BASELINE_LEASES);
 
@@ -250,20 +261,22 @@ it('loses nothing when a history node, a worker and an API replica are SIGKILLed
   expect(drillGrants).toHaveLength(BASELINE_LEASES + LEASES + LEAVERS * GROUPS.length);
   const baselineSet = new Set(baselineIds);
   const waveGrantIds = drillGrants.filter((g) => !g.requestId || !baselineSet.has(g.requestId)).map((g) => g.id);
-  const drillMember = /^uid=drill(\d{2}|-leaver-\d+),/;
-  for (const g of GROUPS) expect((await stack.ldapMembers(g)).filter((m) => drillMember.test(m))).toHaveLength((BASELINE_LEASES + LEASES) / GROUPS.length + LEAVERS);
+  const drillMember = /^uid=drill(\d{4}|-leaver-\d+),/;
+  // Lease i went to group i % 3; every leaver is in all three.
+  const leasesIn = (k: number) => Array.from({ length: BASELINE_LEASES + LEASES }, (_, i) => i % GROUPS.length).filter((x) => x === k).length;
+  for (const [k, g] of GROUPS.entries()) expect((await stack.ldapMembers(g)).filter((m) => drillMember.test(m))).toHaveLength(leasesIn(k) + LEAVERS);
   // From here on the only membership changes are the removals: the stats log after this line is both waves'.
   const logMark = stack.slapd.logLines().length;
 
   /** Shortens every lease onto one second (the lease's own update, as a review's earlier end date does). */
   async function shortenOnto(ids: string[], leadMs: number): Promise<number> {
     const at = Math.ceil((Date.now() + leadMs) / 1000) * 1000;
-    await pool(ids, 6, async (id) => {
+    await pool(ids, POOL, async (id) => {
       await stack.rt.temporal.workflow
         .getHandle(accessRequestWorkflowId(id))
         .executeUpdate(shortenUpdate, { args: [{ actorId: stack.catalog.identities.alice, expiresAt: new Date(at).toISOString(), justification: 'cluster failover drill: expiry wave' }] });
     });
-    await waitFor(async () => (await db.$count(grants, and(inArray(grants.requestId, ids), eq(grants.expiresAt, new Date(at))))) === ids.length, 'every lease to expire at the wave', 10_000);
+    await waitFor(async () => (await db.$count(grants, and(inArray(grants.requestId, ids), eq(grants.expiresAt, new Date(at))))) === ids.length, 'every lease to expire at the wave', 10_000 + ids.length * 20);
     expect(Date.now(), 'shortening the leases overran the wave').toBeLessThan(at - 2_000);
     return at;
   }
@@ -282,7 +295,7 @@ it('loses nothing when a history node, a worker and an API replica are SIGKILLed
   const baseline = await waitFor(async () => {
     const l = await lateness(baselineIds);
     return l.length === BASELINE_LEASES ? l : undefined;
-  }, 'the baseline wave verified', 60_000, 250);
+  }, 'the baseline wave verified', 60_000 + BASELINE_LEASES * 100, 250);
   say(`baseline wave, nothing killed: lease expiry → verified removal ${fmt(baseline.map((l) => l.ms))}`);
 
   // ---- the expiry wave the faults hit
@@ -316,7 +329,7 @@ it('loses nothing when a history node, a worker and an API replica are SIGKILLed
     async () => {
       await pool(
         requestIds.filter((id) => !revoked.has(id)),
-        6,
+        POOL,
         async (id) => {
           const r = await call('GET', `/v1/access-requests/${id}`, tok.operator!, undefined, {}, true);
           lastSeen.set(id, `${r.status} ${r.body?.status}`);
@@ -352,6 +365,31 @@ it('loses nothing when a history node, a worker and an API replica are SIGKILLed
   say(`leaver received → completed: ${fmt(leaverEvents.map((e) => e.completedAt!.getTime() - e.receivedAt.getTime()))}`);
   say(`kill → everything verified: ${recoveredAt - killAt} ms`);
   say(`balancer: ${JSON.stringify(rr!.stats)}; client retries after 502: ${client.retries}, broken responses retried: ${client.brokenResponses}`);
+  if (process.env.DRILL_REPORT) {
+    const ms = (xs: number[]) => summary(xs);
+    await writeFile(
+      process.env.DRILL_REPORT,
+      JSON.stringify({
+        leases: LEASES,
+        baselineLeases: BASELINE_LEASES,
+        leavers: LEAVERS,
+        leaverGrants: LEAVERS * GROUPS.length,
+        killAtWaveMs: killAt - waveAt,
+        verifiedAtKill: doneAtKill,
+        removals: waveGrantIds.length,
+        baseline: ms(baseline.map((l) => l.ms)),
+        fault: ms(lag.map((l) => l.ms)),
+        beforeKill: ms(lag.filter((l) => l.verifiedAt < killAt).map((l) => l.ms)),
+        afterKill: ms(lag.filter((l) => l.verifiedAt >= killAt).map((l) => l.ms)),
+        leaverLatency: ms(leaverEvents.map((e) => e.completedAt!.getTime() - e.receivedAt.getTime())),
+        killToVerifiedMs: recoveredAt - killAt,
+        baselineSeconds: (Math.max(...baseline.map((l) => l.verifiedAt)) - Math.min(...baseline.map((l) => l.verifiedAt - l.ms))) / 1000,
+        faultSeconds: (recoveredAt - waveAt) / 1000,
+        balancer: rr!.stats,
+        clientRetries: client.retries,
+      }),
+    );
+  }
 
   // ---- nothing lost: the grant rows, the inbox, the workflows
   for (const lease of revoked.values()) expect(lease.grant).toMatchObject({ status: 'revoked', revokeReason: 'expired' });
@@ -396,4 +434,4 @@ it('loses nothing when a history node, a worker and an API replica are SIGKILLed
   // A first start that exited is retried once by cluster.sh (as a supervisor would); its log tail is printed here, not hidden.
   if (notes) say(`history-1 restart reported:\n${notes}`);
   expect(await cluster!.running()).toEqual([...clusterProcesses]);
-}, 240_000);
+}, DRILL_TIMEOUT_MS);
